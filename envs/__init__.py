@@ -1,0 +1,38 @@
+"""robodistill's MuJoCo manipulation tasks, registered with Gymnasium as `robodistill/<Task>-v0`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from envs.base import OBS_MODES, REWARD_MODES, ScriptedExpert, TableTopEnv
+from envs.robot import CONTROL_MODES
+
+# id -> (entry point, max episode steps)
+TASKS: dict[str, tuple[str, int]] = {
+    "robodistill/Reach-v0": ("envs.reach:ReachEnv", 50),
+    "robodistill/PushCube-v0": ("envs.push_cube:PushCubeEnv", 60),
+    "robodistill/PickCube-v0": ("envs.pick_cube:PickCubeEnv", 80),
+    "robodistill/StackCube-v0": ("envs.stack_cube:StackCubeEnv", 120),
+    "robodistill/PushT-v0": ("envs.push_t:PushTEnv", 200),
+}
+
+for _id, (_entry, _steps) in TASKS.items():
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=_entry, max_episode_steps=_steps)
+
+
+def make_expert(env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
+    """Scripted privileged expert for a robodistill task: a callable mapping state obs (D,)/(N, D) to actions."""
+    base = env.unwrapped
+    if not isinstance(base, TableTopEnv):
+        raise TypeError(
+            f"no scripted expert for {type(base).__name__}: scripted experts exist for {', '.join(TASKS)}; "
+            "use another teacher (e.g. teacher=callable) for other Gymnasium envs"
+        )
+    return base.make_expert()
+
+
+__all__ = ["CONTROL_MODES", "OBS_MODES", "REWARD_MODES", "TASKS", "ScriptedExpert", "TableTopEnv", "make_expert"]

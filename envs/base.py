@@ -1,0 +1,279 @@
+"""Base class for robodistill's table-top tasks: modes as constructor arguments, a few hooks per task."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless by default; must be set before mujoco loads a GL context
+
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+import mujoco
+from envs.rendering import make_renderer
+from envs.robot import (
+    CONTROL_FREQ,
+    FINGER_RANGE,
+    EE_POS_SCALE,
+    EE_ROT_SCALE,
+    HOME_QPOS,
+    SIM_TIMESTEP,
+    ArmController,
+    quat_error,
+    scene_xml,
+)
+
+OBS_MODES = ("state", "rgb", "state+rgb")
+REWARD_MODES = ("sparse", "dense", "normalized_dense")
+
+
+class TableTopEnv(gym.Env):
+    """A MuJoCo table-top manipulation task with ManiSkill-style modes.
+
+    A task overrides: `_objects_xml`, `_initialize_episode`, `_task_obs`, `evaluate`, `compute_dense_reward`,
+    `instruction_templates`, `max_dense_reward` and `make_expert`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_FREQ}
+    task_name = "base"
+    instruction_templates: tuple[str, ...] = ("do the task",)
+    max_dense_reward = 1.0
+
+    def __init__(
+        self,
+        obs_mode: str = "state",
+        control_mode: str = "pd_ee_delta_pos",
+        reward_mode: str = "dense",
+        render_mode: str | None = None,
+        image_size: int | tuple[int, int] = 96,
+        render_size: int | tuple[int, int] = 256,
+        camera: str = "front",
+    ):
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"unknown obs_mode {obs_mode!r}; choose one of {', '.join(OBS_MODES)}")
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"unknown reward_mode {reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"unsupported render_mode {render_mode!r}; only 'rgb_array' is offered")
+        self.obs_mode, self.reward_mode, self.render_mode = obs_mode, reward_mode, render_mode
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.render_size = (render_size, render_size) if isinstance(render_size, int) else tuple(render_size)
+        self.camera = camera
+
+        self.model = mujoco.MjModel.from_xml_string(scene_xml(self.task_name, self._objects_xml()))
+        self.data = mujoco.MjData(self.model)
+        self.controller = ArmController(self.model, control_mode)
+        self.control_mode = control_mode
+        self.n_substeps = int(round(1.0 / CONTROL_FREQ / SIM_TIMESTEP))
+        self._obs_renderer = None
+        self._video_renderer = None
+        self.instruction = self.instruction_templates[0]
+        self.elapsed_steps = 0
+
+        self.action_space = spaces.Box(-1.0, 1.0, (self.controller.action_dim,), dtype=np.float32)
+        mujoco.mj_forward(self.model, self.data)
+        self._reset_robot()
+        state = self._state_vector()
+        self.state_layout = self._layout()
+        state_space = spaces.Box(-np.inf, np.inf, state.shape, dtype=np.float32)
+        h, w = self.image_size
+        image_space = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
+        proprio_space = spaces.Box(-np.inf, np.inf, self._proprio().shape, dtype=np.float32)
+        if obs_mode == "state":
+            self.observation_space = state_space
+        elif obs_mode == "rgb":
+            self.observation_space = spaces.Dict({"rgb": image_space, "proprio": proprio_space})
+        else:
+            self.observation_space = spaces.Dict({"state": state_space, "rgb": image_space, "proprio": proprio_space})
+
+    # ---- hooks for tasks ------------------------------------------------------------------------------------
+    def _objects_xml(self) -> str:
+        return ""
+
+    def _initialize_episode(self, rng: np.random.Generator) -> None:
+        """Place objects and goal for a new episode."""
+
+    def _task_obs(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Task metrics; must hold `success` and `fail` (bools)."""
+        return {"success": False, "fail": False}
+
+    def compute_dense_reward(self, info: dict[str, Any]) -> float:
+        return 0.0
+
+    def make_expert(self) -> Callable[[np.ndarray], np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} has no scripted expert")
+
+    # ---- robot state ----------------------------------------------------------------------------------------
+    def _reset_robot(self, rng: np.random.Generator | None = None) -> None:
+        q = HOME_QPOS.copy()
+        if rng is not None:
+            q += rng.normal(0.0, 0.02, size=7)
+        c = self.controller
+        self.data.qpos[c.arm_qpos] = q
+        self.data.qpos[c.finger_qpos] = FINGER_RANGE
+        self.data.qvel[:] = 0.0
+        self.data.ctrl[:7] = q
+        self.data.ctrl[7:9] = FINGER_RANGE
+
+    @property
+    def tcp_pos(self) -> np.ndarray:
+        return self.data.site_xpos[self.controller.tcp].copy()
+
+    @property
+    def gripper_width(self) -> float:
+        return float(self.data.qpos[self.controller.finger_qpos].sum())
+
+    def _agent_obs(self) -> dict[str, np.ndarray]:
+        c = self.controller
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, self.data.site_xmat[c.tcp])
+        return {
+            "qpos": self.data.qpos[c.arm_qpos],
+            "qvel": self.data.qvel[c.arm_dofs],
+            "gripper_width": np.array([self.gripper_width]),
+            "tcp_pos": self.tcp_pos,
+            "tcp_quat": quat * (1.0 if quat[1] >= 0 else -1.0),  # hemisphere of the gripper-down quaternion
+        }
+
+    def _proprio(self) -> np.ndarray:
+        return np.concatenate(list(self._agent_obs().values())).astype(np.float32)
+
+    def _pieces(self) -> dict[str, np.ndarray]:
+        return {**self._agent_obs(), **self._task_obs()}
+
+    def _layout(self) -> dict[str, slice]:
+        """Named slices of the flat state vector (what scripted experts read)."""
+        layout, i = {}, 0
+        for k, v in self._pieces().items():
+            n = np.asarray(v).size
+            layout[k] = slice(i, i + n)
+            i += n
+        return layout
+
+    def _state_vector(self) -> np.ndarray:
+        return np.concatenate([np.ravel(v) for v in self._pieces().values()]).astype(np.float32)
+
+    @property
+    def shape_meta(self) -> dict[str, Any]:
+        """Observation and action shapes every policy, dataset and export reads."""
+        obs = {}
+        if isinstance(self.observation_space, spaces.Dict):
+            for k, s in self.observation_space.spaces.items():
+                obs[k] = {"shape": list(s.shape), "type": "rgb" if k == "rgb" else "low_dim"}
+        else:
+            obs["state"] = {"shape": list(self.observation_space.shape), "type": "low_dim"}
+        return {"obs": obs, "action": {"shape": list(self.action_space.shape)}}
+
+    # ---- gym API --------------------------------------------------------------------------------------------
+    def _get_obs(self):
+        if self.obs_mode == "state":
+            return self._state_vector()
+        obs = {"rgb": self._render_camera(), "proprio": self._proprio()}
+        if self.obs_mode == "state+rgb":
+            obs = {"state": self._state_vector(), **obs}
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        mujoco.mj_resetData(self.model, self.data)
+        self._reset_robot(self.np_random)
+        self._initialize_episode(self.np_random)
+        templates = self.instruction_templates
+        self.instruction = templates[int(self.np_random.integers(len(templates)))]
+        mujoco.mj_forward(self.model, self.data)
+        self.elapsed_steps = 0
+        info = self.evaluate()
+        info["instruction"] = self.instruction
+        return self._get_obs(), info
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}")
+        action = np.clip(action, -1.0, 1.0)
+        self.data.ctrl[:7] = self.controller.joint_targets(self.data, action)
+        self.data.ctrl[7:9] = (action[-1] + 1.0) * 0.5 * FINGER_RANGE
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self.elapsed_steps += 1
+        info = self.evaluate()
+        reward = self._reward(info)
+        return self._get_obs(), reward, bool(info["success"] or info["fail"]), False, info
+
+    def _reward(self, info: dict[str, Any]) -> float:
+        if self.reward_mode == "sparse":
+            return float(info["success"])
+        # success earns the maximum, so dense rewards never prefer lingering over finishing
+        dense = self.max_dense_reward if info["success"] else self.compute_dense_reward(info)
+        return float(dense / self.max_dense_reward) if self.reward_mode == "normalized_dense" else float(dense)
+
+    # ---- rendering ------------------------------------------------------------------------------------------
+    def _render_camera(self) -> np.ndarray:
+        if self._obs_renderer is None:
+            h, w = self.image_size
+            self._obs_renderer = make_renderer(self.model, h, w)
+        r = self._obs_renderer
+        r.update_scene(self.data, camera=self.camera)
+        # observation frames skip shadows and reflections: ~3x faster, and nothing a policy needs
+        r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        return r.render()
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._video_renderer is None:
+            h, w = self.render_size
+            self._video_renderer = make_renderer(self.model, h, w)
+        self._video_renderer.update_scene(self.data, camera="render")
+        return self._video_renderer.render()
+
+    def close(self):
+        for r in (self._obs_renderer, self._video_renderer):
+            if r is not None:
+                r.close()
+        self._obs_renderer = self._video_renderer = None
+
+
+class ScriptedExpert:
+    """A privileged, stateless expert: reads the flat state vector, plans a TCP displacement and a gripper command.
+
+    Subclasses implement `plan`; this class converts the plan into the env's control mode and handles batches
+    (obs (D,) or (N, D) -> action (A,) or (N, A)).
+    """
+
+    def __init__(self, env: TableTopEnv):
+        self.layout = dict(env.state_layout)
+        self.control_mode = env.control_mode
+        self.controller = env.controller
+        self.action_dim = env.action_space.shape[0]
+
+    def plan(self, s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Given named state pieces (N, k), return TCP displacement in metres (N, 3) and gripper in [-1, 1] (N,)."""
+        raise NotImplementedError
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        single = obs.ndim == 1
+        obs = np.atleast_2d(obs)
+        s = {k: obs[:, sl] for k, sl in self.layout.items()}
+        dpos, grip = self.plan(s)
+        n = obs.shape[0]
+        action = np.zeros((n, self.action_dim), dtype=np.float32)
+        action[:, -1] = np.clip(grip, -1.0, 1.0)
+        if self.control_mode == "pd_joint_delta_pos":
+            for i in range(n):
+                action[i, :7] = self.controller.ee_to_joint_action(s["qpos"][i], dpos[i])
+        else:
+            action[:, :3] = np.clip(dpos / EE_POS_SCALE, -1.0, 1.0)
+            if self.control_mode == "pd_ee_delta_pose":
+                for i in range(n):  # rotate back to gripper-down
+                    action[i, 3:6] = np.clip(
+                        quat_error(self.controller.down_quat, s["tcp_quat"][i]) / EE_ROT_SCALE, -1.0, 1.0
+                    )
+        return action[0] if single else action

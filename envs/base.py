@@ -121,6 +121,13 @@ class TableTopEnv(gym.Env):
         self.data.ctrl[:7] = q
         self.data.ctrl[7:9] = FINGER_RANGE
 
+    def sim_state(self) -> np.ndarray:
+        """Flat MuJoCo physics state (time, qpos, qvel, actuator state, mocap poses): robomimic's `states`."""
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        out = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, out, spec)
+        return out
+
     @property
     def tcp_pos(self) -> np.ndarray:
         return self.data.site_xpos[self.controller.tcp].copy()

@@ -1,0 +1,23 @@
+"""Student and teacher networks with their normalisers; torch + numpy only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from policies.gaussian import GaussianPolicy
+
+POLICIES: dict[str, type[nn.Module]] = {"gaussian": GaussianPolicy}
+
+
+def build_policy(config: dict[str, Any]) -> nn.Module:
+    """Rebuild a policy from the `config` it saved next to its weights."""
+    cfg = dict(config)
+    kind = cfg.pop("kind")
+    if kind not in POLICIES:
+        raise ValueError(f"unknown policy kind {kind!r}; known: {', '.join(POLICIES)}")
+    return POLICIES[kind](**cfg)
+
+
+__all__ = ["POLICIES", "GaussianPolicy", "build_policy"]

@@ -1,0 +1,76 @@
+"""Build a run's parts from its config: the task env, its shape schema, the teacher and the student."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import policies
+from robodistill.errors import UserError
+from robodistill.observations import as_dict, obs_mode_for, view
+from robodistill.tasks import make_env, shape_meta
+from robodistill.teachers import Teacher, TeacherError, check_labels, make_teacher
+
+
+@dataclass
+class Components:
+    task: dict[str, Any]
+    obs_mode: str
+    env: gym.Env  # one env of the task, for checks and shapes
+    shape_meta: dict[str, Any]
+    teacher: Teacher
+    student: nn.Module
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Module:
+    """A fresh student network for the task's shapes."""
+    cfg = to_dict(student_cfg)
+    kind = cfg.pop("kind", "gaussian")
+    cfg.pop("name", None)
+    try:
+        return policies.build_policy({"kind": kind, "shape_meta": meta, **cfg})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot build student {kind!r}: {exc}") from exc
+
+
+def check_teacher(teacher: Teacher, env: gym.Env) -> None:
+    """Query the teacher once on a reset observation: its actions must fit the task's action space."""
+    obs, _ = env.reset(seed=0)
+    batch = {k: np.asarray(v)[None] for k, v in as_dict(obs).items()}
+    missing = [k for k in teacher.obs_keys if k not in batch]
+    if missing:
+        raise UserError(f"teacher observes {missing}, but the task offers {sorted(batch)}")
+    try:
+        out = teacher.act(view(batch, teacher.obs_keys))
+        check_labels(out, 1, int(env.action_space.shape[0]))
+    except TeacherError as exc:
+        raise UserError(f"teacher and task do not fit: {exc}") from exc
+    except Exception as exc:
+        raise UserError(f"teacher failed on the task's first observation: {type(exc).__name__}: {exc}") from exc
+
+
+def build(cfg: DictConfig) -> Components:
+    """Env, shapes, teacher and student for a run, checked against each other before any training."""
+    task = to_dict(cfg.task)
+    teacher_keys = list(cfg.teacher.get("obs_keys") or ["state"])
+    student_keys = list(cfg.student.obs_keys)
+    obs_mode = obs_mode_for(set(teacher_keys) | set(student_keys))
+    env = make_env(task, obs_mode)
+    meta = shape_meta(env)
+    teacher = make_teacher(to_dict(cfg.teacher), env)
+    check_teacher(teacher, env)
+    student = make_student(cfg.student, meta)
+    if student.action_dim != int(env.action_space.shape[0]):
+        raise UserError(
+            f"student action dim {student.action_dim} does not match the task's {env.action_space.shape[0]}"
+        )
+    return Components(task, obs_mode, env, meta, teacher, student)

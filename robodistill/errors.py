@@ -1,0 +1,29 @@
+"""User-facing errors: one clear line on the command line instead of a traceback wall."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, files, spaces) that the message alone explains."""
+
+
+def report_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorator for entry points: print a UserError (and GL/dataset errors) as one line and exit with code 2."""
+    from functools import wraps
+
+    from envs.rendering import RenderingUnavailable
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, RenderingUnavailable) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,95 @@
+"""Evaluate a policy over N seeded episodes (episode i uses seed + i, so every policy sees the same starts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from tqdm import tqdm
+
+from robodistill.observations import as_dict
+from robodistill.tasks import make_env
+from robodistill.video import overlay, write_video
+
+PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]  # batched obs dict -> actions (B, A)
+
+
+def evaluate(
+    policy: PolicyFn,
+    task: Mapping[str, Any],
+    obs_mode: str,
+    episodes: int,
+    seed: int,
+    num_envs: int = 10,
+    video_dir: str | Path | None = None,
+    num_videos: int = 0,
+    progress: bool = True,
+    on_reset: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Success rate, returns and lengths over `episodes` episodes; films the first `num_videos` of them.
+
+    `on_reset(slot)` is called when env slot `slot` starts a new episode (for policies with per-episode state).
+    """
+    num_envs = max(1, min(num_envs, episodes))
+    filming = num_videos > 0 and video_dir is not None
+    env_list = [make_env(task, obs_mode, render_mode="rgb_array" if filming else None) for _ in range(num_envs)]
+    results: list[dict[str, Any]] = [None] * episodes  # type: ignore[list-item]
+    next_episode = 0
+    slots: list[dict[str, Any] | None] = [None] * num_envs
+    obs_slots: list[dict[str, np.ndarray] | None] = [None] * num_envs
+    videos: list[str] = []
+    bar = tqdm(total=episodes, desc="evaluate", disable=not progress, leave=False)
+
+    def start(slot: int) -> None:
+        nonlocal next_episode
+        if next_episode >= episodes:
+            slots[slot] = obs_slots[slot] = None
+            return
+        ep = next_episode
+        next_episode += 1
+        obs, _ = env_list[slot].reset(seed=seed + ep)
+        obs_slots[slot] = as_dict(obs)
+        slots[slot] = {"episode": ep, "return": 0.0, "length": 0, "success": False, "frames": []}
+        if filming and ep < num_videos:
+            slots[slot]["frames"].append(overlay(env_list[slot].render(), 0, 0.0, False))
+        if on_reset is not None:
+            on_reset(slot)
+
+    for s in range(num_envs):
+        start(s)
+    try:
+        while any(s is not None for s in slots):
+            active = [i for i, s in enumerate(slots) if s is not None]
+            batch = {k: np.stack([obs_slots[i][k] for i in active]) for k in obs_slots[active[0]]}
+            actions = np.asarray(policy(batch))
+            for j, i in enumerate(active):
+                rec = slots[i]
+                obs, reward, term, trunc, info = env_list[i].step(actions[j])
+                obs_slots[i] = as_dict(obs)
+                rec["return"] += float(reward)
+                rec["length"] += 1
+                rec["success"] = rec["success"] or bool(info.get("success", False))
+                if rec["frames"]:
+                    rec["frames"].append(overlay(env_list[i].render(), rec["length"], float(reward), rec["success"]))
+                if term or trunc:
+                    if rec["frames"]:
+                        path = write_video(Path(video_dir) / f"episode_{rec['episode']:03d}.mp4", rec["frames"])
+                        videos.append(str(path))
+                    results[rec["episode"]] = {k: rec[k] for k in ("episode", "return", "length", "success")}
+                    bar.update(1)
+                    start(i)
+    finally:
+        bar.close()
+        for e in env_list:
+            e.close()
+    success = np.array([r["success"] for r in results], dtype=float)
+    return {
+        "success_rate": float(success.mean()),
+        "return_mean": float(np.mean([r["return"] for r in results])),
+        "length_mean": float(np.mean([r["length"] for r in results])),
+        "episodes": episodes,
+        "seed": seed,
+        "videos": videos,
+        "per_episode": results,
+    }

@@ -1,0 +1,90 @@
+"""DAgger: the mixture beta*teacher + (1-beta)*student drives, the teacher labels every visited state, refit.
+
+Each round: collect episodes with the round's beta (per env, per step), append them to the dataset on disk and to
+the in-memory label buffer (aggregation), then take a fixed number of gradient steps on the whole buffer — the
+student keeps its weights between rounds, so the cost per round stays flat instead of retraining from scratch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from robodistill.buffer import LabelBuffer
+from robodistill.collector import Collector, make_vector_env
+from robodistill.dataset import EpisodeWriter, iter_demos
+from robodistill.learners.base import Learner
+from robodistill.run import Run
+from robodistill.schedules import BetaSchedule
+from robodistill.tasks import env_fns, env_meta
+from robodistill.training import LABEL, episode_labels, regress
+
+
+class DAggerLearner(Learner):
+    name = "dagger"
+
+    def fit(self, run: Run) -> dict[str, Any]:
+        a, comps, student = self.algo, self.comps, self.student
+        schedule = BetaSchedule(**a.beta)
+        optimizer = torch.optim.Adam(student.parameters(), lr=float(a.lr))
+        rng = np.random.default_rng(int(self.cfg.seed))
+        buffer = LabelBuffer()
+        start_round, labels, best = 0, 0, -1.0
+
+        ckpt = self.resume_from(run, optimizer)
+        if ckpt is not None:
+            start_round, labels, best = ckpt["round"] + 1, ckpt["labels"], ckpt["best_success"]
+            rng.bit_generator.state = ckpt["sample_rng"]
+            # every episode already on disk is a labelled state: aggregate it all, nothing written is lost
+            for demo in iter_demos(run.dataset_path, [f"obs/{k}" for k in student.obs_keys] + ["teacher/actions"]):
+                buffer.add({**{k: demo[f"obs/{k}"] for k in student.obs_keys}, LABEL: demo["teacher/actions"]})
+
+        venv = make_vector_env(env_fns(comps.task, int(self.cfg.collector.num_envs), comps.obs_mode))
+        writer = EpisodeWriter(run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode), append=ckpt is not None)
+        collector = Collector(venv, comps.teacher, student, writer, seed=int(self.cfg.seed))
+        if ckpt is not None:
+            collector.rng.bit_generator.state = ckpt["collector_rng"]
+
+        def aggregate(episode: dict[str, Any]) -> None:
+            buffer.add(episode_labels(episode, student.obs_keys))
+
+        try:
+            for r in range(start_round, int(a.rounds)):
+                beta = schedule(r)
+                stats = collector.collect(
+                    int(a.episodes_per_round), beta, seed=int(self.cfg.seed) * 100_003 + r * 1_000,
+                    on_episode=aggregate, progress=self.progress, desc=f"round {r} collect (beta={beta:.2f})",
+                )  # fmt: skip
+                labels += stats.steps
+                if r == start_round and ckpt is None:
+                    student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
+                losses = regress(
+                    student, optimizer, buffer, int(a.updates_per_round), int(a.batch_size), rng,
+                    progress=self.progress, desc=f"round {r} fit",
+                )  # fmt: skip
+                metrics = {"round": r, "beta": beta, "teacher_labels": labels, "dataset_size": len(buffer),
+                           **{f"collect/{k}": v for k, v in stats.as_dict().items()}, **losses}  # fmt: skip
+                eval_every = int(a.eval_every)
+                if eval_every > 0 and (r + 1) % eval_every == 0 and r + 1 < int(a.rounds):
+                    success = self.evaluate_student(run, labels)["success_rate"]
+                    metrics["eval/success_rate"] = success
+                    if success > best:
+                        best = success
+                        run.save_checkpoint({**self.student_payload(), "round": r}, "best")
+                run.log(labels, metrics)
+                run.save_checkpoint(
+                    {**self.student_payload(), "optimizer": optimizer.state_dict(), "round": r, "labels": labels,
+                     "best_success": best, "sample_rng": rng.bit_generator.state,
+                     "collector_rng": collector.rng.bit_generator.state},
+                    "last",
+                )  # fmt: skip
+        finally:
+            writer.close()
+            venv.close()
+
+        result = self.evaluate_student(run, labels, final=True)
+        if result["success_rate"] >= best:
+            run.save_checkpoint({**self.student_payload(), "round": int(a.rounds) - 1}, "best")
+        return {"success_rate": result["success_rate"], "teacher_labels": labels}

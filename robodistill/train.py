@@ -1,0 +1,32 @@
+"""Train a student as the config says: build the parts, pick the learner, run it in the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from robodistill.components import build
+from robodistill.errors import UserError
+from robodistill.learners import LEARNERS
+from robodistill.run import Run, seed_everything
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Run `cfg.algo` in `run_dir`; returns the learner's summary (final success rate, teacher labels)."""
+    name = cfg.algo.name
+    if name not in LEARNERS:
+        raise UserError(f"unknown algo {name!r}; available: {', '.join(LEARNERS)}")
+    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
+    seed_everything(int(cfg.seed))
+    run = Run(cfg, run_dir)
+    comps = build(cfg)
+    learner = LEARNERS[name](cfg, comps)
+    try:
+        result = learner.fit(run)
+    finally:
+        run.close()
+        comps.env.close()
+    return result

@@ -1,0 +1,23 @@
+"""Train a student: python scripts/train.py task=pushcube algo=dagger teacher=scripted student=mlp"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from robodistill.errors import report_errors
+from robodistill.train import train
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+@report_errors
+def main(cfg: DictConfig) -> None:
+    run_dir = HydraConfig.get().runtime.output_dir
+    result = train(cfg, run_dir)
+    print(f"run: {run_dir}")
+    print(", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,8 @@ from envs.robot import (
 
 OBS_MODES = ("state", "rgb", "state+rgb")
 REWARD_MODES = ("sparse", "dense", "normalized_dense")
+# what `sim_state` saves: enough for mj_setState to restore an episode's exact state
+SIM_STATE_SPEC = int(mujoco.mjtState.mjSTATE_FULLPHYSICS) | int(mujoco.mjtState.mjSTATE_USER)
 
 
 class TableTopEnv(gym.Env):
@@ -122,8 +124,8 @@ class TableTopEnv(gym.Env):
         self.data.ctrl[7:9] = FINGER_RANGE
 
     def sim_state(self) -> np.ndarray:
-        """Flat MuJoCo physics state (time, qpos, qvel, actuator state, mocap poses): robomimic's `states`."""
-        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        """Flat MuJoCo state (physics + controls + mocap goal poses, `SIM_STATE_SPEC`): robomimic's `states`."""
+        spec = SIM_STATE_SPEC
         out = np.empty(mujoco.mj_stateSize(self.model, spec))
         mujoco.mj_getState(self.model, self.data, out, spec)
         return out

@@ -120,8 +120,8 @@ _SCENE = """
     <light pos="0 -0.4 1.5" dir="0 0.3 -1" diffuse="0.6 0.6 0.6" castshadow="true"/>
     <geom name="floor" type="plane" size="2 2 0.05" pos="0 0 -0.8" rgba="0.3 0.3 0.32 1" contype="1" conaffinity="1"/>
     <geom name="table" type="box" size="0.7 0.8 0.4" pos="-0.12 0 -0.4" material="table" contype="1" conaffinity="1"/>
-    <camera name="front" pos="0.55 0 0.45" xyaxes="0 1 0 -0.55 0 0.85" fovy="60"/>
-    <camera name="render" pos="0.7 0.55 0.6" xyaxes="-0.62 0.78 0 -0.45 -0.36 0.82" fovy="55"/>
+    <camera name="front" pos="0.45 0 0.4" xyaxes="0 1 0 -0.625 0 0.781" fovy="55"/>
+    <camera name="render" pos="0.45 0.45 0.45" xyaxes="-0.633 0.774 0 -0.380 -0.311 0.871" fovy="60"/>
     {arm}
     {objects}
   </worldbody>

@@ -131,8 +131,9 @@ class Collector:
                 if states[i] is not None:
                     b["states"].append(states[i])
                 if term[i] or trunc[i]:
-                    final = info["final_info"]
-                    episode = self._finish(b, as_dict(info["final_obs"][i]), bool(final["success"][i]), beta, bool(term[i]))
+                    success = info["final_info"].get("success")  # generic Gymnasium envs may not report it
+                    success = bool(success[i]) if success is not None else False
+                    episode = self._finish(b, as_dict(info["final_obs"][i]), success, beta, bool(term[i]))
                     stats.episodes += 1
                     stats.steps += len(episode["actions"])
                     stats.successes += int(episode["attrs"]["success"])

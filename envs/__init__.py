@@ -7,6 +7,10 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from envs.rendering import RenderingUnavailable, import_mujoco
+
+import_mujoco()  # fails here, with the Debian package to install, if the GL backend is missing
+
 from envs.base import OBS_MODES, REWARD_MODES, ScriptedExpert, TableTopEnv
 from envs.robot import CONTROL_MODES
 
@@ -35,4 +39,4 @@ def make_expert(env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
     return base.make_expert()
 
 
-__all__ = ["CONTROL_MODES", "OBS_MODES", "REWARD_MODES", "TASKS", "ScriptedExpert", "TableTopEnv", "make_expert"]
+__all__ = ["CONTROL_MODES", "OBS_MODES", "REWARD_MODES", "RenderingUnavailable", "TASKS", "ScriptedExpert", "TableTopEnv", "make_expert"]

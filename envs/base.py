@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless by default; must be set before mujoco loads a GL context
-
 from typing import Any, Callable
 
 import gymnasium as gym

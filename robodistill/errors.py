@@ -13,16 +13,16 @@ class UserError(Exception):
 
 
 def report_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Decorator for entry points: print a UserError (and GL/dataset errors) as one line and exit with code 2."""
+    """Decorator for entry points: print a UserError (or any error marked `user_facing`) as one line, exit 2."""
     from functools import wraps
-
-    from envs.rendering import RenderingUnavailable
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (UserError, RenderingUnavailable) as exc:
+        except Exception as exc:
+            if not (isinstance(exc, UserError) or getattr(exc, "user_facing", False)):
+                raise
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
 

@@ -7,12 +7,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from robodistill.errors import report_errors
-from robodistill.train import train
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 @report_errors
 def main(cfg: DictConfig) -> None:
+    from robodistill.train import train  # imported here so a missing GL backend is reported as one line
+
     run_dir = HydraConfig.get().runtime.output_dir
     result = train(cfg, run_dir)
     print(f"run: {run_dir}")

@@ -10,7 +10,7 @@ import time
 import h5py
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 TINY = ("algo.updates_per_round=50", "algo.episodes_per_round=4", "eval.episodes=3", "eval.num_envs=3",
         "collector.num_envs=2")  # fmt: skip
@@ -30,6 +30,11 @@ def test_dagger_run_writes_checkpoint_eval_metrics_and_video(train_cli, tmp_path
     assert [x["round"] for x in lines if "round" in x] == [0, 1]
     assert any(f.name.startswith("events.out.tfevents") for f in (run / "tb").iterdir())
     assert (run / "config.yaml").exists()
+    # scripts/evaluate.py re-evaluates and films the finished run
+    p = run_script("scripts/evaluate.py", str(run), "--episodes", "2", "--videos", "1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout)["episodes"] == 2
+    assert list((run / "videos/eval_best").glob("*.mp4"))
 
 
 def test_resume_continues_a_killed_run(tmp_path):

@@ -217,10 +217,9 @@ class ArmController:
         mujoco.mj_jacSite(self.model, data, jacp, jacr, self.tcp)
         jac = np.vstack([jacp, jacr])[:, self.arm_dofs]  # (6, 7)
         err = np.concatenate([dpos, drot])
-        jjt = jac @ jac.T + self.DAMPING**2 * np.eye(6)
-        dq = jac.T @ np.linalg.solve(jjt, err)
-        null = np.eye(7) - np.linalg.pinv(jac) @ jac
-        dq += null @ (self.NULLSPACE_GAIN * (HOME_QPOS - q))
+        jac_pinv = jac.T @ np.linalg.inv(jac @ jac.T + self.DAMPING**2 * np.eye(6))  # damped pseudo-inverse (7, 6)
+        dq = jac_pinv @ err
+        dq += (np.eye(7) - jac_pinv @ jac) @ (self.NULLSPACE_GAIN * (HOME_QPOS - q))  # null-space pull to home
         return np.clip(q + dq, JOINT_LIMITS[:, 0], JOINT_LIMITS[:, 1])
 
     def ee_to_joint_action(self, qpos: np.ndarray, dpos: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ class CollectStats:
     returns: list[float] = field(default_factory=list)
     teacher_labels: int = 0
     teacher_acted: int = 0
+    env_steps: int = 0  # every env step taken, including episodes dropped at the end
     wall_s: float = 0.0
 
     @property
@@ -114,6 +115,7 @@ class Collector:
             states = [f() if f is not None else None for f in self._sim_states]
 
             obs, reward, term, trunc, info = self.venv.step(executed)
+            stats.env_steps += self.num_envs
             for i in range(self.num_envs):
                 b = buffers[i]
                 b["obs"].append({k: v[i] for k, v in obs_d.items()})

@@ -85,20 +85,83 @@ class EpisodeWriter:
                     g.create_dataset(k, data=v)
 
     def _write_masks(self) -> None:
-        names = [f"demo_{i}" for i in range(self.num_demos)]
-        valid = [n for i, n in enumerate(names) if i % VALID_EVERY == VALID_EVERY - 1]
-        train = [n for n in names if n not in set(valid)]
+        """Append the newest demo to mask/train or mask/valid (resizable datasets: O(1) per episode)."""
+        i = self.num_demos - 1
+        key = "valid" if i % VALID_EVERY == VALID_EVERY - 1 else "train"
         mask = self.file.require_group("mask")
-        for key, vals in (("train", train), ("valid", valid)):
-            if key in mask:
-                del mask[key]
-            mask.create_dataset(key, data=np.array(vals, dtype="S"))
+        for k in ("train", "valid"):
+            if k not in mask:
+                mask.create_dataset(k, shape=(0,), maxshape=(None,), dtype="S16", chunks=(256,))
+        ds = mask[key]
+        ds.resize((len(ds) + 1,))
+        ds[-1] = f"demo_{i}".encode()
 
     def close(self) -> None:
         if self.file.id.valid:
             self.file.close()
 
     def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _writer_process(path: str, env_args: dict[str, Any], append: bool, queue) -> None:
+    """Body of BackgroundEpisodeWriter's process: write episodes until the None sentinel or the parent's death."""
+    import multiprocessing as mp
+    import queue as queue_module
+
+    parent = mp.parent_process()
+    with EpisodeWriter(path, env_args, append) as writer:
+        while True:
+            try:
+                episode = queue.get(timeout=0.2)
+            except queue_module.Empty:
+                if parent is not None and not parent.is_alive():  # parent killed: all it sent is written
+                    return
+                continue
+            if episode is None:
+                return
+            writer.write(episode)
+
+
+class BackgroundEpisodeWriter:
+    """EpisodeWriter in a separate process, so HDF5 work runs on the other core while the envs step.
+
+    Same interface as EpisodeWriter. If the collecting process is killed, the writer still drains and flushes the
+    episodes it was sent.
+    """
+
+    def __init__(self, path: str | Path, env_args: dict[str, Any], append: bool = False):
+        import multiprocessing as mp
+
+        self.path = Path(path)
+        if append and self.path.exists():
+            with open_dataset(self.path) as f:
+                self.num_demos = len(f["data"])
+        else:
+            self.num_demos = 0
+        ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
+        self.queue = ctx.Queue(maxsize=64)
+        self.proc = ctx.Process(target=_writer_process, args=(str(path), env_args, append, self.queue), daemon=False)
+        self.proc.start()
+
+    def write(self, episode: dict[str, Any]) -> int:
+        if not self.proc.is_alive():
+            raise DatasetError(f"the episode writer for {self.path} stopped (exit code {self.proc.exitcode})")
+        self.queue.put(episode)
+        self.num_demos += 1
+        return self.num_demos - 1
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.queue.put(None)
+        self.proc.join()
+        if self.proc.exitcode != 0:
+            raise DatasetError(f"the episode writer for {self.path} failed (exit code {self.proc.exitcode})")
+
+    def __enter__(self) -> BackgroundEpisodeWriter:
         return self
 
     def __exit__(self, *exc) -> None:

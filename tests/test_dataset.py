@@ -53,7 +53,7 @@ WRITER_SCRIPT = textwrap.dedent(
     """
     import sys, time, gymnasium as gym, envs
     from robodistill.collector import Collector, make_vector_env
-    from robodistill.dataset import EpisodeWriter
+    from robodistill.dataset import BackgroundEpisodeWriter, EpisodeWriter
     from robodistill.tasks import env_fns, env_meta
     from robodistill.teachers import CallableTeacher
     task = {"env_id": "robodistill/Reach-v0"}
@@ -62,16 +62,21 @@ WRITER_SCRIPT = textwrap.dedent(
     def teacher(s):
         time.sleep(0.01)  # slow enough that the kill lands mid-collection
         return slow(s)
-    w = EpisodeWriter(sys.argv[1], env_meta(env, task, "state"))
-    c = Collector(make_vector_env(env_fns(task, 2)), CallableTeacher(teacher), None, w)
-    c.collect(10_000, beta=1.0, seed=0, progress=False, on_episode=lambda e: print("episode", flush=True))
+    if __name__ == "__main__":
+        Writer = BackgroundEpisodeWriter if sys.argv[2] == "background" else EpisodeWriter
+        w = Writer(sys.argv[1], env_meta(env, task, "state"))
+        c = Collector(make_vector_env(env_fns(task, 2)), CallableTeacher(teacher), None, w)
+        c.collect(10_000, beta=1.0, seed=0, progress=False, on_episode=lambda e: print("episode", flush=True))
     """
 )
 
 
-def test_killed_collector_keeps_finished_episodes(tmp_path):
+@pytest.mark.parametrize("writer", ["inline", "background"])
+def test_killed_collector_keeps_finished_episodes(tmp_path, writer):
     path = tmp_path / "crash.hdf5"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True)
+    script = tmp_path / "collect.py"
+    script.write_text(WRITER_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(path), writer], stdout=subprocess.PIPE, text=True)
     written = 0
     deadline = time.time() + 120
     while written < 5 and time.time() < deadline:
@@ -79,6 +84,7 @@ def test_killed_collector_keeps_finished_episodes(tmp_path):
             written += 1
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    time.sleep(1.0)  # a background writer drains what it was sent, then exits
     assert written == 5
     summary = dataset_summary(path)  # still a readable file
     assert summary["demos"] >= 5

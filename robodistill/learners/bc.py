@@ -14,7 +14,7 @@ from tqdm import trange
 
 from robodistill.buffer import LabelBuffer
 from robodistill.collector import Collector, make_vector_env
-from robodistill.dataset import EpisodeWriter, dataset_summary, iter_demos, open_dataset
+from robodistill.dataset import BackgroundEpisodeWriter, dataset_summary, iter_demos, open_dataset
 from robodistill.errors import UserError
 from robodistill.learners.base import Learner
 from robodistill.run import Run
@@ -62,7 +62,7 @@ class BCLearner(Learner):
         """Teacher-driven demonstrations: `num_demos` episodes, or episodes until `labels` samples."""
         a, comps = self.algo, self.comps
         venv = make_vector_env(env_fns(comps.task, int(self.cfg.collector.num_envs), comps.obs_mode))
-        with EpisodeWriter(run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode)) as writer:
+        with BackgroundEpisodeWriter(run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode)) as writer:
             collector = Collector(venv, comps.teacher, None, writer, seed=int(self.cfg.seed))
             labels = a.get("labels")
             stats = collector.collect(

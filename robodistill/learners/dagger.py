@@ -14,7 +14,7 @@ import torch
 
 from robodistill.buffer import LabelBuffer
 from robodistill.collector import Collector, make_vector_env
-from robodistill.dataset import EpisodeWriter, iter_demos
+from robodistill.dataset import BackgroundEpisodeWriter, iter_demos
 from robodistill.learners.base import Learner
 from robodistill.run import Run
 from robodistill.schedules import BetaSchedule
@@ -42,7 +42,7 @@ class DAggerLearner(Learner):
                 buffer.add({**{k: demo[f"obs/{k}"] for k in student.obs_keys}, LABEL: demo["teacher/actions"]})
 
         venv = make_vector_env(env_fns(comps.task, int(self.cfg.collector.num_envs), comps.obs_mode))
-        writer = EpisodeWriter(run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode), append=ckpt is not None)
+        writer = BackgroundEpisodeWriter(run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode), append=ckpt is not None)
         collector = Collector(venv, comps.teacher, student, writer, seed=int(self.cfg.seed))
         if ckpt is not None:
             collector.rng.bit_generator.state = ckpt["collector_rng"]

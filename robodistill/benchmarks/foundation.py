@@ -1,0 +1,148 @@
+"""Foundation figures: collector overhead vs raw stepping, expert success, DAgger vs BC, render speed."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+import envs
+from robodistill.collector import Collector, make_vector_env
+from robodistill.dataset import BackgroundEpisodeWriter
+from robodistill.tasks import env_fns, env_meta, shape_meta
+from robodistill.teachers import CallableTeacher
+from robodistill.train import train
+from policies import GaussianPolicy
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def collector_over_raw(task: str, num_envs: int, steps: int, repeats: int) -> dict[str, Any]:
+    """Env steps/s of the same vector env: random actions with no policy vs student acting + teacher labelling + HDF5."""
+    spec = {"env_id": task}
+    venv = make_vector_env(env_fns(spec, num_envs))
+    env = gym.make(task)
+    student = GaussianPolicy(shape_meta(env), ["state"])
+    student.eval()
+    teacher = CallableTeacher(envs.make_expert(env), ["state"])
+    raw, coll = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(repeats):  # interleaved so machine noise hits both alike
+            venv.reset(seed=rep)
+            rng = np.random.default_rng(rep)
+            t0 = time.perf_counter()
+            for _ in range(steps // num_envs):
+                venv.step(rng.uniform(-1, 1, (num_envs, *venv.single_action_space.shape)).astype(np.float32))
+            raw.append(steps // num_envs * num_envs / (time.perf_counter() - t0))
+            with BackgroundEpisodeWriter(Path(tmp) / f"c{rep}.hdf5", env_meta(env, spec, "state")) as w:
+                c = Collector(venv, teacher, student, w, seed=rep)
+                stats = c.collect(None, beta=0.5, seed=rep, min_steps=steps, progress=False)
+            coll.append(stats.env_steps / stats.wall_s)
+    venv.close()
+    r, c = statistics.median(raw), statistics.median(coll)
+    return {"raw_steps_per_s": raw, "collector_steps_per_s": coll, "ratio": c / r}
+
+
+def expert_success(task: str, episodes: int) -> float:
+    env = gym.make(task)
+    expert = envs.make_expert(env)
+    wins = 0
+    for seed in range(episodes):
+        obs, _ = env.reset(seed=seed)
+        while True:
+            obs, _, term, trunc, info = env.step(expert(obs))
+            if term or trunc:
+                break
+        wins += bool(info["success"])
+    return wins / episodes
+
+
+def render_fps(size: int, frames: int) -> float:
+    env = gym.make("robodistill/PickCube-v0", obs_mode="rgb", image_size=size).unwrapped
+    env.reset(seed=0)
+    env._render_camera()  # first frame builds the GL context
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        env._render_camera()
+    return frames / (time.perf_counter() - t0)
+
+
+def train_once(overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose("config", overrides=["progress=false", *overrides])
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    result = train(cfg, run_dir)
+    return {**result, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0}
+
+
+def dagger_vs_bc(task_cfg: str, seeds: list[int], episodes: int, extra: list[str], out: Path) -> dict[str, Any]:
+    """DAgger, then BC given as many teacher labels as DAgger used, per seed."""
+    runs: dict[str, list[dict[str, Any]]] = {"dagger": [], "bc": []}
+    for seed in seeds:
+        common = [f"task={task_cfg}", f"seed={seed}", f"eval.episodes={episodes}", "eval.videos=0", *extra]
+        d = train_once(["algo=dagger", *common], out / f"{task_cfg}_dagger_s{seed}")
+        b = train_once(["algo=bc", f"algo.labels={d['teacher_labels']}", *common], out / f"{task_cfg}_bc_s{seed}")
+        runs["dagger"].append(d)
+        runs["bc"].append(b)
+    summary = {}
+    for algo, rs in runs.items():
+        s = [r["success_rate"] for r in rs]
+        summary[algo] = {
+            "success_mean": float(np.mean(s)),
+            "success_std": float(np.std(s)),
+            "wall_s": float(np.mean([r["wall_s"] for r in rs])),
+            "cpu_s": float(np.mean([r["cpu_s"] for r in rs])),
+            "teacher_labels": int(np.mean([r["teacher_labels"] for r in rs])),
+            "runs": rs,
+        }
+    return summary
+
+
+def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """All foundation figures; returns (JSON payload, table lines)."""
+    torch.set_num_threads(1)
+    ratio = collector_over_raw("robodistill/PushCube-v0", 8, 800 if quick else 8000, 2 if quick else 5)
+    expert = {t: expert_success(t, 10 if quick else 100) for t in envs.TASKS}
+    fps = render_fps(96, 50 if quick else 500)
+    seeds = [0] if quick else [0, 1, 2]
+    episodes = 10 if quick else 50
+    extra = ["algo.rounds=2", "algo.updates_per_round=100", "algo.updates=200"] if quick else []
+    dagger, bc = {}, {}
+    for task_cfg, task_id in (("pushcube", "robodistill/PushCube-v0"), ("pickcube", "robodistill/PickCube-v0")):
+        res = dagger_vs_bc(task_cfg, seeds, episodes, extra, out_dir / "runs")
+        dagger[task_id], bc[task_id] = res["dagger"], res["bc"]
+    payload = {
+        "collector_over_raw": ratio["ratio"],
+        "collector_detail": ratio,
+        "expert_success": expert,
+        "dagger": dagger,
+        "bc": bc,
+        "render_fps_96": fps,
+        "seeds": seeds,
+        "eval_episodes": episodes,
+    }
+    lines = [
+        f"collector / raw env steps per s (PushCube, 8 envs): {ratio['ratio']:.3f}  "
+        f"(raw {statistics.median(ratio['raw_steps_per_s']):.0f}, collector {statistics.median(ratio['collector_steps_per_s']):.0f})",
+        f"render fps at 96x96 (observation camera): {fps:.1f}",
+        "",
+        f"{'task':28s} expert success",
+        *[f"{t:28s} {v:.2f}" for t, v in expert.items()],
+        "",
+        f"{'task':28s} {'algo':7s} {'success':>15s} {'labels':>8s} {'wall s':>8s} {'cpu s':>8s}",
+    ]
+    for task_id in dagger:
+        for algo, res in (("dagger", dagger[task_id]), ("bc", bc[task_id])):
+            lines.append(
+                f"{task_id:28s} {algo:7s} {res['success_mean']:7.3f} ± {res['success_std']:.3f} "
+                f"{res['teacher_labels']:8d} {res['wall_s']:8.1f} {res['cpu_s']:8.1f}"
+            )
+    return payload, lines

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -11,16 +11,16 @@ from envs.rendering import RenderingUnavailable, import_mujoco
 
 import_mujoco()  # fails here, with the Debian package to install, if the GL backend is missing
 
-from envs.base import OBS_MODES, REWARD_MODES, ScriptedExpert, TableTopEnv
-from envs.robot import CONTROL_MODES
+from envs.base import OBS_MODES, REWARD_MODES, ScriptedExpert, TableTopEnv  # noqa: E402
+from envs.robot import CONTROL_MODES  # noqa: E402
 
 # id -> (entry point, max episode steps)
 TASKS: dict[str, tuple[str, int]] = {
     "robodistill/Reach-v0": ("envs.reach:ReachEnv", 50),
     "robodistill/PushCube-v0": ("envs.push_cube:PushCubeEnv", 60),
-    "robodistill/PickCube-v0": ("envs.pick_cube:PickCubeEnv", 80),
-    "robodistill/StackCube-v0": ("envs.stack_cube:StackCubeEnv", 120),
-    "robodistill/PushT-v0": ("envs.push_t:PushTEnv", 200),
+    "robodistill/PickCube-v0": ("envs.pick_cube:PickCubeEnv", 60),
+    "robodistill/StackCube-v0": ("envs.stack_cube:StackCubeEnv", 80),
+    "robodistill/PushT-v0": ("envs.push_t:PushTEnv", 150),
 }
 
 for _id, (_entry, _steps) in TASKS.items():
@@ -39,4 +39,13 @@ def make_expert(env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
     return base.make_expert()
 
 
-__all__ = ["CONTROL_MODES", "OBS_MODES", "REWARD_MODES", "RenderingUnavailable", "TASKS", "ScriptedExpert", "TableTopEnv", "make_expert"]
+__all__ = [
+    "CONTROL_MODES",
+    "OBS_MODES",
+    "REWARD_MODES",
+    "RenderingUnavailable",
+    "TASKS",
+    "ScriptedExpert",
+    "TableTopEnv",
+    "make_expert",
+]

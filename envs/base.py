@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from gymnasium import spaces
 
-import mujoco
 from envs.rendering import make_renderer
 from envs.robot import (
     CONTROL_FREQ,
-    FINGER_RANGE,
     EE_POS_SCALE,
     EE_ROT_SCALE,
+    FINGER_RANGE,
     HOME_QPOS,
     SIM_TIMESTEP,
     ArmController,

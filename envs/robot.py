@@ -6,9 +6,8 @@ Franka's datasheet values; geometry is capsules and boxes so nothing is download
 
 from __future__ import annotations
 
-import numpy as np
-
 import mujoco
+import numpy as np
 
 JOINT_LIMITS = np.array(
     [

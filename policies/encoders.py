@@ -23,7 +23,9 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
 class ImageEncoder(nn.Module):
     """Small CNN for uint8 (B, H, W, 3) images -> (B, feature_dim); spatial-softmax-free, fast on a CPU."""
 
-    def __init__(self, image_shape: tuple[int, int, int], feature_dim: int = 128, channels: tuple[int, ...] = (32, 64, 64)):
+    def __init__(
+        self, image_shape: tuple[int, int, int], feature_dim: int = 128, channels: tuple[int, ...] = (32, 64, 64)
+    ):
         super().__init__()
         h, w, c = image_shape
         convs: list[nn.Module] = []

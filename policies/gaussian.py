@@ -66,7 +66,9 @@ class GaussianPolicy(nn.Module):
         mean, log_std = self(obs)
         return torch.distributions.Normal(mean, log_std.exp())
 
-    def imitation_loss(self, obs: dict[str, torch.Tensor], target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def imitation_loss(
+        self, obs: dict[str, torch.Tensor], target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """MSE of the mean to the teacher's action, plus a Gaussian NLL that fits the std around the (frozen) mean."""
         mean, log_std = self(obs)
         mse = ((mean - target) ** 2).sum(-1).mean()

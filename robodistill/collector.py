@@ -7,8 +7,9 @@ executed; the teacher's label is stored either way. Finished episodes are writte
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -162,7 +163,9 @@ class Collector:
             "student_actions": [], "student_log_probs": [], "states": [], "instruction": instruction,
         }  # fmt: skip
 
-    def _finish(self, b: dict[str, Any], final_obs: dict[str, np.ndarray], success: bool, beta: float, terminated: bool) -> dict[str, Any]:
+    def _finish(
+        self, b: dict[str, Any], final_obs: dict[str, np.ndarray], success: bool, beta: float, terminated: bool
+    ) -> dict[str, Any]:
         """Turn a finished episode's step lists into the dataset's arrays."""
         obs = stack(b["obs"])
         next_obs = {k: np.concatenate([v[1:], np.asarray(final_obs[k])[None]]) for k, v in obs.items()}
@@ -190,4 +193,3 @@ class Collector:
                 "log_probs": np.asarray(b["student_log_probs"], np.float32),
             }
         return episode
-

@@ -7,8 +7,9 @@ next_obs/<key>, teacher/<label>, student/<field>) and mask/train, mask/valid.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np

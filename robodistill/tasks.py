@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -17,9 +18,7 @@ def is_robodistill_task(env_id: str) -> bool:
     return env_id in envs.TASKS
 
 
-def make_env(
-    task: Mapping[str, Any], obs_mode: str = "state", render_mode: str | None = None
-) -> gym.Env:
+def make_env(task: Mapping[str, Any], obs_mode: str = "state", render_mode: str | None = None) -> gym.Env:
     """One env for `task` (a config with `env_id`, optional `kwargs` and `max_episode_steps`)."""
     env_id = task.get("env_id")
     if not env_id:
@@ -47,7 +46,9 @@ def make_env(
         raise UserError(f"{env_id} needs a package that is not installed: {exc}") from exc
 
 
-def env_fns(task: Mapping[str, Any], n: int, obs_mode: str = "state", render_mode: str | None = None) -> list[Callable[[], gym.Env]]:
+def env_fns(
+    task: Mapping[str, Any], n: int, obs_mode: str = "state", render_mode: str | None = None
+) -> list[Callable[[], gym.Env]]:
     """n env constructors for a Gymnasium vector env."""
     return [lambda: make_env(task, obs_mode, render_mode) for _ in range(n)]
 

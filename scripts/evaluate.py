@@ -29,7 +29,11 @@ def main() -> None:
         raise UserError(f"{args.run_dir} is not a run directory (no config.yaml)")
     cfg = OmegaConf.load(config)
     result = evaluate_run(cfg, args.run_dir, args.checkpoint, args.episodes, args.videos, args.seed, args.num_envs)
-    print(json.dumps({k: result[k] for k in ("success_rate", "return_mean", "length_mean", "episodes", "videos")}, indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("success_rate", "return_mean", "length_mean", "episodes", "videos")}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

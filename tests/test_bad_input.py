@@ -50,7 +50,9 @@ def test_missing_gl_backend_names_the_debian_package(train_cli, tmp_path):
 
 
 def test_missing_and_corrupt_dataset(train_cli, tmp_path):
-    p = train_cli("task=reach", "algo=bc", f"algo.dataset={tmp_path / 'missing.hdf5'}", f"hydra.run.dir={tmp_path / 'r'}")
+    p = train_cli(
+        "task=reach", "algo=bc", f"algo.dataset={tmp_path / 'missing.hdf5'}", f"hydra.run.dir={tmp_path / 'r'}"
+    )
     _one_clear_error(p, "does not exist")
     bad = tmp_path / "corrupt.hdf5"
     bad.write_bytes(b"not an hdf5 file at all" * 100)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import envs
+from policies import GaussianPolicy
 from robodistill.collector import Collector, make_vector_env
 from robodistill.dataset import EpisodeWriter
 from robodistill.observations import as_dict
 from robodistill.tasks import env_fns, env_meta, shape_meta
 from robodistill.teachers import CallableTeacher, TeacherError
-from policies import GaussianPolicy
 
 TASK = {"env_id": "robodistill/Reach-v0"}
 
@@ -95,7 +95,6 @@ def test_next_obs_and_instruction_are_recorded(tmp_path):
 
 
 def test_teacher_returning_nan_stops_with_clear_error(tmp_path):
-    env = gym.make(TASK["env_id"])
     venv = make_vector_env(env_fns(TASK, 2))
     bad = CallableTeacher(lambda s: np.full((len(s), 4), np.nan), ["state"])
     with pytest.raises(TeacherError, match="NaN"):

@@ -24,7 +24,9 @@ def test_check_env_state_and_rgb(task):
     assert isinstance(env.unwrapped.instruction, str) and env.unwrapped.instruction
 
 
-@pytest.mark.parametrize("control_mode,dim", [("pd_joint_delta_pos", 8), ("pd_ee_delta_pos", 4), ("pd_ee_delta_pose", 7)])
+@pytest.mark.parametrize(
+    "control_mode,dim", [("pd_joint_delta_pos", 8), ("pd_ee_delta_pos", 4), ("pd_ee_delta_pose", 7)]
+)
 def test_control_modes(control_mode, dim):
     env = gym.make("robodistill/PickCube-v0", control_mode=control_mode)
     assert env.action_space.shape == (dim,)

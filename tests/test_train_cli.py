@@ -9,7 +9,6 @@ import time
 
 import h5py
 import torch
-
 from conftest import ROOT, run_script
 
 TINY = ("algo.updates_per_round=50", "algo.episodes_per_round=4", "eval.episodes=3", "eval.num_envs=3",

@@ -14,12 +14,12 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import envs
+from policies import GaussianPolicy
 from robodistill.collector import Collector, make_vector_env
 from robodistill.dataset import BackgroundEpisodeWriter
 from robodistill.tasks import env_fns, env_meta, shape_meta
 from robodistill.teachers import CallableTeacher
 from robodistill.train import train
-from policies import GaussianPolicy
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 

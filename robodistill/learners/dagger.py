@@ -42,7 +42,9 @@ class DAggerLearner(Learner):
                 buffer.add({**{k: demo[f"obs/{k}"] for k in student.obs_keys}, LABEL: demo["teacher/actions"]})
 
         venv = make_vector_env(env_fns(comps.task, int(self.cfg.collector.num_envs), comps.obs_mode))
-        writer = BackgroundEpisodeWriter(run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode), append=ckpt is not None)
+        writer = BackgroundEpisodeWriter(
+            run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode), append=ckpt is not None
+        )
         collector = Collector(venv, comps.teacher, student, writer, seed=int(self.cfg.seed))
         if ckpt is not None:
             collector.rng.bit_generator.state = ckpt["collector_rng"]

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 
-import mujoco
 from envs.base import ScriptedExpert, TableTopEnv
 
 # T geometry (m): a bar and a stem, the body frame at the T's centre of mass so the pose is the COM pose.
@@ -52,9 +51,8 @@ class PushTEnv(TableTopEnv):
 
     def _objects_xml(self) -> str:
         # priority=1 makes the block's friction govern its contacts with both the table and the fingers
-        tee = _tee_geoms(
-            f'class="object" priority="1" friction="{TEE_FRICTION} 0.005 0.0001" rgba="0.3 0.45 0.85 1"', HALF_HEIGHT, 0
-        )
+        tee_attrs = f'class="object" priority="1" friction="{TEE_FRICTION} 0.005 0.0001" rgba="0.3 0.45 0.85 1"'
+        tee = _tee_geoms(tee_attrs, HALF_HEIGHT, 0.0)
         goal = _tee_geoms('rgba="0.1 0.8 0.2 0.45" contype="0" conaffinity="0"', 0.0005, 0.0006)
         gx, gy, gyaw = GOAL_POSE
         return (
@@ -63,11 +61,14 @@ class PushTEnv(TableTopEnv):
         )
 
     def _initialize_episode(self, rng: np.random.Generator) -> None:
-        # redraw poses that would already count as solved, so every episode needs pushing
+        # redraw poses within twice the tolerances of the goal, so every episode needs real pushing
         while True:
             xy = CENTER + rng.uniform(-INIT_RANGE, INIT_RANGE, size=2)
             yaw = rng.uniform(-np.pi, np.pi)
-            if np.linalg.norm(GOAL_POSE[:2] - xy) > 2 * POS_TOLERANCE or abs(wrap_angle(GOAL_POSE[2] - yaw)) > 2 * ANGLE_TOLERANCE:
+            if (
+                np.linalg.norm(GOAL_POSE[:2] - xy) > 2 * POS_TOLERANCE
+                or abs(wrap_angle(GOAL_POSE[2] - yaw)) > 2 * ANGLE_TOLERANCE
+            ):
                 break
         adr = self.model.joint("tee").qposadr[0]
         self.data.qpos[adr : adr + 7] = [*xy, HALF_HEIGHT, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
@@ -129,24 +130,28 @@ class PushTExpert(ScriptedExpert):
     safe height when the straight path at table height would hit the block, lowers, and pushes.
     """
 
-    # contact points (body frame) and inward face normals
-    CONTACTS = np.array(
+    # candidate pushes: contact point (body frame) and inward face normal, per face of the T
+    _BAR_TOP, _WING_BOTTOM, _STEM_END = BAR_Y + BAR_HALF[1], BAR_Y - BAR_HALF[1], STEM_Y - STEM_HALF[1]
+    _PUSHES = np.array(
         [
-            [-0.045, BAR_Y + BAR_HALF[1]], [0.0, BAR_Y + BAR_HALF[1]], [0.045, BAR_Y + BAR_HALF[1]],  # bar top
-            [-0.042, BAR_Y - BAR_HALF[1]], [0.042, BAR_Y - BAR_HALF[1]],  # undersides of the bar's wings
-            [-BAR_HALF[0], BAR_Y], [BAR_HALF[0], BAR_Y],  # bar ends
-            [-STEM_HALF[0], -0.03], [-STEM_HALF[0], -0.065],  # stem sides
-            [STEM_HALF[0], -0.03], [STEM_HALF[0], -0.065],
-            [0.0, STEM_Y - STEM_HALF[1]],  # stem end
+            [-0.045, _BAR_TOP, 0, -1],  # top of the bar: off-centre pushes turn, the middle one translates
+            [0.0, _BAR_TOP, 0, -1],
+            [0.045, _BAR_TOP, 0, -1],
+            [-0.042, _WING_BOTTOM, 0, 1],  # undersides of the bar's wings
+            [0.042, _WING_BOTTOM, 0, 1],
+            [-BAR_HALF[0], BAR_Y, 1, 0],  # ends of the bar
+            [BAR_HALF[0], BAR_Y, -1, 0],
+            [-STEM_HALF[0], -0.03, 1, 0],  # sides of the stem
+            [-STEM_HALF[0], -0.065, 1, 0],
+            [STEM_HALF[0], -0.03, -1, 0],
+            [STEM_HALF[0], -0.065, -1, 0],
+            [0.0, _STEM_END, 0, 1],  # end of the stem
         ]
     )
-    NORMALS = np.array(
-        [[0, -1]] * 3 + [[0, 1]] * 2 + [[1, 0], [-1, 0]] + [[1, 0]] * 2 + [[-1, 0]] * 2 + [[0, 1]], dtype=float
-    )
+    CONTACTS, NORMALS = _PUSHES[:, :2], _PUSHES[:, 2:]
     LIMIT_SURFACE_C = 0.04  # m: moment/force ratio of the block's friction limit surface (~ mean |r| over the T)
     ANGLE_WEIGHT = 0.1  # m per rad: weighs angle against position error, like the tolerances' ratio
-    PAD_HALF = np.array([0.008, 0.016])  # closed fingertips' footprint (world x, y)
-    PAD_RADIUS = 0.018  # half-diagonal of that footprint
+    PAD_HALF = np.array([0.008, 0.016])  # closed fingertips' half footprint (world x, y)
     PUSH_Z, SAFE_Z = 0.018, 0.07  # TCP heights: fingertips 6 mm above the table, and clear of the block's top
     STANDOFF = 0.02  # gap between fingertips and face at the pre-push point
     ALIGNED_BONUS = 1.5  # score multiplier for the contact the fingers already sit at
@@ -163,7 +168,9 @@ class PushTExpert(ScriptedExpert):
         # candidate contacts in the world frame (N, K, 2)
         contact = pos[:, None] + np.einsum("nij,kj->nki", rot, self.CONTACTS)
         normal = np.einsum("nij,kj->nki", rot, self.NORMALS)
-        pad = np.abs(normal) @ self.PAD_HALF  # fingertip extent along each normal (N, K)
+        # fingertip footprint: world-aligned, widening along y as the fingers open
+        pad_half = np.stack([np.full(n, self.PAD_HALF[0]), self.PAD_HALF[1] + 0.5 * s["gripper_width"][:, 0]], -1)
+        pad = np.einsum("nki,ni->nk", np.abs(normal), pad_half)  # fingertip extent along each normal (N, K)
 
         # predicted twist per metre the finger pushes along the normal (quasi-static, ellipsoidal limit surface)
         arm = _cross(self.CONTACTS, self.NORMALS) / self.LIMIT_SURFACE_C**2
@@ -194,12 +201,14 @@ class PushTExpert(ScriptedExpert):
         pre_xy = c - nrm * (p + self.STANDOFF)[:, None]
         near_pre = np.linalg.norm(pre_xy - tcp_xy, axis=-1) < 0.008
         high = tcp_z > self.SAFE_Z - 0.02
-        blocked = self._path_blocked(tcp_xy, pre_xy, pos, rot)
-        # approach: lower onto the pre-push point, glide at safe height, slide at table height if clear, else rise
-        target_xy = np.where((high | near_pre | ~blocked)[:, None], pre_xy, tcp_xy)
-        target_z = np.where(near_pre | ~(high | blocked), self.PUSH_Z, self.SAFE_Z)
-        target_xy = np.where(al[:, None], push_xy, target_xy)
-        target_z = np.where(al, self.PUSH_Z, target_z)
+        radius = np.linalg.norm(pad_half, axis=-1)
+        blocked = self._path_blocked(tcp_xy, pre_xy, pos, rot, radius)
+        # wide-open fingers may not fit at the pre-push point: they then wait above it while closing
+        fits = ~self._path_blocked(pre_xy, pre_xy, pos, rot, radius)
+        lower = fits & (near_pre | ~(high | blocked))  # onto the pre-push point, or slide there at table height
+        # push, else lower or glide at safe height to the pre-push point, else rise in place
+        target_xy = np.select([al[:, None], (lower | high)[:, None]], [push_xy, pre_xy], tcp_xy)
+        target_z = np.where(al | lower, self.PUSH_Z, self.SAFE_Z)
 
         dpos = np.concatenate([target_xy - tcp_xy, (target_z - tcp_z)[:, None]], -1)
         # pushing moves stay slow; free-space moves use the controller's full step
@@ -207,12 +216,15 @@ class PushTExpert(ScriptedExpert):
         dpos *= np.minimum(1.0, limit / (np.linalg.norm(dpos, axis=-1) + 1e-9))[:, None]
         return dpos, -np.ones(n)
 
-    def _path_blocked(self, start: np.ndarray, end: np.ndarray, pos: np.ndarray, rot: np.ndarray) -> np.ndarray:
-        """Whether the fingertips sliding from `start` to `end` (N, 2) at table height would touch the T."""
+    @staticmethod
+    def _path_blocked(
+        start: np.ndarray, end: np.ndarray, pos: np.ndarray, rot: np.ndarray, radius: np.ndarray
+    ) -> np.ndarray:
+        """Whether fingertips of `radius` (N,) sliding from `start` to `end` (N, 2) at table height would touch the T."""
         a = np.einsum("nji,nj->ni", rot, start - pos)  # body frame
         d = np.einsum("nji,nj->ni", rot, end - start)
         hit = np.zeros(len(a), dtype=bool)
-        margin = self.PAD_RADIUS + 0.004
+        margin = (radius + 0.004)[:, None]
         for centre_y, half in ((BAR_Y, BAR_HALF), (STEM_Y, STEM_HALF)):
             lo = np.array([-half[0], centre_y - half[1]]) - margin
             hi = np.array([half[0], centre_y + half[1]]) + margin

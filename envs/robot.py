@@ -232,4 +232,5 @@ class ArmController:
         cur = np.empty(4)
         mujoco.mju_mat2Quat(cur, self.scratch.site_xmat[self.tcp])
         target = self.ik_step(self.scratch, qpos, dpos, quat_error(self.down_quat, cur))
-        return np.clip((target - qpos) / JOINT_DELTA_SCALE, -1.0, 1.0)
+        delta = (target - qpos) / JOINT_DELTA_SCALE
+        return delta / max(1.0, float(np.abs(delta).max()))  # scale the whole vector: keeps the motion's direction

@@ -10,10 +10,10 @@ from envs.base import ScriptedExpert, TableTopEnv
 from envs.robot import EE_POS_SCALE
 
 HALF = 0.02  # cube half size, m
-GOAL_TOLERANCE = 0.025  # m, cube centre to goal centre in xy
-GOAL_RADIUS = 0.025  # m, drawn goal disc (matches the tolerance, so "inside the disc" means success)
-# goal sampled 0.1-0.2 m from the cube, inside a box the gripper reaches at table height with room behind the cube
-GOAL_LOW, GOAL_HIGH = np.array([-0.2, -0.25]), np.array([0.2, 0.25])
+GOAL_TOLERANCE = 0.025  # m, cube centre to goal centre in xy; also the drawn disc's radius
+# goal sampled 0.1-0.2 m from the cube, inside a box where the gripper can still get behind the cube at table height
+# (the arm reaches x = 0.18 m at y = 0, less off-centre)
+GOAL_LOW, GOAL_HIGH = np.array([-0.22, -0.2]), np.array([0.12, 0.2])
 
 
 def yaw_quat(yaw: float) -> np.ndarray:
@@ -48,7 +48,7 @@ class PushCubeEnv(TableTopEnv):
     def _objects_xml(self) -> str:
         # the disc marks the target on the table; goal_pos (observed) is where the cube's centre should end up
         return cube_xml("cube", "0.85 0.15 0.15 1") + (
-            f'<body name="goal" mocap="true" pos="0 0 0"><geom type="cylinder" size="{GOAL_RADIUS} 0.001" '
+            f'<body name="goal" mocap="true" pos="0 0 0"><geom type="cylinder" size="{GOAL_TOLERANCE} 0.001" '
             'pos="0 0 0.001" rgba="0.1 0.8 0.2 0.5" contype="0" conaffinity="0"/></body>'
         )
 
@@ -72,13 +72,13 @@ class PushCubeEnv(TableTopEnv):
         return self.data.mocap_pos[0] + np.array([0.0, 0.0, HALF])
 
     def _task_obs(self) -> dict[str, np.ndarray]:
-        quat = self.data.body("cube").xquat
+        cube, goal, quat = self.cube_pos, self.goal_pos, self.data.body("cube").xquat
         return {
-            "cube_pos": self.cube_pos,
-            "cube_quat": quat * (1.0 if quat[0] >= 0 else -1.0),
-            "goal_pos": self.goal_pos,
-            "tcp_to_cube": self.cube_pos - self.tcp_pos,
-            "cube_to_goal": self.goal_pos - self.cube_pos,
+            "cube_pos": cube,
+            "cube_quat": quat * (1.0 if quat[0] >= 0 else -1.0),  # one of the two equal quaternions, fixed
+            "goal_pos": goal,
+            "tcp_to_cube": cube - self.tcp_pos,
+            "cube_to_goal": goal - cube,
         }
 
     def evaluate(self) -> dict[str, Any]:
@@ -88,7 +88,7 @@ class PushCubeEnv(TableTopEnv):
         push_dir = (goal[:2] - cube[:2]) / max(dist, 1e-6)
         push_spot = np.array([*(cube[:2] - push_dir * (HALF + 0.015)), cube[2]])
         return {
-            "success": dist < GOAL_TOLERANCE and cube[2] < HALF + 0.01,
+            "success": dist < GOAL_TOLERANCE and cube[2] < HALF + 0.01,  # on the table: pushed, not carried
             "fail": False,
             "cube_to_goal_dist": dist,
             "tcp_to_push_spot_dist": float(np.linalg.norm(push_spot - self.tcp_pos)),
@@ -110,7 +110,8 @@ class PushCubeExpert(ScriptedExpert):
     PUSH_Z = 0.018  # tcp height while pushing: pad tips 6 mm above the table
     SAFE_Z = 0.09  # tcp height for moving around the cube: pad tips 3.8 cm above its top
     STANDOFF = 0.06  # m behind the cube centre where the tcp lowers: clears a rotated cube's corner
-    MAX_PUSH_STEP = 0.03  # m per step while pushing, slow enough that the cube never slides far after contact
+    FUNNEL_SLOPE = 6.0  # m of height per m off the standoff point: at 2 cm off the tcp is already up at 7.8 cm
+    MAX_PUSH_STEP = 0.03  # m per step while pushing: slower than free moves so the cube stays against the pads
 
     def plan(self, s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         tcp, cube, goal = s["tcp_pos"], s["cube_pos"], s["goal_pos"]
@@ -122,19 +123,23 @@ class PushCubeExpert(ScriptedExpert):
         along, lat = (rel * u).sum(1, keepdims=True), (rel * perp).sum(1, keepdims=True)
         z = tcp[:, 2:3]
 
-        # pushing: behind the cube and low; advance to where the cube centre lands on the goal, recentre laterally
+        # pushing: behind the cube and low; advance until the tcp is 3 cm short of the goal, which puts the cube
+        # centre on it, and recentre on the cube->goal line as the cube turns. The advance fades in as the tcp
+        # comes down from 3.8 to 2.8 cm (pushing high up would tip the cube), without on/off chatter.
         pushing = (along < -0.02) & (np.abs(lat) < 0.02) & (z < 0.045)
-        forward = np.clip(dist - 0.03 - along, 0.0, self.MAX_PUSH_STEP) * (z < self.PUSH_Z + 0.015)
-        forward *= np.clip(1.0 - np.abs(lat) / 0.02, 0.0, 1.0)  # recentre before pushing on, or the cube drifts off-line
+        lowered = np.clip((self.PUSH_Z + 0.02 - z) / 0.01, 0.0, 1.0)
+        forward = np.clip(dist - 0.03 - along, 0.0, self.MAX_PUSH_STEP) * lowered
         push_xy = u * forward - perp * lat
 
-        # approaching: hover over the standoff point, rising first so the fingers never sweep into the cube
+        # approaching: a funnel down onto the standoff point; away from it the tcp first rises (xy speed fades in
+        # from 5.5 to 7.5 cm, pad tips 1.5 cm over the cube's top), so the fingers never sweep into the cube
         standoff = cube[:, :2] - u * self.STANDOFF - tcp[:, :2]
-        above = np.linalg.norm(standoff, axis=1, keepdims=True) < 0.01
-        move_xy = (z > self.SAFE_Z - 0.03) | above  # margin: the tcp can dip below SAFE_Z while moving
-        approach_xy = standoff * move_xy
-        approach_z = np.where(above, self.PUSH_Z, self.SAFE_Z) - z
+        off = np.linalg.norm(standoff, axis=1, keepdims=True)
+        move_xy = np.where(off < 0.02, 1.0, np.clip((z - 0.055) / 0.02, 0.0, 1.0))
+        height = np.clip(self.FUNNEL_SLOPE * (off - 0.01), 0.0, self.SAFE_Z - self.PUSH_Z)
+        approach = np.concatenate([standoff * move_xy, self.PUSH_Z + height - z], axis=1)
 
-        dpos = np.where(pushing, np.concatenate([push_xy, self.PUSH_Z - z], 1), np.concatenate([approach_xy, approach_z], 1))
-        # one controller step at most, direction kept: per-axis clipping (or joint-delta clipping) would bend the path
-        return clip_norm(dpos, float(__import__('os').environ.get('MS','0.05'))), -np.ones(len(tcp))
+        push = np.concatenate([push_xy, self.PUSH_Z - z], axis=1)
+        dpos = np.where(pushing, push, approach)
+        # at most one controller step, direction kept: clipping the action per axis would bend the path
+        return clip_norm(dpos, EE_POS_SCALE), -np.ones(len(tcp))

@@ -45,7 +45,10 @@ class DAggerLearner(Learner):
         writer = BackgroundEpisodeWriter(
             run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode), append=ckpt is not None
         )
-        collector = Collector(venv, comps.teacher, student, writer, seed=int(self.cfg.seed))
+        collector = Collector(
+            venv, comps.teacher, student, writer, seed=int(self.cfg.seed),
+            student_deterministic=bool(self.cfg.collector.student_deterministic),
+        )  # fmt: skip
         if ckpt is not None:
             collector.rng.bit_generator.state = ckpt["collector_rng"]
 

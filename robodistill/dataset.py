@@ -7,6 +7,7 @@ next_obs/<key>, teacher/<label>, student/<field>) and mask/train, mask/valid.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from robodistill.errors import UserError
 
 VALID_EVERY = 10  # every 10th demo goes to mask/valid
+LOCK_WAIT_S = 15.0  # how long to wait for another process's writer to release a dataset file
 
 
 class DatasetError(UserError):
@@ -32,10 +34,17 @@ def open_dataset(path: str | Path, mode: str = "r") -> h5py.File:
     path = Path(path)
     if mode == "r" and not path.exists():
         raise DatasetError(f"dataset file {path} does not exist")
-    try:
-        f = h5py.File(path, mode)
-    except OSError as exc:
-        raise DatasetError(f"dataset file {path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            f = h5py.File(path, mode)
+            break
+        except BlockingIOError as exc:  # HDF5's file lock: a writer (e.g. a killed run's) is still draining
+            if time.monotonic() > deadline:
+                raise DatasetError(f"dataset file {path} is locked by another process that is writing it") from exc
+            time.sleep(0.1)
+        except OSError as exc:
+            raise DatasetError(f"dataset file {path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
     if "data" not in f:
         f.close()
         raise DatasetError(f"{path} has no 'data' group: not a robomimic-layout dataset")

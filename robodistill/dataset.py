@@ -44,7 +44,9 @@ def open_dataset(path: str | Path, mode: str = "r") -> h5py.File:
                 raise DatasetError(f"dataset file {path} is locked by another process that is writing it") from exc
             time.sleep(0.1)
         except OSError as exc:
-            raise DatasetError(f"dataset file {path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+            raise DatasetError(
+                f"dataset file {path} is not a readable HDF5 file (truncated or corrupt?): {exc}"
+            ) from exc
     if "data" not in f:
         f.close()
         raise DatasetError(f"{path} has no 'data' group: not a robomimic-layout dataset")

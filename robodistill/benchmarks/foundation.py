@@ -50,8 +50,9 @@ def collector_over_raw(task: str, num_envs: int, steps: int, repeats: int) -> di
     return {"raw_steps_per_s": raw, "collector_steps_per_s": coll, "ratio": c / r}
 
 
-def expert_success(task: str, episodes: int) -> float:
-    env = gym.make(task)
+def expert_success(task: str, episodes: int, control_mode: str = "pd_ee_delta_pos") -> float:
+    """Success rate of the task's scripted expert over seeds 0 .. episodes-1."""
+    env = gym.make(task, control_mode=control_mode)
     expert = envs.make_expert(env)
     wins = 0
     for seed in range(episodes):

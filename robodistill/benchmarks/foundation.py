@@ -84,13 +84,15 @@ def train_once(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     return {**result, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0}
 
 
-def dagger_vs_bc(task_cfg: str, seeds: list[int], episodes: int, extra: list[str], out: Path) -> dict[str, Any]:
+def dagger_vs_bc(task_cfg: str, seeds: list[int], episodes: int, dagger_extra: list[str], out: Path) -> dict[str, Any]:
     """DAgger, then BC given as many teacher labels as DAgger used, per seed."""
     runs: dict[str, list[dict[str, Any]]] = {"dagger": [], "bc": []}
     for seed in seeds:
-        common = [f"task={task_cfg}", f"seed={seed}", f"eval.episodes={episodes}", "eval.videos=0", *extra]
-        d = train_once(["algo=dagger", *common], out / f"{task_cfg}_dagger_s{seed}")
-        b = train_once(["algo=bc", f"algo.labels={d['teacher_labels']}", *common], out / f"{task_cfg}_bc_s{seed}")
+        common = [f"task={task_cfg}", f"seed={seed}", f"eval.episodes={episodes}", "eval.videos=0"]
+        d = train_once(["algo=dagger", *common, *dagger_extra], out / f"{task_cfg}_dagger_s{seed}")
+        # BC gets DAgger's teacher labels (teacher-driven instead of student-driven) and its gradient steps
+        same = [f"algo.labels={d['teacher_labels']}", f"algo.updates={d['updates']}"]
+        b = train_once(["algo=bc", *same, *common], out / f"{task_cfg}_bc_s{seed}")
         runs["dagger"].append(d)
         runs["bc"].append(b)
     summary = {}
@@ -115,7 +117,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     fps = render_fps(96, 50 if quick else 500)
     seeds = [0] if quick else [0, 1, 2]
     episodes = 10 if quick else 50
-    extra = ["algo.rounds=2", "algo.updates_per_round=100", "algo.updates=200"] if quick else []
+    extra = ["algo.rounds=2", "algo.episodes_per_round=8", "algo.updates_per_round=100"] if quick else []
     dagger, bc = {}, {}
     for task_cfg, task_id in (("pushcube", "robodistill/PushCube-v0"), ("pickcube", "robodistill/PickCube-v0")):
         res = dagger_vs_bc(task_cfg, seeds, episodes, extra, out_dir / "runs")

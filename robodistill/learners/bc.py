@@ -56,7 +56,7 @@ class BCLearner(Learner):
             )  # fmt: skip
         result = self.evaluate_student(run, updates, final=True)
         run.save_checkpoint({**self.student_payload(), "update": updates}, "best")
-        return {"success_rate": result["success_rate"], "teacher_labels": len(buffer)}
+        return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}
 
     def collect_demos(self, run: Run) -> None:
         """Teacher-driven demonstrations: `num_demos` episodes, or episodes until `labels` samples."""

@@ -92,4 +92,5 @@ class DAggerLearner(Learner):
         result = self.evaluate_student(run, labels, final=True)
         if result["success_rate"] >= best:
             run.save_checkpoint({**self.student_payload(), "round": int(a.rounds) - 1}, "best")
-        return {"success_rate": result["success_rate"], "teacher_labels": labels}
+        updates = int(a.rounds) * int(a.updates_per_round)
+        return {"success_rate": result["success_rate"], "teacher_labels": labels, "updates": updates}

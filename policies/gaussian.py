@@ -75,13 +75,15 @@ class GaussianPolicy(nn.Module):
         nll = -torch.distributions.Normal(mean.detach(), log_std.exp()).log_prob(target).sum(-1).mean()
         return mse + 0.01 * nll, {"mse": mse.item(), "nll": nll.item()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Batched actions (B, A) clipped to [-1, 1] and their log-probabilities (B,)."""
-        t = {k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys}
-        mean, log_std = self(t)
-        std = log_std.exp()
-        a = mean if deterministic else mean + std * torch.randn_like(mean)
-        # Gaussian log-density written out: building a Distribution object costs more than the MLP at batch 8
-        log_prob = (-0.5 * ((a - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        mean, log_std = self({k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys})
+        # the Gaussian log-density written out: a Distribution object costs more than the MLP at batch 8
+        if deterministic:
+            a, sq = mean, 0.0
+        else:
+            noise = torch.randn_like(mean)
+            a, sq = mean + log_std.exp() * noise, 0.5 * noise**2
+        log_prob = -(sq + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
         return a.clamp(-1.0, 1.0).numpy(), log_prob.numpy()

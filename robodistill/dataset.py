@@ -7,6 +7,7 @@ next_obs/<key>, teacher/<label>, student/<field>) and mask/train, mask/valid.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,7 +155,10 @@ class BackgroundEpisodeWriter:
                 self.num_demos = len(f["data"])
         else:
             self.num_demos = 0
-        ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
+        # spawn: never fork a process that holds torch threads; but spawn re-imports __main__, which is impossible
+        # for code typed into stdin or a notebook, so those fork (the child only touches h5py)
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        ctx = mp.get_context("spawn" if main_file is None or Path(main_file).exists() else "fork")
         self.queue = ctx.Queue(maxsize=64)
         self.proc = ctx.Process(target=_writer_process, args=(str(path), env_args, append, self.queue), daemon=False)
         self.proc.start()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+import mujoco
 import numpy as np
 
-import mujoco
 from envs.base import ScriptedExpert, TableTopEnv
 from envs.push_cube import HALF, clip_norm, cube_xml, yaw_quat
 from envs.robot import EE_POS_SCALE

@@ -27,6 +27,12 @@ def clip_norm(v: np.ndarray, max_norm: float) -> np.ndarray:
     return v * np.minimum(1.0, max_norm / np.maximum(norm, 1e-12))
 
 
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """0 below 0, 1 above 1, a C1 cubic ramp in between: smooth phase weights an MLP can regress."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 def cube_xml(name: str, rgba: str) -> str:
     """A free 4 cm cube body named `name`."""
     return (
@@ -105,12 +111,16 @@ class PushCubeEnv(TableTopEnv):
 
 
 class PushCubeExpert(ScriptedExpert):
-    """Closed gripper: hover behind the cube (seen from the goal), lower, push through its centre toward the goal."""
+    """Closed gripper: get behind the cube (seen from the goal) at a safe height, lower, push it toward the goal.
+
+    One smooth field over the cube's push frame (`along` the cube->goal line, `lat` across it) instead of phases, so
+    the labels have no jumps for a student to average across: how much the tcp is pushing (`w`) and how high it must
+    be (`need`) are products of smoothstep ramps over along, lat and height, and every command is proportional.
+    """
 
     PUSH_Z = 0.018  # tcp height while pushing: pad tips 6 mm above the table
-    SAFE_Z = 0.09  # tcp height for moving around the cube: pad tips 3.8 cm above its top
-    STANDOFF = 0.06  # m behind the cube centre where the tcp lowers: clears a rotated cube's corner
-    FUNNEL_SLOPE = 6.0  # m of height per m off the standoff point: at 2 cm off the tcp is already up at 7.8 cm
+    SAFE_Z = 0.075  # tcp height for moving over or beside the cube: pad tips 2.3 cm above its top
+    STANDOFF = 0.06  # m behind the cube centre the tcp heads for: clears a rotated cube's corner to lower
     MAX_PUSH_STEP = 0.03  # m per step while pushing: slower than free moves so the cube stays against the pads
 
     def plan(self, s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,23 +133,30 @@ class PushCubeExpert(ScriptedExpert):
         along, lat = (rel * u).sum(1, keepdims=True), (rel * perp).sum(1, keepdims=True)
         z = tcp[:, 2:3]
 
-        # pushing: behind the cube and low; advance until the tcp is 3 cm short of the goal, which puts the cube
-        # centre on it, and recentre on the cube->goal line as the cube turns. The advance fades in as the tcp
-        # comes down from 3.8 to 2.8 cm (pushing high up would tip the cube), without on/off chatter.
-        pushing = (along < -0.02) & (np.abs(lat) < 0.02) & (z < 0.045)
-        lowered = np.clip((self.PUSH_Z + 0.02 - z) / 0.01, 0.0, 1.0)
-        forward = np.clip(dist - 0.03 - along, 0.0, self.MAX_PUSH_STEP) * lowered
-        push_xy = u * forward - perp * lat
+        # pushing weight: behind the cube's centre, roughly lined up with it (the lateral correction below keeps
+        # working up to 4.5 cm off) and low: the advance fades in from 3.6 to 2.4 cm tcp height, pads below the
+        # cube's middle, so it slides instead of tipping
+        aligned = 1.0 - smoothstep((np.abs(lat) - 0.025) / 0.02)
+        behind = 1.0 - smoothstep((along + 0.015) / 0.02)
+        w = smoothstep((0.036 - z) / 0.012) * aligned * behind
 
-        # approaching: a funnel down onto the standoff point; away from it the tcp first rises (xy speed fades in
-        # from 5.5 to 7.5 cm, pad tips 1.5 cm over the cube's top), so the fingers never sweep into the cube
-        standoff = cube[:, :2] - u * self.STANDOFF - tcp[:, :2]
-        off = np.linalg.norm(standoff, axis=1, keepdims=True)
-        move_xy = np.where(off < 0.02, 1.0, np.clip((z - 0.055) / 0.02, 0.0, 1.0))
-        height = np.clip(self.FUNNEL_SLOPE * (off - 0.01), 0.0, self.SAFE_Z - self.PUSH_Z)
-        approach = np.concatenate([standoff * move_xy, self.PUSH_Z + height - z], axis=1)
+        # clearance: the tcp must be up at SAFE_Z when over or just behind the cube (within 4.5 cm of its centre
+        # along the push line) unless its pads are already below the cube's top there (tcp under 3.8-5 cm, a wider
+        # ramp than the advance's so a slightly high push settles back down), and when off to the side of the push
+        # line while not well behind the cube, so the pads never land on it or sweep into it
+        pocket = smoothstep((0.05 - z) / 0.012) * aligned * behind
+        in_front = smoothstep((along + 0.045) / 0.02) * (1.0 - pocket)
+        beside = smoothstep((np.abs(lat) - 0.03) / 0.02) * smoothstep((along + 0.08) / 0.025)
+        need = np.maximum(in_front, beside)
+        z_goal = self.PUSH_Z + (self.SAFE_Z - self.PUSH_Z) * need
+        # xy motion fades out while the tcp is well below that height: it rises before it moves toward the cube
+        xy_gain = smoothstep((z - z_goal + 0.025) / 0.02)
 
-        push = np.concatenate([push_xy, self.PUSH_Z - z], axis=1)
-        dpos = np.where(pushing, push, approach)
+        # along: advance the tcp to 3 cm short of the goal (cube centre on it) when pushing, else back to the
+        # standoff; across: always recentre on the cube->goal line, which also follows the cube as it turns
+        forward = np.clip(dist - 0.03 - along, 0.0, self.MAX_PUSH_STEP)
+        d_along = w * forward + (1.0 - w) * (-self.STANDOFF - along)
+        dxy = (u * d_along - perp * lat) * xy_gain
+        dpos = np.concatenate([dxy, z_goal - z], axis=1)
         # at most one controller step, direction kept: clipping the action per axis would bend the path
         return clip_norm(dpos, EE_POS_SCALE), -np.ones(len(tcp))

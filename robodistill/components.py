@@ -61,6 +61,9 @@ def check_teacher(teacher: Teacher, env: gym.Env) -> None:
 
 def build(cfg: DictConfig) -> Components:
     """Env, shapes, teacher and student for a run, checked against each other before any training."""
+    backend = cfg.collector.get("backend", "sync")
+    if backend != "sync":
+        raise UserError(f"collector.backend={backend!r} is not available yet; use collector.backend=sync")
     task = to_dict(cfg.task)
     teacher_keys = list(cfg.teacher.get("obs_keys") or ["state"])
     student_keys = list(cfg.student.obs_keys)

@@ -22,6 +22,7 @@ def regress(
     rng: np.random.Generator,
     progress: bool = True,
     desc: str = "fit",
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
     """`steps` minibatch updates of `student.imitation_loss` on uniform samples of the buffer; mean losses."""
     totals: dict[str, float] = {}
@@ -35,6 +36,8 @@ def regress(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v
     student.eval()

@@ -29,6 +29,13 @@ class DAggerLearner(Learner):
         a, comps, student = self.algo, self.comps, self.student
         schedule = BetaSchedule(**a.beta)
         optimizer = torch.optim.Adam(student.parameters(), lr=float(a.lr))
+        total_updates = int(a.rounds) * int(a.updates_per_round)
+        # cosine decay over the whole run: the last rounds settle on the aggregate instead of chasing minibatches
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_updates, eta_min=0.05 * float(a.lr))
+            if a.get("lr_schedule", "constant") == "cosine"
+            else None
+        )
         rng = np.random.default_rng(int(self.cfg.seed))
         buffer = LabelBuffer()
         start_round, labels, best = 0, 0, -1.0
@@ -36,6 +43,8 @@ class DAggerLearner(Learner):
         ckpt = self.resume_from(run, optimizer)
         if ckpt is not None:
             start_round, labels, best = ckpt["round"] + 1, ckpt["labels"], ckpt["best_success"]
+            if scheduler is not None:
+                scheduler.load_state_dict(ckpt["scheduler"])
             rng.bit_generator.state = ckpt["sample_rng"]
             # every episode already on disk is a labelled state: aggregate it all, nothing written is lost
             for demo in iter_demos(run.dataset_path, [f"obs/{k}" for k in student.obs_keys] + ["teacher/actions"]):
@@ -67,7 +76,7 @@ class DAggerLearner(Learner):
                     student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
                 losses = regress(
                     student, optimizer, buffer, int(a.updates_per_round), int(a.batch_size), rng,
-                    progress=self.progress, desc=f"round {r} fit",
+                    progress=self.progress, desc=f"round {r} fit", scheduler=scheduler,
                 )  # fmt: skip
                 metrics = {"round": r, "beta": beta, "teacher_labels": labels, "dataset_size": len(buffer),
                            **{f"collect/{k}": v for k, v in stats.as_dict().items()}, **losses}  # fmt: skip
@@ -82,7 +91,8 @@ class DAggerLearner(Learner):
                 run.save_checkpoint(
                     {**self.student_payload(), "optimizer": optimizer.state_dict(), "round": r, "labels": labels,
                      "best_success": best, "sample_rng": rng.bit_generator.state,
-                     "collector_rng": collector.rng.bit_generator.state},
+                     "collector_rng": collector.rng.bit_generator.state,
+                     "scheduler": scheduler.state_dict() if scheduler is not None else None},
                     "last",
                 )  # fmt: skip
         finally:
@@ -92,5 +102,4 @@ class DAggerLearner(Learner):
         result = self.evaluate_student(run, labels, final=True)
         if result["success_rate"] >= best:
             run.save_checkpoint({**self.student_payload(), "round": int(a.rounds) - 1}, "best")
-        updates = int(a.rounds) * int(a.updates_per_round)
-        return {"success_rate": result["success_rate"], "teacher_labels": labels, "updates": updates}
+        return {"success_rate": result["success_rate"], "teacher_labels": labels, "updates": total_updates}

@@ -1,0 +1,26 @@
+"""scripts/bench.py foundation --quick runs end to end and writes the JSON keys the issue names."""
+
+import json
+
+from conftest import run_script
+
+
+def test_foundation_quick_bench_writes_json(tmp_path):
+    out = tmp_path / "foundation.json"
+    p = run_script("scripts/bench.py", "foundation", "--quick", "--out", str(out), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert isinstance(data["collector_over_raw"], float) and data["collector_over_raw"] > 0
+    assert set(data["expert_success"]) == {
+        "robodistill/Reach-v0", "robodistill/PushCube-v0", "robodistill/PickCube-v0", "robodistill/StackCube-v0",
+        "robodistill/PushT-v0",
+    }  # fmt: skip
+    for algo in ("dagger", "bc"):
+        for task in ("robodistill/PushCube-v0", "robodistill/PickCube-v0"):
+            row = data[algo][task]
+            assert {"success_mean", "success_std", "wall_s", "teacher_labels"} <= set(row)
+    # BC is given as many teacher labels as DAgger used (to within one episode)
+    for task in data["dagger"]:
+        assert abs(data["bc"][task]["teacher_labels"] - data["dagger"][task]["teacher_labels"]) < 200
+    assert data["render_fps_96"] > 0 and len(data["commit"]) >= 7
+    assert "collector / raw env steps per s" in p.stdout

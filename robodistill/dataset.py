@@ -7,6 +7,7 @@ next_obs/<key>, teacher/<label>, student/<field>) and mask/train, mask/valid.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -126,6 +127,7 @@ def _writer_process(path: str, env_args: dict[str, Any], append: bool, queue) ->
     import queue as queue_module
 
     parent = mp.parent_process()
+    os.nice(10)  # the envs and policies in the parent come first; disk writes can wait a few milliseconds
     with EpisodeWriter(path, env_args, append) as writer:
         while True:
             try:

@@ -26,10 +26,13 @@ class CollectStats:
     steps: int = 0
     successes: int = 0
     returns: list[float] = field(default_factory=list)
-    teacher_labels: int = 0
     teacher_acted: int = 0
-    env_steps: int = 0  # every env step taken, including episodes dropped at the end
+    env_steps: int = 0  # every env step taken, including episodes dropped at the end; each one teacher-labelled
     wall_s: float = 0.0
+
+    @property
+    def teacher_labels(self) -> int:
+        return self.env_steps  # the teacher labels every env at every step
 
     @property
     def success_rate(self) -> float:
@@ -106,7 +109,6 @@ class Collector:
             except Exception as exc:  # any failure inside a user's teacher becomes one clear error
                 raise TeacherError(f"teacher raised {type(exc).__name__}: {exc}") from exc
             check_labels(label, self.num_envs, self.action_dim)
-            stats.teacher_labels += self.num_envs
             if self.student is not None and beta < 1.0:
                 s_action, s_logp = self.student.act(view(obs_d, self.student.obs_keys), self.student_deterministic)
             else:

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 import policies
 from robodistill.components import to_dict
-from robodistill.evaluation import evaluate
-from robodistill.observations import obs_mode_for, view
+from robodistill.evaluation import evaluate, student_policy
+from robodistill.observations import obs_mode_for
 from robodistill.run import load_checkpoint
 
 
@@ -36,11 +36,8 @@ def evaluate_run(
     student.load_state_dict(ckpt["policy"])
     student.eval()
 
-    def policy(obs):
-        return student.act(view(obs, student.obs_keys), deterministic=True)[0]
-
     result = evaluate(
-        policy,
+        student_policy(student),
         to_dict(cfg.task),
         obs_mode_for(set(student.obs_keys)),
         episodes=int(episodes if episodes is not None else cfg.eval.episodes),

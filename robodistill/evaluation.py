@@ -9,11 +9,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from robodistill.observations import as_dict
+from robodistill.observations import as_dict, view
 from robodistill.tasks import make_env
 from robodistill.video import overlay, write_video
 
 PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]  # batched obs dict -> actions (B, A)
+
+
+def student_policy(student: Any) -> PolicyFn:
+    """A student's deterministic action on the observations it reads, as an evaluation policy."""
+
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        return student.act(view(obs, student.obs_keys), deterministic=True)[0]
+
+    return policy
 
 
 def evaluate(

@@ -9,8 +9,7 @@ from omegaconf import DictConfig
 
 from robodistill.components import Components
 from robodistill.errors import UserError
-from robodistill.evaluation import evaluate
-from robodistill.observations import view
+from robodistill.evaluation import evaluate, student_policy
 from robodistill.run import Run, restore_rng
 
 
@@ -35,11 +34,8 @@ class Learner:
         e = self.cfg.eval
         student = self.student
 
-        def policy(obs):
-            return student.act(view(obs, student.obs_keys), deterministic=True)[0]
-
         result = evaluate(
-            policy,
+            student_policy(student),
             self.comps.task,
             self.comps.obs_mode,
             episodes=int(e.episodes),

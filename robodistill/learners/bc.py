@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from tqdm import trange
 
-from robodistill.buffer import LabelBuffer
 from robodistill.collector import Collector, make_vector_env
-from robodistill.dataset import BackgroundEpisodeWriter, dataset_summary, iter_demos, open_dataset
+from robodistill.dataset import BackgroundEpisodeWriter
 from robodistill.errors import UserError
 from robodistill.learners.base import Learner
 from robodistill.run import Run
 from robodistill.tasks import env_fns, env_meta
-from robodistill.training import LABEL, regress
+from robodistill.training import load_labels, regress
 
 
 class BCLearner(Learner):
@@ -30,7 +29,7 @@ class BCLearner(Learner):
         path = a.get("dataset") or run.dataset_path
         if not a.get("dataset") and not (self.cfg.get("resume") and run.dataset_path.exists()):
             self.collect_demos(run)
-        buffer = self.load(path)
+        buffer = load_labels(path, student.obs_keys, self.comps.shape_meta)
         if len(buffer) == 0:
             raise UserError(f"dataset {path} holds no samples")
 
@@ -71,26 +70,3 @@ class BCLearner(Learner):
             )  # fmt: skip
         venv.close()
         run.log(0, {f"demos/{k}": v for k, v in stats.as_dict().items()})
-
-    def load(self, path) -> LabelBuffer:
-        """Read the dataset demo by demo into a label buffer (teacher labels, else executed actions)."""
-        with open_dataset(path) as f:
-            first = next(iter(f["data"].values()), None)
-            if first is None:
-                raise UserError(f"dataset {path} holds no demos")
-            label = "teacher/actions" if "teacher/actions" in first else "actions"
-        buffer = LabelBuffer()
-        meta = self.comps.shape_meta
-        for demo in iter_demos(path, [f"obs/{k}" for k in self.student.obs_keys] + [label]):
-            for k in self.student.obs_keys:
-                if list(demo[f"obs/{k}"].shape[1:]) != list(meta["obs"][k]["shape"]):
-                    raise UserError(f"dataset {path} has obs/{k} of shape {demo[f'obs/{k}'].shape[1:]}, "
-                                    f"the task needs {tuple(meta['obs'][k]['shape'])}")  # fmt: skip
-            if demo[label].shape[1:] != (self.student.action_dim,):
-                raise UserError(f"dataset {path} has {label} of dim {demo[label].shape[1:]}, "
-                                f"the task needs ({self.student.action_dim},)")  # fmt: skip
-            buffer.add({**{k: demo[f"obs/{k}"] for k in self.student.obs_keys}, LABEL: demo[label]})
-        summary = dataset_summary(path)
-        if summary["samples"] != len(buffer):
-            raise UserError(f"dataset {path} says it holds {summary['samples']} samples but {len(buffer)} were read")
-        return buffer

@@ -14,12 +14,12 @@ import torch
 
 from robodistill.buffer import LabelBuffer
 from robodistill.collector import Collector, make_vector_env
-from robodistill.dataset import BackgroundEpisodeWriter, iter_demos
+from robodistill.dataset import BackgroundEpisodeWriter
 from robodistill.learners.base import Learner
 from robodistill.run import Run
 from robodistill.schedules import BetaSchedule
 from robodistill.tasks import env_fns, env_meta
-from robodistill.training import LABEL, episode_labels, regress
+from robodistill.training import episode_labels, load_labels, regress
 
 
 class DAggerLearner(Learner):
@@ -47,8 +47,7 @@ class DAggerLearner(Learner):
                 scheduler.load_state_dict(ckpt["scheduler"])
             rng.bit_generator.state = ckpt["sample_rng"]
             # every episode already on disk is a labelled state: aggregate it all, nothing written is lost
-            for demo in iter_demos(run.dataset_path, [f"obs/{k}" for k in student.obs_keys] + ["teacher/actions"]):
-                buffer.add({**{k: demo[f"obs/{k}"] for k in student.obs_keys}, LABEL: demo["teacher/actions"]})
+            buffer = load_labels(run.dataset_path, student.obs_keys, comps.shape_meta)
 
         venv = make_vector_env(env_fns(comps.task, int(self.cfg.collector.num_envs), comps.obs_mode))
         writer = BackgroundEpisodeWriter(

@@ -121,21 +121,22 @@ class EpisodeWriter:
         self.close()
 
 
-def _writer_process(path: str, env_args: dict[str, Any], append: bool, queue) -> None:
+def _writer_process(path: str, env_args: dict[str, Any], append: bool, conn) -> None:
     """Body of BackgroundEpisodeWriter's process: write episodes until the None sentinel or the parent's death."""
     import multiprocessing as mp
-    import queue as queue_module
 
     parent = mp.parent_process()
     os.nice(10)  # the envs and policies in the parent come first; disk writes can wait a few milliseconds
     with EpisodeWriter(path, env_args, append) as writer:
         while True:
-            try:
-                episode = queue.get(timeout=0.2)
-            except queue_module.Empty:
+            if not conn.poll(0.2):
                 if parent is not None and not parent.is_alive():  # parent killed: all it sent is written
                     return
                 continue
+            try:
+                episode = conn.recv()
+            except EOFError:  # parent closed its end or died
+                return
             if episode is None:
                 return
             writer.write(episode)
@@ -161,21 +162,25 @@ class BackgroundEpisodeWriter:
         # for code typed into stdin or a notebook, so those fork (the child only touches h5py)
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
         ctx = mp.get_context("spawn" if main_file is None or Path(main_file).exists() else "fork")
-        self.queue = ctx.Queue(maxsize=64)
-        self.proc = ctx.Process(target=_writer_process, args=(str(path), env_args, append, self.queue), daemon=False)
+        # a one-way pipe, not a Queue: send() writes synchronously (a Queue's feeder thread would lose episodes
+        # already handed over if this process is killed) and blocks when the writer falls behind
+        reader, self.conn = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_writer_process, args=(str(path), env_args, append, reader), daemon=False)
         self.proc.start()
+        reader.close()
 
     def write(self, episode: dict[str, Any]) -> int:
         if not self.proc.is_alive():
             raise DatasetError(f"the episode writer for {self.path} stopped (exit code {self.proc.exitcode})")
-        self.queue.put(episode)
+        self.conn.send(episode)
         self.num_demos += 1
         return self.num_demos - 1
 
     def close(self) -> None:
-        if self.proc.is_alive():
-            self.queue.put(None)
+        if self.proc.is_alive() and not self.conn.closed:
+            self.conn.send(None)
         self.proc.join()
+        self.conn.close()
         if self.proc.exitcode != 0:
             raise DatasetError(f"the episode writer for {self.path} failed (exit code {self.proc.exitcode})")
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from robodistill.dataset import EpisodeWriter
 from robodistill.observations import as_dict, stack, view
-from robodistill.teachers import Teacher, TeacherError, check_labels
+from robodistill.teachers import Teacher, query_teacher
 
 
 @dataclass
@@ -104,11 +104,7 @@ class Collector:
         bar = tqdm(total=num_episodes or min_steps, desc=desc, disable=not progress, leave=False)
         while not done():
             obs_d = as_dict(obs)
-            try:
-                label = self.teacher.act(view(obs_d, self.teacher.obs_keys))
-            except Exception as exc:  # any failure inside a user's teacher becomes one clear error
-                raise TeacherError(f"teacher raised {type(exc).__name__}: {exc}") from exc
-            check_labels(label, self.num_envs, self.action_dim)
+            label = query_teacher(self.teacher, obs_d, self.action_dim)
             if self.student is not None and beta < 1.0:
                 s_action, s_logp = self.student.act(view(obs_d, self.student.obs_keys), self.student_deterministic)
             else:

@@ -24,8 +24,8 @@ class Components:
     obs_mode: str
     env: gym.Env  # one env of the task, for checks and shapes
     shape_meta: dict[str, Any]
-    teacher: Teacher
-    student: nn.Module
+    teacher: Teacher | None  # None for learners that need no teacher (ppo, sac)
+    student: nn.Module | None  # None for learners that build their own (SB3 policies)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -59,22 +59,25 @@ def check_teacher(teacher: Teacher, env: gym.Env) -> None:
         raise UserError(f"teacher failed on the task's first observation: {type(exc).__name__}: {exc}") from exc
 
 
-def build(cfg: DictConfig) -> Components:
+def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Components:
     """Env, shapes, teacher and student for a run, checked against each other before any training."""
     backend = cfg.collector.get("backend", "sync")
     if backend != "sync":
         raise UserError(f"collector.backend={backend!r} is not available yet; use collector.backend=sync")
     task = to_dict(cfg.task)
-    teacher_keys = list(cfg.teacher.get("obs_keys") or ["state"])
+    teacher_keys = list(cfg.teacher.get("obs_keys") or ["state"]) if teacher else []
     student_keys = list(cfg.student.obs_keys)
     obs_mode = obs_mode_for(set(teacher_keys) | set(student_keys))
     env = make_env(task, obs_mode)
     meta = shape_meta(env)
-    teacher = make_teacher(to_dict(cfg.teacher), env)
-    check_teacher(teacher, env)
-    student = make_student(cfg.student, meta)
-    if student.action_dim != int(env.action_space.shape[0]):
-        raise UserError(
-            f"student action dim {student.action_dim} does not match the task's {env.action_space.shape[0]}"
-        )
-    return Components(task, obs_mode, env, meta, teacher, student)
+    the_teacher = the_student = None
+    if teacher:
+        the_teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.get("seed", 0)))
+        check_teacher(the_teacher, env)
+    if student:
+        the_student = make_student(cfg.student, meta)
+        if the_student.action_dim != int(env.action_space.shape[0]):
+            raise UserError(
+                f"student action dim {the_student.action_dim} does not match the task's {env.action_space.shape[0]}"
+            )
+    return Components(task, obs_mode, env, meta, the_teacher, the_student)

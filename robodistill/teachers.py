@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -34,6 +35,8 @@ class Teacher(Protocol):
 class TeacherError(RuntimeError):
     """The teacher failed or returned unusable labels during a run."""
 
+    user_facing = True  # entry points print it as one line; checkpoints already written stay as they are
+
 
 class CallableTeacher:
     """Wraps a plain callable `obs -> action` (batched) as a teacher.
@@ -61,18 +64,117 @@ def load_callable(target: str) -> Callable:
         raise UserError(f"cannot import teacher.target {target!r}: {exc}") from exc
 
 
-def make_teacher(cfg: Mapping[str, Any], env: gym.Env) -> Teacher:
-    """Build the teacher named by `cfg.kind` for `env` (a single env of the task)."""
+class ImperfectTeacher:
+    """A teacher made worse on purpose: Gaussian action noise, and a rate of uniformly random ("wrong") actions.
+
+    Its labels are what it does: `action` and `mean` carry the noise and the wrong actions; a std it gives is widened
+    by the noise. Used to reproduce "the student beats its teacher".
+    """
+
+    def __init__(self, teacher: Teacher, noise_std: float = 0.0, wrong_action_rate: float = 0.0, seed: int = 0):
+        if noise_std < 0 or not 0.0 <= wrong_action_rate <= 1.0:
+            raise UserError(f"teacher noise_std must be >= 0 and wrong_action_rate in [0, 1], got {noise_std}, "
+                            f"{wrong_action_rate}")  # fmt: skip
+        self.teacher, self.noise_std, self.wrong_action_rate = teacher, noise_std, wrong_action_rate
+        self.obs_keys = teacher.obs_keys
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        out = self.teacher.act(obs)
+        action = np.asarray(out.action, dtype=np.float32)
+        noisy = action + self.noise_std * self.rng.standard_normal(action.shape).astype(np.float32)
+        wrong = self.rng.random(len(action)) < self.wrong_action_rate
+        noisy[wrong] = self.rng.uniform(-1.0, 1.0, size=(int(wrong.sum()), action.shape[1]))
+        noisy = np.clip(noisy, -1.0, 1.0)
+        std = None if out.std is None else np.sqrt(out.std**2 + self.noise_std**2).astype(np.float32)
+        return TeacherOutput(action=noisy, mean=noisy if out.mean is not None else None, std=std, logits=out.logits,
+                             chunk=out.chunk)  # fmt: skip
+
+
+TEACHER_KINDS = ("scripted", "callable", "sb3", "checkpoint")
+
+
+def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher:
+    """Build the teacher named by `cfg.kind` for `env` (a single env of the task), made imperfect if asked."""
     kind = cfg.get("kind")
     obs_keys = list(cfg.get("obs_keys") or ["state"])
     if kind == "scripted":
         try:
-            return CallableTeacher(envs.make_expert(env), obs_keys)
+            teacher = CallableTeacher(envs.make_expert(env), obs_keys)
         except TypeError as exc:
             raise UserError(str(exc)) from exc
-    if kind == "callable":
-        return CallableTeacher(load_callable(str(cfg.get("target"))), obs_keys)
-    raise UserError(f"unknown teacher kind {kind!r}; available: scripted, callable")
+    elif kind == "callable":
+        teacher = CallableTeacher(load_callable(str(cfg.get("target"))), obs_keys)
+    elif kind == "sb3":
+        from robodistill.sb3 import SB3Teacher, load_sb3_model
+
+        teacher = SB3Teacher(load_sb3_model(str(cfg.get("path")), str(cfg.get("algo", "auto"))))
+    elif kind == "checkpoint":
+        teacher = PolicyTeacher.load(str(cfg.get("path")), str(cfg.get("checkpoint", "best")))
+    else:
+        raise UserError(f"unknown teacher kind {kind!r}; available: {', '.join(TEACHER_KINDS)}")
+    noise_std, wrong_rate = float(cfg.get("noise_std", 0.0)), float(cfg.get("wrong_action_rate", 0.0))
+    if noise_std > 0 or wrong_rate > 0:
+        teacher = ImperfectTeacher(teacher, noise_std, wrong_rate, seed=seed)
+    return teacher
+
+
+class PolicyTeacher:
+    """A robodistill student (BC, DAgger, ... checkpoint) as a teacher: its mean action and its std."""
+
+    def __init__(self, policy: Any):
+        self.policy = policy.eval()
+        self.obs_keys = list(policy.obs_keys)
+
+    @classmethod
+    def load(cls, path: str, which: str = "best") -> PolicyTeacher:
+        """From a run directory (checkpoints/<which>.pt, else last.pt) or a checkpoint file."""
+        import policies
+        from robodistill.run import load_checkpoint
+
+        p = Path(path)
+        if p.is_dir():
+            candidates = [p / "checkpoints" / f"{which}.pt", p / "checkpoints" / "last.pt"]
+            p = next((c for c in candidates if c.exists()), candidates[0])
+        ckpt = load_checkpoint(p)
+        if "policy_config" not in ckpt:
+            raise UserError(f"{p} holds no robodistill policy (for SB3 runs use teacher=sb3)")
+        policy = policies.build_policy(ckpt["policy_config"])
+        policy.load_state_dict(ckpt["policy"])
+        return cls(policy)
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        import torch
+
+        with torch.inference_mode():
+            mean, log_std = self.policy({k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys})
+        mean = mean.numpy().astype(np.float32)
+        return TeacherOutput(action=np.clip(mean, -1.0, 1.0), mean=mean, std=np.exp(log_std.numpy()).astype(np.float32))
+
+
+class CountingTeacher:
+    """Passes calls through and counts them and the states labelled, per `phase` (set by the learner)."""
+
+    def __init__(self, teacher: Teacher, phase: str = "distill"):
+        self.teacher, self.obs_keys, self.phase = teacher, teacher.obs_keys, phase
+        self.calls: dict[str, int] = {}
+        self.labels: dict[str, int] = {}
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        self.calls[self.phase] = self.calls.get(self.phase, 0) + 1
+        self.labels[self.phase] = self.labels.get(self.phase, 0) + len(next(iter(obs.values())))
+        return self.teacher.act(obs)
+
+
+def query_teacher(teacher: Teacher, obs: dict[str, np.ndarray], action_dim: int) -> TeacherOutput:
+    """One batched teacher call on the teacher's view of `obs`; any failure or bad label becomes a TeacherError."""
+    n = len(next(iter(obs.values())))
+    try:
+        out = teacher.act({k: obs[k] for k in teacher.obs_keys})
+    except Exception as exc:  # any failure inside a user's teacher becomes one clear error
+        raise TeacherError(f"teacher raised {type(exc).__name__}: {exc}") from exc
+    check_labels(out, n, action_dim)
+    return out
 
 
 def check_labels(out: TeacherOutput, n: int, action_dim: int) -> None:

@@ -22,8 +22,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     seed_everything(int(cfg.seed))
     run = Run(cfg, run_dir)
-    comps = build(cfg)
-    learner = LEARNERS[name](cfg, comps)
+    learner_class = LEARNERS[name]
+    comps = build(cfg, teacher=learner_class.uses_teacher, student=learner_class.builds_student)
+    learner = learner_class(cfg, comps)
     try:
         result = learner.fit(run)
     finally:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from robodistill.learners.base import Learner
 from robodistill.learners.bc import BCLearner
 from robodistill.learners.dagger import DAggerLearner
+from robodistill.learners.rl import RLLearner
+from robodistill.learners.rpd import RPDLearner
 
-LEARNERS: dict[str, type[Learner]] = {"bc": BCLearner, "dagger": DAggerLearner}
+LEARNERS: dict[str, type[Learner]] = {
+    "bc": BCLearner,
+    "dagger": DAggerLearner,
+    "ppo": RLLearner,
+    "sac": RLLearner,
+    "rpd": RPDLearner,
+}
 
-__all__ = ["LEARNERS", "BCLearner", "DAggerLearner", "Learner"]
+__all__ = ["LEARNERS", "BCLearner", "DAggerLearner", "Learner", "RLLearner", "RPDLearner"]

@@ -17,6 +17,8 @@ class Learner:
     """A learner reads its algorithm top to bottom in `fit`; evaluation, checkpoints and logging live here."""
 
     name = "base"
+    uses_teacher = True  # build and check the configured teacher
+    builds_student = True  # build a `policies` student from `student.*`
 
     def __init__(self, cfg: DictConfig, comps: Components):
         self.cfg = cfg
@@ -29,8 +31,9 @@ class Learner:
         raise NotImplementedError
 
     # ---- services -------------------------------------------------------------------------------------------
-    def evaluate_student(self, run: Run, step: int, final: bool = False) -> dict[str, Any]:
-        """Evaluate the student over the eval config's seeded episodes; the final call films and writes eval.json."""
+    def evaluate_student(self, run: Run, step: int, final: bool = False, episodes: int | None = None) -> dict[str, Any]:
+        """Evaluate the student over the eval config's seeded episodes (or the first `episodes` of them); the final
+        call films and writes eval.json."""
         e = self.cfg.eval
         student = self.student
 
@@ -38,7 +41,7 @@ class Learner:
             student_policy(student),
             self.comps.task,
             self.comps.obs_mode,
-            episodes=int(e.episodes),
+            episodes=int(episodes or e.episodes),
             seed=int(e.seed),
             num_envs=int(e.num_envs),
             video_dir=run.video_dir if final else None,

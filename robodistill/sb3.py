@@ -1,0 +1,269 @@
+"""Stable-Baselines3 plumbing: our tasks as SB3 vector envs, SB3 models as students and teachers, run callback.
+
+The vector env hands the student only the observation keys it reads (a pixel student never sees the privileged
+state), while `StudentView` keeps the teacher's view of every state the student acted on, so RPD can label a
+whole rollout in one batched teacher call.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
+from tqdm import tqdm
+
+from robodistill.errors import UserError
+from robodistill.observations import STATE_KEY, as_dict, view
+from robodistill.tasks import env_fns
+from robodistill.teachers import TeacherOutput
+
+SB3_ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3, "a2c": A2C, "ddpg": DDPG}
+
+
+class StudentView(VecEnvWrapper):
+    """Shows SB3 only the student's observation keys; records the teacher's view of each state acted on.
+
+    With the single key "state" the student sees a Box (SB3's MlpPolicy), otherwise a Dict (MultiInputPolicy).
+    """
+
+    def __init__(self, venv: VecEnv, student_keys: list[str], teacher_keys: list[str] = ()):
+        full = venv.observation_space
+        spaces = dict(full.spaces) if isinstance(full, gym.spaces.Dict) else {STATE_KEY: full}
+        missing = [k for k in [*student_keys, *teacher_keys] if k not in spaces]
+        if missing:
+            raise UserError(f"the task's observations have no {missing}; it offers {sorted(spaces)}")
+        self.student_keys, self.teacher_keys = list(student_keys), list(teacher_keys)
+        self.flat = self.student_keys == [STATE_KEY]
+        space = spaces[STATE_KEY] if self.flat else gym.spaces.Dict({k: spaces[k] for k in self.student_keys})
+        super().__init__(venv, observation_space=space)
+        self._teacher_obs: dict[str, np.ndarray] | None = None
+        self._recorded: list[dict[str, np.ndarray]] | None = None
+
+    def _student(self, obs: Any) -> Any:
+        obs = as_dict(obs)
+        return obs[STATE_KEY] if self.flat else view(obs, self.student_keys)
+
+    def _seen(self, obs: Any) -> Any:
+        if self.teacher_keys:
+            self._teacher_obs = {k: np.array(v) for k, v in view(as_dict(obs), self.teacher_keys).items()}
+        return self._student(obs)
+
+    def start_recording(self) -> None:
+        self._recorded = []
+
+    def stop_recording(self) -> list[dict[str, np.ndarray]]:
+        """The teacher's view of each state the student acted on since `start_recording`: one (N, ...) dict per step."""
+        recorded, self._recorded = self._recorded or [], None
+        return recorded
+
+    def reset(self) -> Any:
+        return self._seen(self.venv.reset())
+
+    def step_async(self, actions: np.ndarray) -> None:
+        if self._recorded is not None:
+            self._recorded.append(self._teacher_obs)
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> Any:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for info in infos:  # SB3 bootstraps truncated episodes from the terminal observation: give it the student's
+            if info.get("terminal_observation") is not None:
+                info["terminal_observation"] = self._student(info["terminal_observation"])
+        return self._seen(obs), rewards, dones, infos
+
+
+def make_vec_env(
+    task: Mapping[str, Any], obs_mode: str, num_envs: int, student_keys: list[str], teacher_keys: list[str] = ()
+) -> tuple[VecEnv, StudentView]:
+    """SB3 in-process vector env of the task (VecMonitor on top for episode stats), and its StudentView."""
+    student_view = StudentView(DummyVecEnv(env_fns(task, num_envs, obs_mode)), student_keys, teacher_keys)
+    return VecMonitor(student_view, info_keywords=("success",)), student_view
+
+
+def policy_spec(student_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """SB3 policy name and policy_kwargs from our student config (hidden sizes, image features)."""
+    keys = list(student_cfg["obs_keys"])
+    kwargs: dict[str, Any] = {"net_arch": list(student_cfg.get("hidden", [256, 256]))}
+    if keys == [STATE_KEY]:
+        return "MlpPolicy", kwargs
+    kwargs["features_extractor_kwargs"] = {"cnn_output_dim": int(student_cfg.get("image_feature_dim", 128))}
+    return "MultiInputPolicy", kwargs
+
+
+class SB3Student:
+    """An SB3 model seen through our student interface: `obs_keys` and batched `act(obs, deterministic)`."""
+
+    def __init__(self, model: BaseAlgorithm, obs_keys: list[str]):
+        self.model, self.obs_keys = model, list(obs_keys)
+
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
+        x = obs[STATE_KEY] if self.obs_keys == [STATE_KEY] else view(obs, self.obs_keys)
+        action, _ = self.model.predict(x, deterministic=deterministic)
+        return np.asarray(action, dtype=np.float32), None
+
+
+class SB3Teacher:
+    """A trained SB3 model as a teacher: its deterministic action, plus mean and std for Gaussian (PPO/A2C) policies."""
+
+    def __init__(self, model: BaseAlgorithm):
+        self.model = model
+        space = model.observation_space
+        self.obs_keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else [STATE_KEY]
+        if not isinstance(model.action_space, gym.spaces.Box):
+            raise UserError(f"an SB3 teacher needs a continuous (Box) action space, this one has {model.action_space}")
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        x = obs[STATE_KEY] if self.obs_keys == [STATE_KEY] else view(obs, self.obs_keys)
+        action, _ = self.model.predict(x, deterministic=True)
+        out = TeacherOutput(action=np.asarray(action, dtype=np.float32))
+        policy = self.model.policy
+        if isinstance(getattr(policy, "action_dist", None), DiagGaussianDistribution):
+            with torch.no_grad():
+                dist = policy.get_distribution(policy.obs_to_tensor(x)[0]).distribution
+            out.mean, out.std = dist.mean.numpy().astype(np.float32), dist.stddev.numpy().astype(np.float32)
+        return out
+
+
+def find_model_zip(path: str | Path) -> Path:
+    """A run directory's SB3 model (best, else final) or the given .zip."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("sb3/best_model.zip", "sb3/final_model.zip"):
+            if (path / name).exists():
+                return path / name
+        raise UserError(f"{path} holds no SB3 model (sb3/best_model.zip or sb3/final_model.zip): is it a ppo/sac/rpd run?")
+    if not path.exists():
+        raise UserError(f"SB3 model {path} does not exist")
+    return path
+
+
+def algo_of(data: dict[str, Any]) -> str:
+    """Which SB3 algorithm wrote a model zip's `data`: from its policy module, else its hyperparameter names."""
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    for name in ("sac", "td3"):
+        if f".{name}." in module:
+            return name
+    if "clip_range" in data:
+        return "ppo"  # also RPD's models: the same policy, saved without the teacher
+    return "a2c" if "n_steps" in data else ""
+
+
+def load_sb3_model(path: str | Path, algo: str = "auto") -> BaseAlgorithm:
+    """Load an SB3 .zip (or a run's) for inference; `algo=auto` reads the algorithm from the zip's policy class."""
+    path = find_model_zip(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = json.loads(z.read("data").decode())
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise UserError(f"{path} is not a Stable-Baselines3 model zip: {exc}") from exc
+    if algo == "auto":
+        algo = algo_of(data)
+        if not algo:
+            raise UserError(f"cannot tell which SB3 algorithm saved {path}; set teacher.algo to one of {list(SB3_ALGOS)}")
+    if algo not in SB3_ALGOS:
+        raise UserError(f"unknown SB3 algorithm {algo!r}; available: {', '.join(SB3_ALGOS)}")
+    # schedules are only needed for training: replacing them avoids unpickling functions saved by another version
+    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    try:
+        return SB3_ALGOS[algo].load(path, device="cpu", custom_objects=custom)
+    except Exception as exc:
+        raise UserError(f"cannot load {path} as an SB3 {algo.upper()} model: {type(exc).__name__}: {exc}") from exc
+
+
+def training_state(model: BaseAlgorithm) -> dict[str, Any]:
+    """Everything to continue training, as state_dicts and tensors: networks, optimizers, counters, entropy coef."""
+    state: dict[str, Any] = {"sb3": model.get_parameters(), "num_timesteps": model.num_timesteps}
+    state["n_updates"] = int(getattr(model, "_n_updates", 0))
+    if getattr(model, "log_ent_coef", None) is not None:  # SAC's learned entropy coefficient
+        state["log_ent_coef"] = model.log_ent_coef.detach().clone()
+    return state
+
+
+def load_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
+    model.set_parameters(state["sb3"], exact_match=True, device="cpu")
+    model.num_timesteps = int(state["num_timesteps"])
+    model._n_updates = int(state["n_updates"])
+    if "log_ent_coef" in state:
+        with torch.no_grad():
+            model.log_ent_coef.copy_(state["log_ent_coef"])
+
+
+def save_model_zip(model: BaseAlgorithm, path: Path) -> None:
+    """SB3's own .zip (for `PPO.load` and `teacher=sb3`), written atomically."""
+    buf = io.BytesIO()
+    model.save(buf)
+    tmp = path.with_suffix(".zip.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+class RunCallback(BaseCallback):
+    """SB3 callback that connects a model to our run: progress bar, seeded evaluation every `eval_every` env steps,
+    `checkpoints/last.pt` at every rollout boundary (or every `checkpoint_every` steps), best model kept.
+
+    Everything runs at the start of a rollout, i.e. after the previous rollout has been trained on.
+    """
+
+    def __init__(
+        self,
+        total_timesteps: int,
+        eval_every: int,
+        evaluate: Callable[[int], float],
+        checkpoint: Callable[[str], None],
+        checkpoint_every: int = 0,
+        after_update: Callable[[int], None] | None = None,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.total, self.eval_every, self.checkpoint_every = total_timesteps, eval_every, checkpoint_every
+        self._evaluate, self._checkpoint, self._after_update = evaluate, checkpoint, after_update
+        self.progress = progress
+        self.bar: tqdm | None = None
+        self.next_eval = self.next_ckpt = 0
+        self.best = -1.0
+
+    def _on_training_start(self) -> None:
+        done = self.model.num_timesteps
+        self.bar = tqdm(total=self.total, initial=done, desc="train", unit="step", disable=not self.progress)
+        self.next_eval = done + self.eval_every if self.eval_every > 0 else self.total + 1
+        self.next_ckpt = done + max(self.checkpoint_every, 1)
+        self.start = done
+
+    def _on_rollout_start(self) -> None:
+        # the previous rollout has been trained on: a consistent point to checkpoint and evaluate
+        t = self.model.num_timesteps
+        if t == self.start:
+            return
+        if self._after_update is not None:
+            self._after_update(t)
+        if t >= self.next_eval:
+            self.next_eval = t + self.eval_every
+            success = self._evaluate(t)
+            if success > self.best:
+                self.best = success
+                self._checkpoint("best")
+        if t >= self.next_ckpt:
+            self.next_ckpt = t + max(self.checkpoint_every, 1)
+            self._checkpoint("last")
+
+    def _on_step(self) -> bool:
+        if self.bar is not None:
+            self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

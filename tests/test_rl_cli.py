@@ -1,0 +1,160 @@
+"""algo=ppo/sac/rpd from the command line: runs that become teachers, pixel students, resume, bad teachers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robodistill.errors import UserError
+from robodistill.sb3 import load_sb3_model
+from robodistill.tasks import make_env
+from robodistill.teachers import make_teacher
+
+TINY = ["task=reach", "algo.num_envs=2", "algo.eval_every=0", "algo.eval_episodes=2", "eval.episodes=2",
+        "eval.num_envs=2", "eval.videos=0"]  # fmt: skip
+TINY_PPO = [*TINY, "algo.sb3.n_steps=64", "algo.sb3.batch_size=64", "algo.sb3.n_epochs=2"]
+
+
+def ok(p):
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def one_clear_error(p, *needles):
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    for n in needles:
+        assert n in p.stderr, p.stderr[-3000:]
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def last_ckpt(run):
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    from conftest import run_script
+
+    run = tmp_path_factory.mktemp("ppo") / "run"
+    ok(run_script("scripts/train.py", "progress=false", "algo=ppo", *TINY_PPO, "algo.total_timesteps=256",
+                  "algo.eval_every=128", f"hydra.run.dir={run}"))  # fmt: skip
+    return run
+
+
+def test_ppo_run_writes_curves_and_models_and_is_a_teacher(ppo_run):
+    for name in ("learning_curves.png", "eval.json", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "sb3/final_model.zip", "sb3/best_model.zip"):  # fmt: skip
+        assert (ppo_run / name).exists(), name
+    assert (ppo_run / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
+    assert [m["step"] for m in metrics(ppo_run) if "eval/success_rate" in m] == [128, 256]
+    assert last_ckpt(ppo_run)["train_state"]["num_timesteps"] == 256
+
+    env = make_env({"env_id": "robodistill/Reach-v0", "kwargs": {"control_mode": "pd_ee_delta_pos"}}, "state")
+    obs = np.stack([env.reset(seed=i)[0] for i in range(5)])
+    model = load_sb3_model(ppo_run / "sb3" / "final_model.zip")
+    expected = model.predict(obs, deterministic=True)[0]
+    for path in (ppo_run / "sb3" / "final_model.zip", ppo_run):
+        teacher = make_teacher({"kind": "sb3", "path": str(path)}, env)
+        out = teacher.act({"state": obs})
+        assert out.std is not None and out.std.shape == (5, 4)
+        if path.suffix == ".zip":
+            np.testing.assert_allclose(out.action, expected, atol=1e-6)
+    with pytest.raises(UserError, match="holds no SB3 model"):
+        make_teacher({"kind": "sb3", "path": str(ppo_run / "checkpoints")}, env)
+    bad = ppo_run / "not_a_model.zip"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="not a Stable-Baselines3 model zip"):
+        make_teacher({"kind": "sb3", "path": str(bad)}, env)
+
+
+def test_rpd_with_an_sb3_teacher_and_reverse_kl(train_cli, ppo_run, tmp_path):
+    run = tmp_path / "rpd"
+    p = ok(train_cli("algo=rpd", *TINY_PPO, "algo.total_timesteps=128", "algo.distill_loss=kl", "teacher=sb3",
+                     f"teacher.path={ppo_run}", f"hydra.run.dir={run}"))  # fmt: skip
+    assert "teacher_labels_per_step: 1.000" in p.stdout
+    assert any("distill/loss" in m for m in metrics(run))
+
+
+def test_kl_needs_a_teacher_with_a_std(train_cli, tmp_path):
+    p = train_cli("algo=rpd", *TINY_PPO, "algo.distill_loss=kl", f"hydra.run.dir={tmp_path / 'r'}")
+    one_clear_error(p, "distill_loss=kl needs a teacher that gives a std")
+
+
+def test_sac_trains_and_its_model_loads_as_a_sac_teacher(train_cli, tmp_path):
+    run = tmp_path / "sac"
+    ok(train_cli("algo=sac", *TINY, "algo.num_envs=1", "algo.total_timesteps=200", "algo.sb3.learning_starts=100",
+                 "algo.checkpoint_every=100", f"hydra.run.dir={run}"))  # fmt: skip
+    state = last_ckpt(run)["train_state"]
+    assert state["num_timesteps"] == 200 and "log_ent_coef" in state
+    assert type(load_sb3_model(run)).__name__ == "SAC"
+
+
+def test_rpd_pixel_student_with_a_privileged_state_teacher(train_cli, tmp_path):
+    run = tmp_path / "rgb"
+    p = ok(train_cli("algo=rpd", "student=cnn", *TINY_PPO, "algo.sb3.n_steps=32", "algo.sb3.batch_size=32",
+                     "algo.total_timesteps=64", "task.kwargs.image_size=48", f"hydra.run.dir={run}"))  # fmt: skip
+    assert "teacher_labels_per_step: 1.000" in p.stdout
+    model = load_sb3_model(run)
+    assert sorted(model.observation_space.spaces) == ["proprio", "rgb"]  # the student never sees the state
+
+
+def test_rpd_with_an_undertrained_bc_teacher(train_cli, tmp_path):
+    bc = tmp_path / "bc"
+    ok(train_cli("task=reach", "algo=bc", "algo.num_demos=3", "algo.updates=50", "eval.episodes=2",
+                 "eval.videos=0", f"hydra.run.dir={bc}"))  # fmt: skip
+    run = tmp_path / "rpd"
+    p = ok(train_cli("algo=rpd", *TINY_PPO, "algo.total_timesteps=128", "teacher=checkpoint", f"teacher.path={bc}",
+                     "teacher.wrong_action_rate=0.2", "algo.distill_loss=kl", f"hydra.run.dir={run}"))  # fmt: skip
+    assert "teacher_success" in p.stdout
+
+
+def test_rpd_resume_continues_optimizer_lambda_and_counters(train_cli, tmp_path):
+    run = tmp_path / "r"
+    args = ["algo=rpd", *TINY_PPO, "algo.distill_weight.kind=cosine", "algo.distill_weight.anneal_steps=512",
+            f"hydra.run.dir={run}"]  # fmt: skip
+    ok(train_cli(*args, "algo.total_timesteps=256"))
+    first = last_ckpt(run)
+    assert first["train_state"]["num_timesteps"] == 256
+    assert first["train_state"]["sb3"]["policy.optimizer"]["state"][0]["step"].item() == 8  # 2 rollouts x 2 x 2
+    ok(train_cli(*args, "algo.total_timesteps=512", "resume=true"))
+    second = last_ckpt(run)
+    assert second["train_state"]["num_timesteps"] == 512
+    assert second["train_state"]["n_updates"] == 8
+    assert second["train_state"]["sb3"]["policy.optimizer"]["state"][0]["step"].item() == 16
+    assert second["counters"]["labels"] == {"distill": 512}
+    lam = {m["step"]: m["distill/lambda"] for m in metrics(run) if "distill/lambda" in m}
+    # lambda of the rollout collected from step t is cosine(t / 512): the resumed half continues the schedule
+    assert lam[384] == pytest.approx(0.5) and lam[512] == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.75)))
+
+
+def test_rpd_teacher_with_the_wrong_action_dim_is_refused_before_training(train_cli, tmp_path):
+    (tmp_path / "wrong_teacher.py").write_text(
+        "import numpy as np\ndef act(obs):\n    return np.zeros((len(obs), 7), np.float32)\n"
+    )
+    run = tmp_path / "r"
+    p = train_cli("algo=rpd", *TINY_PPO, "teacher=callable", "teacher.target=wrong_teacher:act",
+                  f"hydra.run.dir={run}", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    one_clear_error(p, "do not match", "(1, 4)")
+    assert not (run / "checkpoints" / "last.pt").exists()
+
+
+def test_teacher_nan_mid_run_stops_clearly_and_the_run_resumes(train_cli, tmp_path):
+    # labels the first rollout (128 states in one call), then returns NaN for the second
+    (tmp_path / "flaky_teacher.py").write_text(
+        "import numpy as np\nbig_calls = 0\n"
+        "def act(obs):\n    global big_calls\n    a = np.zeros((len(obs), 4), np.float32)\n"
+        "    if len(obs) >= 100:\n        big_calls += 1\n        if big_calls >= 2:\n            a[:] = np.nan\n"
+        "    return a\n"
+    )
+    run = tmp_path / "r"
+    args = ["algo=rpd", *TINY_PPO, "algo.total_timesteps=384", f"hydra.run.dir={run}"]
+    p = train_cli(*args, "teacher=callable", "teacher.target=flaky_teacher:act", env={"PYTHONPATH": str(tmp_path)})
+    one_clear_error(p, "teacher returned NaN or inf actions")
+    assert last_ckpt(run)["train_state"]["num_timesteps"] == 128  # the checkpoint before the failure, readable
+    ok(train_cli(*args, "resume=true"))
+    assert last_ckpt(run)["train_state"]["num_timesteps"] == 384

@@ -26,7 +26,9 @@ def _figure(ncols: int):
     return plt, fig, axes[0]
 
 
-def plot_learning_curves(history: Curve, path: str | Path, teacher_success: float | None = None, tb: Any = None) -> Path:
+def plot_learning_curves(
+    history: Curve, path: str | Path, teacher_success: float | None = None, tb: Any = None
+) -> Path:
     """One run's curves as a PNG (and as a TensorBoard figure when `tb`, a SummaryWriter, is given)."""
     plt, fig, (ax_s, ax_r) = _figure(2)
     steps = [h["env_steps"] for h in history]

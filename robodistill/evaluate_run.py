@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 import policies
 from robodistill.components import to_dict
+from robodistill.errors import UserError
 from robodistill.evaluation import evaluate, student_policy
 from robodistill.observations import obs_mode_for
 from robodistill.run import load_checkpoint
@@ -32,9 +33,17 @@ def evaluate_run(
         path = run_dir / "checkpoints" / "last.pt"
     ckpt = load_checkpoint(path)
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
-    student = policies.build_policy(ckpt["policy_config"])
-    student.load_state_dict(ckpt["policy"])
-    student.eval()
+    if "train_state" in ckpt:  # an SB3 run (ppo, sac, rpd): evaluate its SB3 model
+        from robodistill.sb3 import SB3Student, load_sb3_model
+
+        model_zip = run_dir / "sb3" / ("best_model.zip" if path.stem == "best" else "final_model.zip")
+        if not model_zip.exists():
+            raise UserError(f"{model_zip} does not exist: the run did not finish; try --checkpoint best")
+        student = SB3Student(load_sb3_model(model_zip), list(cfg.student.obs_keys))
+    else:
+        student = policies.build_policy(ckpt["policy_config"])
+        student.load_state_dict(ckpt["policy"])
+        student.eval()
 
     result = evaluate(
         student_policy(student),

@@ -21,6 +21,8 @@ from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
 from tqdm import tqdm
 
@@ -92,12 +94,54 @@ def make_vec_env(
     return VecMonitor(student_view, info_keywords=("success",)), student_view
 
 
-def policy_spec(student_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """SB3 policy name and policy_kwargs from our student config (hidden sizes, image features)."""
+class NormalizedFlatten(BaseFeaturesExtractor):
+    """SB3 features extractor for state vectors: flatten and normalise by a running mean/std.
+
+    The statistics are buffers of the policy, so a saved policy (state_dict or SB3 .zip) carries its normalisation;
+    `RunCallback` updates them from each rollout. Task states mix metres and radians: unnormalised, the cm-scale
+    object features that the task depends on are drowned out.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Box, clip: float = 10.0):
+        super().__init__(observation_space, get_flattened_obs_dim(observation_space))
+        self.clip = clip
+        self.register_buffer("mean", torch.zeros(self.features_dim))
+        self.register_buffer("var", torch.ones(self.features_dim))
+        self.register_buffer("count", torch.tensor(0.0))
+
+    @torch.no_grad()
+    def update(self, obs: np.ndarray) -> None:
+        """Merge a batch of observations (..., D) into the running statistics (parallel Welford)."""
+        x = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, self.features_dim)
+        n, mean, var = float(len(x)), x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = mean - self.mean
+        self.var.copy_((self.var * self.count + var * n + delta**2 * self.count * n / total) / total)
+        self.mean.add_(delta * n / total)
+        self.count.fill_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.flatten(1).float()
+        return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip)
+
+
+ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU, "gelu": torch.nn.GELU}
+
+
+def policy_spec(
+    student_cfg: Mapping[str, Any], normalize_obs: bool = True, extra: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """SB3 policy name and policy_kwargs from our student config (hidden sizes, image features) and `extra`
+    (SB3 policy_kwargs from the algo config; `activation_fn` by name)."""
     keys = list(student_cfg["obs_keys"])
-    kwargs: dict[str, Any] = {"net_arch": list(student_cfg.get("hidden", [256, 256]))}
+    kwargs: dict[str, Any] = {"net_arch": list(student_cfg.get("hidden", [256, 256])), **(extra or {})}
+    if isinstance(kwargs.get("activation_fn"), str):
+        name = kwargs["activation_fn"]
+        if name not in ACTIVATIONS:
+            raise UserError(f"unknown activation_fn {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+        kwargs["activation_fn"] = ACTIVATIONS[name]
     if keys == [STATE_KEY]:
-        return "MlpPolicy", kwargs
+        return "MlpPolicy", {**kwargs, "features_extractor_class": NormalizedFlatten} if normalize_obs else kwargs
     kwargs["features_extractor_kwargs"] = {"cnn_output_dim": int(student_cfg.get("image_feature_dim", 128))}
     return "MultiInputPolicy", kwargs
 
@@ -143,7 +187,9 @@ def find_model_zip(path: str | Path) -> Path:
         for name in ("sb3/best_model.zip", "sb3/final_model.zip"):
             if (path / name).exists():
                 return path / name
-        raise UserError(f"{path} holds no SB3 model (sb3/best_model.zip or sb3/final_model.zip): is it a ppo/sac/rpd run?")
+        raise UserError(
+            f"{path} holds no SB3 model (sb3/best_model.zip or sb3/final_model.zip): is it a ppo/sac/rpd run?"
+        )
     if not path.exists():
         raise UserError(f"SB3 model {path} does not exist")
     return path
@@ -171,7 +217,9 @@ def load_sb3_model(path: str | Path, algo: str = "auto") -> BaseAlgorithm:
     if algo == "auto":
         algo = algo_of(data)
         if not algo:
-            raise UserError(f"cannot tell which SB3 algorithm saved {path}; set teacher.algo to one of {list(SB3_ALGOS)}")
+            raise UserError(
+                f"cannot tell which SB3 algorithm saved {path}; set teacher.algo to one of {list(SB3_ALGOS)}"
+            )
     if algo not in SB3_ALGOS:
         raise UserError(f"unknown SB3 algorithm {algo!r}; available: {', '.join(SB3_ALGOS)}")
     # schedules are only needed for training: replacing them avoids unpickling functions saved by another version
@@ -258,6 +306,12 @@ class RunCallback(BaseCallback):
         if t >= self.next_ckpt:
             self.next_ckpt = t + max(self.checkpoint_every, 1)
             self._checkpoint("last")
+
+    def _on_rollout_end(self) -> None:
+        extractor = getattr(self.model.policy, "features_extractor", None)
+        if isinstance(extractor, NormalizedFlatten) and hasattr(self.model, "rollout_buffer"):
+            buf = self.model.rollout_buffer
+            extractor.update(buf.observations[: buf.pos if not buf.full else None])
 
     def _on_step(self) -> bool:
         if self.bar is not None:

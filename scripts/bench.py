@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-SUITES = ("foundation",)
+SUITES = ("foundation", "rpd")
 
 
 def commit() -> str:
@@ -32,7 +32,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     suite = importlib.import_module(f"robodistill.benchmarks.{args.suite}")
     t0 = time.time()
-    payload, lines = suite.run(args.quick, out.parent / f"{args.suite}_work")
+    payload, lines = suite.run(args.quick, out.parent / f"{out.stem}_work")  # its runs; figures beside the JSON
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     payload.update(
         suite=args.suite,

@@ -24,3 +24,17 @@ def test_foundation_quick_bench_writes_json(tmp_path):
         assert abs(data["bc"][task]["teacher_labels"] - data["dagger"][task]["teacher_labels"]) < 200
     assert data["render_fps_96"] > 0 and len(data["commit"]) >= 7
     assert "collector / raw env steps per s" in p.stdout
+
+
+def test_rpd_quick_bench_writes_json_and_png(tmp_path):
+    out = tmp_path / "rpd.json"
+    p = run_script("scripts/bench.py", "rpd", "--quick", "--out", str(out), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads(out.read_text())
+    row = data["tasks"]["robodistill/PushCube-v0"]
+    for key in ("teacher_success", "ppo_success", "rpd_success", "ppo_steps_to_80", "rpd_steps_to_80"):
+        assert key in row
+    assert data["teacher_calls_per_step"] == 1.0
+    assert data["teacher_calls_per_step_after_anneal"] == 0.0
+    assert (tmp_path / "rpd.png").read_bytes().startswith(b"\x89PNG")
+    assert "teacher labels per collected env step" in p.stdout

@@ -64,6 +64,10 @@ def test_ppo_run_writes_curves_and_models_and_is_a_teacher(ppo_run):
         assert out.std is not None and out.std.shape == (5, 4)
         if path.suffix == ".zip":
             np.testing.assert_allclose(out.action, expected, atol=1e-6)
+    from conftest import run_script
+
+    ok(run_script("scripts/evaluate.py", str(ppo_run), "--episodes", "2", "--videos", "1"))
+    assert (ppo_run / "eval_best.json").exists() and list((ppo_run / "videos" / "eval_best").glob("*.mp4"))
     with pytest.raises(UserError, match="holds no SB3 model"):
         make_teacher({"kind": "sb3", "path": str(ppo_run / "checkpoints")}, env)
     bad = ppo_run / "not_a_model.zip"

@@ -11,17 +11,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
 import envs
 from policies import GaussianPolicy
+from robodistill.benchmarks.runs import train_once
 from robodistill.collector import Collector, make_vector_env
 from robodistill.dataset import BackgroundEpisodeWriter
 from robodistill.tasks import env_fns, env_meta, shape_meta
 from robodistill.teachers import CallableTeacher
-from robodistill.train import train
-
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def collector_over_raw(task: str, num_envs: int, steps: int, repeats: int) -> dict[str, Any]:
@@ -99,15 +96,6 @@ def render_fps(size: int, frames: int) -> float:
     for _ in range(frames):
         env._render_camera()
     return frames / (time.perf_counter() - t0)
-
-
-def train_once(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose("config", overrides=["progress=false", *overrides])
-    t0 = time.perf_counter()
-    cpu0 = time.process_time()
-    result = train(cfg, run_dir)
-    return {**result, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0}
 
 
 def dagger_vs_bc(task_cfg: str, seeds: list[int], episodes: int, dagger_extra: list[str], out: Path) -> dict[str, Any]:

@@ -67,8 +67,9 @@ class RLLearner(Learner):
         student_keys = list(cfg.student.obs_keys)
         teacher_keys = list(comps.teacher.obs_keys) if self.uses_teacher else []
         venv, student_view = make_vec_env(comps.task, comps.obs_mode, int(a.num_envs), student_keys, teacher_keys)
-        policy, policy_kwargs = policy_spec(cfg.student)
-        policy_kwargs.update(to_dict(a.get("policy_kwargs") or {}))
+        policy, policy_kwargs = policy_spec(
+            cfg.student, bool(a.get("normalize_obs", False)), to_dict(a.get("policy_kwargs") or {})
+        )
         kwargs = {**to_dict(a.sb3), "policy_kwargs": policy_kwargs, "seed": seed, "device": "cpu", "verbose": 0}
         try:
             self.model = model = self.make_model(venv, student_view, policy, kwargs)

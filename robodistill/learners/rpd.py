@@ -92,7 +92,7 @@ class RPD(PPO):
         teacher: Teacher,
         student_view: StudentView,
         distill_loss: str = "mse",
-        distill_weight: DistillWeight = DistillWeight(),
+        distill_weight: DistillWeight | None = None,
         label_batch_size: int = 4096,
         **ppo_kwargs: Any,
     ):
@@ -100,10 +100,10 @@ class RPD(PPO):
             raise UserError(f"unknown distill_loss {distill_loss!r}; choose one of {', '.join(DISTILL_LOSSES)}")
         self.teacher = CountingTeacher(teacher)  # counts every state it labels, per phase
         self.student_view = student_view
-        self.distill_loss, self.distill_weight = distill_loss, distill_weight
+        self.distill_loss, self.distill_weight = distill_loss, distill_weight or DistillWeight()
         self.label_batch_size = label_batch_size
         self.steps = {"distill": 0, "annealed": 0}  # env steps collected while lambda > 0 / after it reached 0
-        self.current_lambda = distill_weight(0)
+        self.current_lambda = self.distill_weight(0)
         dict_obs = student_view.observation_space.__class__.__name__ == "Dict"
         buffer_class = LabelledDictRolloutBuffer if dict_obs else LabelledRolloutBuffer
         super().__init__(policy, env, rollout_buffer_class=buffer_class, **ppo_kwargs)
@@ -170,7 +170,7 @@ class RPD(PPO):
         logs: dict[str, list[float]] = {k: [] for k in ("pg", "value", "entropy", "distill", "clip", "kl")}
 
         continue_training = True
-        for epoch in range(self.n_epochs):
+        for _ in range(self.n_epochs):
             for batch in self.rollout_buffer.get(self.batch_size):
                 data = batch.rollout
                 # one forward pass gives the value, the action distribution and its log-prob of the taken actions

@@ -214,7 +214,8 @@ class TableTopEnv(gym.Env):
     def _reward(self, info: dict[str, Any]) -> float:
         if self.reward_mode == "sparse":
             return float(info["success"])
-        # success earns the maximum, so dense rewards never prefer lingering over finishing
+        # success earns the maximum once and ends the episode; for a discounted RL learner lingering near the goal
+        # would still pay more, which robodistill's RL learners undo by treating success as absorbing (sb3.py)
         dense = self.max_dense_reward if info["success"] else self.compute_dense_reward(info)
         return float(dense / self.max_dense_reward) if self.reward_mode == "normalized_dense" else float(dense)
 

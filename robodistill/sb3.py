@@ -86,11 +86,39 @@ class StudentView(VecEnvWrapper):
         return self._seen(obs), rewards, dones, infos
 
 
+class AbsorbingSuccess(gym.Wrapper):
+    """For RL training: an episode that ends in success is worth staying in success for ever.
+
+    Tasks end episodes on success with one step of the maximum reward. To a discounted RL learner, lingering next to
+    the goal then earns more (near-maximal reward every step) than finishing; treating success as an absorbing state
+    that keeps paying its reward, r / (1 - gamma), makes finishing (and finishing early) the better choice.
+    Evaluation and the returns it reports use the task's own reward.
+    """
+
+    def __init__(self, env: gym.Env, gamma: float):
+        super().__init__(env)
+        self.scale = 1.0 / (1.0 - gamma)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated and info.get("success", False):
+            reward = float(reward) * self.scale
+        return obs, reward, terminated, truncated, info
+
+
 def make_vec_env(
-    task: Mapping[str, Any], obs_mode: str, num_envs: int, student_keys: list[str], teacher_keys: list[str] = ()
+    task: Mapping[str, Any],
+    obs_mode: str,
+    num_envs: int,
+    student_keys: list[str],
+    teacher_keys: list[str] = (),
+    absorbing_success_gamma: float | None = None,
 ) -> tuple[VecEnv, StudentView]:
     """SB3 in-process vector env of the task (VecMonitor on top for episode stats), and its StudentView."""
-    student_view = StudentView(DummyVecEnv(env_fns(task, num_envs, obs_mode)), student_keys, teacher_keys)
+    fns = env_fns(task, num_envs, obs_mode)
+    if absorbing_success_gamma is not None:
+        fns = [lambda f=f: AbsorbingSuccess(f(), absorbing_success_gamma) for f in fns]
+    student_view = StudentView(DummyVecEnv(fns), student_keys, teacher_keys)
     return VecMonitor(student_view, info_keywords=("success",)), student_view
 
 

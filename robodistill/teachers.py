@@ -67,8 +67,9 @@ def load_callable(target: str) -> Callable:
 class ImperfectTeacher:
     """A teacher made worse on purpose: Gaussian action noise, and a rate of uniformly random ("wrong") actions.
 
-    Its labels are what it does: `action` and `mean` carry the noise and the wrong actions; a std it gives is widened
-    by the noise. Used to reproduce "the student beats its teacher".
+    Its labels are what it does: `action` and `mean` carry the noise and the wrong actions (the env clips them to
+    the action bounds when executed); a std it gives is widened by the noise. Used to reproduce "the student beats
+    its teacher".
     """
 
     def __init__(self, teacher: Teacher, noise_std: float = 0.0, wrong_action_rate: float = 0.0, seed: int = 0):
@@ -85,7 +86,8 @@ class ImperfectTeacher:
         noisy = action + self.noise_std * self.rng.standard_normal(action.shape).astype(np.float32)
         wrong = self.rng.random(len(action)) < self.wrong_action_rate
         noisy[wrong] = self.rng.uniform(-1.0, 1.0, size=(int(wrong.sum()), action.shape[1]))
-        noisy = np.clip(noisy, -1.0, 1.0)
+        # not clipped: the env clips what is executed, and unclipped labels average to the clean action (clipping
+        # would pull a gripper's +-1 toward 0, and a student averaging the labels would then never grip)
         std = None if out.std is None else np.sqrt(out.std**2 + self.noise_std**2).astype(np.float32)
         return TeacherOutput(action=noisy, mean=noisy if out.mean is not None else None, std=std, logits=out.logits,
                              chunk=out.chunk)  # fmt: skip

@@ -162,3 +162,8 @@ def test_teacher_nan_mid_run_stops_clearly_and_the_run_resumes(train_cli, tmp_pa
     assert last_ckpt(run)["train_state"]["num_timesteps"] == 128  # the checkpoint before the failure, readable
     ok(train_cli(*args, "resume=true"))
     assert last_ckpt(run)["train_state"]["num_timesteps"] == 384
+
+
+def test_an_sb3_argument_the_algorithm_does_not_take(train_cli, tmp_path):
+    p = train_cli("algo=ppo", *TINY_PPO, "+algo.sb3.no_such_arg=1", f"hydra.run.dir={tmp_path / 'r'}")
+    one_clear_error(p, "algo.sb3 has an argument PPO does not take", "no_such_arg")

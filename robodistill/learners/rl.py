@@ -66,7 +66,9 @@ class RLLearner(Learner):
         self.check()
         student_keys = list(cfg.student.obs_keys)
         teacher_keys = list(comps.teacher.obs_keys) if self.uses_teacher else []
-        venv, student_view = make_vec_env(comps.task, comps.obs_mode, int(a.num_envs), student_keys, teacher_keys)
+        gamma = float(a.sb3.get("gamma", 0.99)) if a.get("absorbing_success", False) else None
+        venv, student_view = make_vec_env(comps.task, comps.obs_mode, int(a.num_envs), student_keys, teacher_keys,
+                                          absorbing_success_gamma=gamma)  # fmt: skip
         policy, policy_kwargs = policy_spec(
             cfg.student, bool(a.get("normalize_obs", False)), to_dict(a.get("policy_kwargs") or {})
         )

@@ -167,3 +167,11 @@ def test_teacher_nan_mid_run_stops_clearly_and_the_run_resumes(train_cli, tmp_pa
 def test_an_sb3_argument_the_algorithm_does_not_take(train_cli, tmp_path):
     p = train_cli("algo=ppo", *TINY_PPO, "+algo.sb3.no_such_arg=1", f"hydra.run.dir={tmp_path / 'r'}")
     one_clear_error(p, "algo.sb3 has an argument PPO does not take", "no_such_arg")
+
+
+def test_ppo_on_any_gymnasium_task(train_cli, tmp_path):
+    run = tmp_path / "pusher"
+    ok(train_cli("algo=ppo", *TINY_PPO[1:], "task=gym", "task.env_id=Pusher-v5", "algo.total_timesteps=128",
+                 f"hydra.run.dir={run}"))  # fmt: skip
+    assert last_ckpt(run)["train_state"]["num_timesteps"] == 128
+    assert load_sb3_model(run).observation_space.shape == (23,)

@@ -3,8 +3,10 @@ calls per collected env step while lambda > 0 and after it was annealed to 0.
 
 Both learners get the same env-step budget, network, PPO hyperparameters and evaluation episodes; RPD adds the
 distillation term toward a scripted expert made imperfect on purpose (Gaussian action noise tuned per task so the
-teacher succeeds in at most about 70 % of the evaluation episodes). Runs go two at a time: every figure here is
-counted in env steps or episodes, not seconds.
+teacher succeeds in at most about 70 % of the evaluation episodes), with lambda cosine-annealed from 10 to 0 over the
+first half of the budget: the teacher leads early, PPO alone refines afterwards (and the teacher is no longer
+called, which the second teacher-calls figure counts). Runs go two at a time: every figure here is counted in env
+steps or episodes, not seconds.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from robodistill.curves import plot_compared, steps_to_success
 
 # task config -> teacher noise that brings the scripted expert to roughly 55-65 % success
 TASKS = {"pushcube": 0.6, "pickcube": 0.4}
-# lambda for both the constant and the annealed runs: at 1.0 PPO's own gradient drowns the distillation term on
-# these tasks (probed at 30-80k env steps); 10 lets the teacher lead early
+# lambda's start: at 1.0 PPO's own gradient drowns the distillation term on these tasks (probed at 30-80k env
+# steps); 10 lets the teacher lead early. Annealed to 0 over the first half of the budget: with lambda held
+# constant the student stays near the imperfect teacher on PushCube (an earlier run of this suite: 0.63 vs 0.55)
 DISTILL_WEIGHT = 10.0
 TASK_IDS = {"pushcube": "robodistill/PushCube-v0", "pickcube": "robodistill/PickCube-v0"}
 LEVEL = 0.8
@@ -52,20 +55,11 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     for task, noise in tasks.items():
         for seed in seeds:
             for algo in ("rpd", "ppo"):
-                teacher = (
-                    [f"teacher.noise_std={noise}", f"algo.distill_weight.value={DISTILL_WEIGHT}"]
-                    if algo == "rpd"
-                    else []
-                )
-                run_dir = out_dir / f"{task}_{algo}_s{seed}"
-                jobs.append(([f"task={task}", f"algo={algo}", f"seed={seed}", *common, *teacher], run_dir))
+                rpd = [f"teacher.noise_std={noise}", f"algo.distill_weight.value={DISTILL_WEIGHT}",
+                       "algo.distill_weight.kind=cosine", f"algo.distill_weight.anneal_steps={budget // 2}"]  # fmt: skip
+                overrides = [f"task={task}", f"algo={algo}", f"seed={seed}", *common, *(rpd if algo == "rpd" else [])]
+                jobs.append((overrides, out_dir / f"{task}_{algo}_s{seed}"))
                 keys.append((task, algo, seed))
-    # one more RPD run with lambda cosine-annealed to 0 halfway: teacher calls per env step before and after
-    anneal_dir = out_dir / "pushcube_rpd_annealed"
-    anneal = ["task=pushcube", "algo=rpd", "algo.distill_weight.kind=cosine", f"algo.distill_weight.value={DISTILL_WEIGHT}",
-              f"algo.distill_weight.anneal_steps={budget // 2}", f"teacher.noise_std={TASKS['pushcube']}", *common]  # fmt: skip
-    jobs.append((anneal, anneal_dir))
-    keys.append(("pushcube", "rpd_annealed", 0))
     results = dict(zip(keys, train_many(jobs, workers=1 if quick else 2)))
 
     payload: dict[str, Any] = {"budget_env_steps": budget, "eval_every": eval_every, "seeds": seeds, "level": LEVEL,
@@ -106,21 +100,23 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
             f"{row['ppo_success']:>9.2f} ± {row['ppo_success_std']:.2f}{row['rpd_success']:>9.2f} ± "
             f"{row['rpd_success_std']:.2f}{fmt(ppo):>20}{fmt(rpd):>20}{ratio:>10}"
         )
-    calls = [results[(t, "rpd", s)]["teacher_labels_per_step"] for t in tasks for s in seeds]
-    annealed = results[("pushcube", "rpd_annealed", 0)]
-    payload["teacher_calls_per_step"] = float(np.mean(calls))
-    payload["teacher_calls_per_step_after_anneal"] = annealed["teacher_labels_per_step_after_anneal"]
-    payload["annealed_run"] = annealed
+    rpd_runs = [results[(t, "rpd", s)] for t in tasks for s in seeds]
+    payload["teacher_calls_per_step"] = float(np.mean([r["teacher_labels_per_step"] for r in rpd_runs]))
+    payload["teacher_calls_per_step_after_anneal"] = float(
+        np.mean([r["teacher_labels_per_step_after_anneal"] for r in rpd_runs])
+    )
+    payload["rpd_steps_with_teacher"] = int(np.mean([r["steps_distill"] for r in rpd_runs]))
+    payload["rpd_steps_after_anneal"] = int(np.mean([r["steps_annealed"] for r in rpd_runs]))
     png = plot_compared(curves, out_dir.with_name(out_dir.name.removesuffix("_work") + ".png"),
                         {TASK_IDS[t]: payload["tasks"][TASK_IDS[t]]["teacher_success"] for t in tasks})  # fmt: skip
     payload["png"] = str(png)
     lines += [
         f"(success: mean ± std over {len(seeds)} seeds, final evaluation; steps to {LEVEL:.0%}: first evaluation "
         f"every {eval_every:,} env steps at or above it, mean over seeds; budget {budget:,} env steps)",
-        f"teacher labels per collected env step while lambda > 0: {payload['teacher_calls_per_step']:.3f}",
+        f"teacher labels per collected env step while lambda > 0: {payload['teacher_calls_per_step']:.3f}  "
+        f"(RPD runs, {payload['rpd_steps_with_teacher']:,} env steps each)",
         f"teacher labels per collected env step after lambda annealed to 0: "
-        f"{payload['teacher_calls_per_step_after_anneal']:.3f}  (annealed run's final success "
-        f"{annealed['success_rate']:.2f})",
+        f"{payload['teacher_calls_per_step_after_anneal']:.3f}  ({payload['rpd_steps_after_anneal']:,} env steps each)",
         f"learning curves: {png}",
     ]
     return payload, lines

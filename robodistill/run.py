@@ -27,6 +27,8 @@ class Run:
         for d in (self.dir, self.checkpoint_dir, self.video_dir):
             d.mkdir(parents=True, exist_ok=True)
         (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if not cfg.get("resume", False):  # a fresh run in a reused directory starts a fresh metrics file
+            (self.dir / "metrics.jsonl").unlink(missing_ok=True)
         self._tb = None
         self.t0 = time.time()
 

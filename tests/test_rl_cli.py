@@ -175,3 +175,10 @@ def test_ppo_on_any_gymnasium_task(train_cli, tmp_path):
                  f"hydra.run.dir={run}"))  # fmt: skip
     assert last_ckpt(run)["train_state"]["num_timesteps"] == 128
     assert load_sb3_model(run).observation_space.shape == (23,)
+
+
+def test_a_fresh_run_in_a_reused_directory_starts_fresh_metrics(train_cli, tmp_path):
+    run = tmp_path / "r"
+    for _ in range(2):
+        ok(train_cli("algo=ppo", *TINY_PPO, "algo.total_timesteps=128", f"hydra.run.dir={run}"))
+    assert [m["step"] for m in metrics(run) if "eval/success_rate" in m] == [128]

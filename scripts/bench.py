@@ -34,17 +34,20 @@ def main() -> None:
     t0 = time.time()
     payload, lines = suite.run(args.quick, out.parent / f"{out.stem}_work")  # its runs; figures beside the JSON
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # worker processes, if any ran
     payload.update(
         suite=args.suite,
         quick=args.quick,
         commit=commit(),
         machine={"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         peak_rss_mb=peak_mb,
+        peak_rss_children_mb=children_mb,
         total_wall_s=time.time() - t0,
     )
     out.write_text(json.dumps(payload, indent=2, default=float))
     print("\n".join(lines))
-    print(f"peak RSS {peak_mb:.0f} MB, {payload['total_wall_s']:.0f} s; JSON: {out}")
+    workers = f", largest worker process {children_mb:.0f} MB" if children_mb > 0 else ""
+    print(f"peak RSS {peak_mb:.0f} MB{workers}, {payload['total_wall_s']:.0f} s; JSON: {out}")
 
 
 if __name__ == "__main__":

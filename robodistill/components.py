@@ -15,7 +15,7 @@ import policies
 from robodistill.errors import UserError
 from robodistill.observations import as_dict, obs_mode_for, view
 from robodistill.tasks import make_env, shape_meta
-from robodistill.teachers import Teacher, TeacherError, check_labels, make_teacher
+from robodistill.teachers import Teacher, TeacherError, TeacherOutput, check_labels, make_teacher
 
 
 @dataclass
@@ -43,8 +43,9 @@ def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Mod
         raise UserError(f"cannot build student {kind!r}: {exc}") from exc
 
 
-def check_teacher(teacher: Teacher, env: gym.Env) -> None:
-    """Query the teacher once on a reset observation: its actions must fit the task's action space."""
+def check_teacher(teacher: Teacher, env: gym.Env) -> TeacherOutput:
+    """Query the teacher once on a reset observation: its actions must fit the task's action space; returns its
+    labels so callers can check what else it gives (a std, logits)."""
     obs, _ = env.reset(seed=0)
     batch = {k: np.asarray(v)[None] for k, v in as_dict(obs).items()}
     missing = [k for k in teacher.obs_keys if k not in batch]
@@ -53,6 +54,7 @@ def check_teacher(teacher: Teacher, env: gym.Env) -> None:
     try:
         out = teacher.act(view(batch, teacher.obs_keys))
         check_labels(out, 1, int(env.action_space.shape[0]))
+        return out
     except TeacherError as exc:
         raise UserError(f"teacher and task do not fit: {exc}") from exc
     except Exception as exc:

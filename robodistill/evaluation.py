@@ -25,6 +25,15 @@ def student_policy(student: Any) -> PolicyFn:
     return policy
 
 
+def teacher_policy(teacher: Any) -> PolicyFn:
+    """A teacher's action on the observations it reads, as an evaluation policy."""
+
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        return teacher.act(view(obs, teacher.obs_keys)).action
+
+    return policy
+
+
 def evaluate(
     policy: PolicyFn,
     task: Mapping[str, Any],

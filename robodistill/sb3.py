@@ -34,6 +34,11 @@ from robodistill.teachers import TeacherOutput
 SB3_ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3, "a2c": A2C, "ddpg": DDPG}
 
 
+def model_input(obs: dict[str, np.ndarray], keys: list[str]) -> Any:
+    """What an SB3 model on `keys` takes: the bare array for a state model (Box), else the dict of its keys."""
+    return obs[STATE_KEY] if list(keys) == [STATE_KEY] else view(obs, keys)
+
+
 class StudentView(VecEnvWrapper):
     """Shows SB3 only the student's observation keys; records the teacher's view of each state acted on.
 
@@ -47,15 +52,14 @@ class StudentView(VecEnvWrapper):
         if missing:
             raise UserError(f"the task's observations have no {missing}; it offers {sorted(spaces)}")
         self.student_keys, self.teacher_keys = list(student_keys), list(teacher_keys)
-        self.flat = self.student_keys == [STATE_KEY]
-        space = spaces[STATE_KEY] if self.flat else gym.spaces.Dict({k: spaces[k] for k in self.student_keys})
+        flat = self.student_keys == [STATE_KEY]
+        space = spaces[STATE_KEY] if flat else gym.spaces.Dict({k: spaces[k] for k in self.student_keys})
         super().__init__(venv, observation_space=space)
         self._teacher_obs: dict[str, np.ndarray] | None = None
         self._recorded: list[dict[str, np.ndarray]] | None = None
 
     def _student(self, obs: Any) -> Any:
-        obs = as_dict(obs)
-        return obs[STATE_KEY] if self.flat else view(obs, self.student_keys)
+        return model_input(as_dict(obs), self.student_keys)
 
     def _seen(self, obs: Any) -> Any:
         if self.teacher_keys:
@@ -181,7 +185,7 @@ class SB3Student:
         self.model, self.obs_keys = model, list(obs_keys)
 
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
-        x = obs[STATE_KEY] if self.obs_keys == [STATE_KEY] else view(obs, self.obs_keys)
+        x = model_input(obs, self.obs_keys)
         action, _ = self.model.predict(x, deterministic=deterministic)
         return np.asarray(action, dtype=np.float32), None
 
@@ -197,7 +201,7 @@ class SB3Teacher:
             raise UserError(f"an SB3 teacher needs a continuous (Box) action space, this one has {model.action_space}")
 
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
-        x = obs[STATE_KEY] if self.obs_keys == [STATE_KEY] else view(obs, self.obs_keys)
+        x = model_input(obs, self.obs_keys)
         action, _ = self.model.predict(x, deterministic=True)
         out = TeacherOutput(action=np.asarray(action, dtype=np.float32))
         policy = self.model.policy

@@ -23,3 +23,11 @@ def train_cli():
         return run_script("scripts/train.py", "progress=false", *overrides, env=env, timeout=timeout)
 
     return _run
+
+
+def one_clear_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    """The run failed with one clear message (no traceback) that contains every needle."""
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    for n in needles:
+        assert n in p.stderr, p.stderr[-3000:]

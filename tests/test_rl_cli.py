@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import one_clear_error, run_script
 
 from robodistill.errors import UserError
 from robodistill.sb3 import load_sb3_model
@@ -21,13 +22,6 @@ def ok(p):
     return p
 
 
-def one_clear_error(p, *needles):
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr, p.stderr[-3000:]
-    for n in needles:
-        assert n in p.stderr, p.stderr[-3000:]
-
-
 def metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -38,8 +32,6 @@ def last_ckpt(run):
 
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
-    from conftest import run_script
-
     run = tmp_path_factory.mktemp("ppo") / "run"
     ok(run_script("scripts/train.py", "progress=false", "algo=ppo", *TINY_PPO, "algo.total_timesteps=256",
                   "algo.eval_every=128", f"hydra.run.dir={run}"))  # fmt: skip
@@ -64,8 +56,6 @@ def test_ppo_run_writes_curves_and_models_and_is_a_teacher(ppo_run):
         assert out.std is not None and out.std.shape == (5, 4)
         if path.suffix == ".zip":
             np.testing.assert_allclose(out.action, expected, atol=1e-6)
-    from conftest import run_script
-
     ok(run_script("scripts/evaluate.py", str(ppo_run), "--episodes", "2", "--videos", "1"))
     assert (ppo_run / "eval_best.json").exists() and list((ppo_run / "videos" / "eval_best").glob("*.mp4"))
     with pytest.raises(UserError, match="holds no SB3 model"):

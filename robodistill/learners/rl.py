@@ -17,7 +17,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from robodistill.components import to_dict
 from robodistill.curves import plot_learning_curves, steps_to_success
 from robodistill.errors import UserError
-from robodistill.evaluation import evaluate
+from robodistill.evaluation import evaluate, teacher_policy
 from robodistill.learners.base import Learner
 from robodistill.run import Run, restore_rng
 from robodistill.sb3 import (
@@ -144,7 +144,7 @@ class RLLearner(Learner):
         """The teacher's own success on the evaluation episodes (the line the student should cross)."""
         e, teacher = self.cfg.eval, self.comps.teacher
         result = evaluate(
-            lambda obs: teacher.act({k: obs[k] for k in teacher.obs_keys}).action,
+            teacher_policy(teacher),
             self.comps.task, self.comps.obs_mode, episodes=int(e.episodes), seed=int(e.seed),
             num_envs=int(e.num_envs), progress=self.progress,
         )  # fmt: skip

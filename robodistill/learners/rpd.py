@@ -24,9 +24,9 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
+from robodistill.components import check_teacher
 from robodistill.errors import UserError
 from robodistill.learners.rl import RLLearner
-from robodistill.observations import as_dict
 from robodistill.run import Run
 from robodistill.sb3 import StudentView
 from robodistill.schedules import DistillWeight
@@ -272,9 +272,7 @@ class RPDLearner(RLLearner):
     def check(self) -> None:
         """Before training: `kl` needs a teacher std."""
         if self.algo.distill_loss == "kl":
-            obs, _ = self.comps.env.reset(seed=0)
-            batch = {k: np.asarray(v)[None] for k, v in as_dict(obs).items()}
-            out = query_teacher(self.comps.teacher, batch, int(self.comps.env.action_space.shape[0]))
+            out = check_teacher(self.comps.teacher, self.comps.env)
             if out.std is None:
                 raise UserError(
                     "algo.distill_loss=kl needs a teacher that gives a std (teacher=sb3 with a PPO model, "

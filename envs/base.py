@@ -174,7 +174,9 @@ class TableTopEnv(gym.Env):
                 obs[k] = {"shape": list(s.shape), "type": "rgb" if k == "rgb" else "low_dim"}
         else:
             obs["state"] = {"shape": list(self.observation_space.shape), "type": "low_dim"}
-        return {"obs": obs, "action": {"shape": list(self.action_space.shape)}}
+        # every control mode puts the gripper command last: discrete-valued, samplers may treat it apart
+        gripper = [int(self.action_space.shape[0]) - 1]
+        return {"obs": obs, "action": {"shape": list(self.action_space.shape), "gripper_dims": gripper}}
 
     # ---- gym API --------------------------------------------------------------------------------------------
     def _get_obs(self):

@@ -6,9 +6,15 @@ from typing import Any
 
 from torch import nn
 
+from policies.consistency import ConsistencyPolicy
+from policies.diffusion_policy import DiffusionPolicy
 from policies.gaussian import GaussianPolicy
 
-POLICIES: dict[str, type[nn.Module]] = {"gaussian": GaussianPolicy}
+POLICIES: dict[str, type[nn.Module]] = {
+    "gaussian": GaussianPolicy,
+    "diffusion": DiffusionPolicy,
+    "consistency": ConsistencyPolicy,
+}
 
 
 def build_policy(config: dict[str, Any]) -> nn.Module:
@@ -20,4 +26,4 @@ def build_policy(config: dict[str, Any]) -> nn.Module:
     return POLICIES[kind](**cfg)
 
 
-__all__ = ["POLICIES", "GaussianPolicy", "build_policy"]
+__all__ = ["POLICIES", "ConsistencyPolicy", "DiffusionPolicy", "GaussianPolicy", "build_policy"]

@@ -34,8 +34,8 @@ class NoiseSchedule:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
 
     def _bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """alpha_bar_t broadcast over a sample's shape: t (B,) -> (B, 1, ..., 1)."""
-        return self.alphas_cumprod[t].reshape(-1, *([1] * (like.dim() - 1)))
+        """alpha_bar_t broadcast over a sample's shape: t (B,) -> (B, 1, 1), or per position t (B, T) -> (B, T, 1)."""
+        return self.alphas_cumprod[t].reshape(*t.shape, *([1] * (like.dim() - t.dim())))
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, for integer steps t (B,)."""
@@ -64,6 +64,32 @@ class NoiseSchedule:
         noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype)
         return mean + var.sqrt() * noise
 
+    def ddpm_step_positions(
+        self, eps: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """One DDPM step per position at its own level t (B, T) -> t - 1; positions already clean (t < 0) stay."""
+        tc = t.clamp(min=0)
+        bar_t = self._bar(tc, x_t)
+        bar_prev = torch.cat([torch.ones(1), self.alphas_cumprod])[tc].reshape(bar_t.shape)  # alpha_bar_{t-1}
+        beta_t = self.betas[tc].reshape(bar_t.shape)
+        x0 = self.predict_x0(eps, tc, x_t).clamp(-1.0, 1.0)
+        mean = (bar_prev.sqrt() * beta_t / (1 - bar_t)) * x0 + (
+            (1 - beta_t).sqrt() * (1 - bar_prev) / (1 - bar_t)
+        ) * x_t
+        var = beta_t * (1 - bar_prev) / (1 - bar_t)  # zero at t = 0
+        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype)
+        out = mean + var.sqrt() * noise
+        return torch.where((t >= 0).reshape(bar_t.shape), out, x_t)
+
+    def renoise(
+        self, x_s: torch.Tensor, s: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Sample q(x_t | x_s) for t >= s, per position (s = -1: x_s is clean): raise a sample's noise level."""
+        bar_s = torch.cat([torch.ones(1), self.alphas_cumprod])[s + 1]
+        ratio = (self._bar(t, x_s) / bar_s.reshape(*s.shape, *([1] * (x_s.dim() - s.dim())))).clamp(max=1.0)
+        noise = torch.randn(x_s.shape, generator=generator, dtype=x_s.dtype)
+        return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
     def ddim_timesteps(self, num_inference_steps: int) -> list[int]:
         """K evenly spaced training steps, descending, ending at 0."""
         if not 1 <= num_inference_steps <= self.num_train_steps:
@@ -71,14 +97,17 @@ class NoiseSchedule:
         ratio = self.num_train_steps / num_inference_steps
         return sorted({int(round(i * ratio)) for i in range(num_inference_steps)}, reverse=True)
 
-    def ddim_step(self, eps: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor) -> torch.Tensor:
-        """Deterministic DDIM step x_t -> x_{t_prev} (t_prev = -1 gives the clean sample)."""
-        ts = torch.full((len(x_t),), t, dtype=torch.long)
-        x0 = self.predict_x0(eps, ts, x_t).clamp(-1.0, 1.0)
-        if t_prev < 0:
-            return x0
-        bar_prev = self.alphas_cumprod[t_prev]
-        eps = (x_t - self.alphas_cumprod[t].sqrt() * x0) / (1 - self.alphas_cumprod[t]).sqrt()  # consistent with x0
+    def ddim_step(
+        self, eps: torch.Tensor, t: int | torch.Tensor, t_prev: int | torch.Tensor, x_t: torch.Tensor
+    ) -> torch.Tensor:
+        """Deterministic DDIM step x_t -> x_{t_prev}, per sample when t, t_prev are (B,) (t_prev = -1: clean)."""
+        t = torch.as_tensor(t).expand(len(x_t))
+        t_prev = torch.as_tensor(t_prev).expand(len(x_t))
+        x0 = self.predict_x0(eps, t, x_t).clamp(-1.0, 1.0)
+        bar_t = self._bar(t, x_t)
+        bar_prev = torch.cat([self.alphas_cumprod, torch.ones(1)])[t_prev]  # index -1: alpha_bar = 1 (clean)
+        bar_prev = bar_prev.reshape(bar_t.shape)
+        eps = (x_t - bar_t.sqrt() * x0) / (1 - bar_t).sqrt()  # the noise consistent with the clipped x_0
         return bar_prev.sqrt() * x0 + (1 - bar_prev).sqrt() * eps
 
 
@@ -128,14 +157,17 @@ class ConditionalUnet1D(nn.Module):
         step_embed_dim: int = 64,
         kernel: int = 5,
         groups: int = 8,
+        position_steps: bool = False,
     ):
         super().__init__()
+        # SDP: every horizon position has its own noise level, embedded and fed in beside the action channels
+        self.position_steps = position_steps
         self.step_embed = nn.Sequential(
             SinusoidalEmbedding(step_embed_dim), nn.Linear(step_embed_dim, 4 * step_embed_dim), nn.Mish(),
             nn.Linear(4 * step_embed_dim, step_embed_dim),
         )  # fmt: skip
         c = step_embed_dim + cond_dim
-        dims = [action_dim, *down_dims]
+        dims = [action_dim + (step_embed_dim if position_steps else 0), *down_dims]
         self.down = nn.ModuleList()
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == len(down_dims) - 1
@@ -156,7 +188,15 @@ class ConditionalUnet1D(nn.Module):
                                    nn.Conv1d(down_dims[0], action_dim, 1))  # fmt: skip
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """x (B, T_p, A), t (B,), cond (B, cond_dim) -> predicted noise (B, T_p, A); T_p divisible by 2^(levels-1)."""
+        """x (B, T_p, A), t (B,) or per position (B, T_p), cond (B, cond_dim) -> predicted noise (B, T_p, A).
+
+        T_p must be divisible by 2^(levels-1).
+        """
+        if self.position_steps:
+            t = t if t.dim() == 2 else t[:, None].expand(-1, x.shape[1])
+            per_position = self.step_embed(t.reshape(-1)).reshape(*t.shape, -1)  # (B, T_p, E)
+            x = torch.cat([x, per_position], dim=-1)
+            t = t.float().mean(1)  # the global embedding sees the average level
         c = torch.cat([self.step_embed(t), cond], dim=-1)
         h = x.transpose(1, 2)  # (B, A, T_p)
         skips = []

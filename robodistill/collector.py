@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from robodistill.dataset import EpisodeWriter
 from robodistill.observations import as_dict, stack, view
-from robodistill.teachers import Teacher, query_teacher
+from robodistill.teachers import Teacher, query_teacher, reset_episode
 
 
 @dataclass
@@ -100,6 +100,7 @@ class Collector:
 
         t0 = time.perf_counter()
         obs, info = self.venv.reset(seed=seed)
+        self._episode_start(None)
         buffers = [self._new_buffer(info, i) for i in range(self.num_envs)]
         bar = tqdm(total=num_episodes or min_steps, desc=desc, disable=not progress, leave=False)
         while not done():
@@ -146,11 +147,18 @@ class Collector:
                         on_episode(episode)
                     bar.update(1 if num_episodes is not None else len(episode["actions"]))
                     buffers[i] = self._new_buffer(info, i)
+                    self._episode_start(i)
                     if done():
                         break
         bar.close()
         stats.wall_s = time.perf_counter() - t0
         return stats
+
+    def _episode_start(self, slot: int | None) -> None:
+        """Tell a stateful teacher or student (observation history, action queue) that env `slot` (all: None)
+        starts a new episode."""
+        reset_episode(self.teacher, slot)
+        reset_episode(self.student, slot)
 
     def _new_buffer(self, info: dict[str, Any], i: int) -> dict[str, Any]:
         instr = info.get("instruction")

@@ -13,9 +13,10 @@ from torch import nn
 
 import policies
 from robodistill.errors import UserError
+from robodistill.evaluation import student_policy
 from robodistill.observations import as_dict, obs_mode_for, view
 from robodistill.tasks import make_env, shape_meta
-from robodistill.teachers import Teacher, TeacherError, TeacherOutput, check_labels, make_teacher
+from robodistill.teachers import Teacher, TeacherError, TeacherOutput, check_labels, make_teacher, reset_episode
 
 
 @dataclass
@@ -54,6 +55,7 @@ def check_teacher(teacher: Teacher, env: gym.Env) -> TeacherOutput:
     try:
         out = teacher.act(view(batch, teacher.obs_keys))
         check_labels(out, 1, int(env.action_space.shape[0]))
+        reset_episode(teacher, None)  # a stateful teacher forgets this probe
         return out
     except TeacherError as exc:
         raise UserError(f"teacher and task do not fit: {exc}") from exc
@@ -82,4 +84,6 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
             raise UserError(
                 f"student action dim {the_student.action_dim} does not match the task's {env.action_space.shape[0]}"
             )
+    if the_student is not None:
+        student_policy(the_student, to_dict(cfg.sampler) if "sampler" in cfg else None)  # sampler and student fit
     return Components(task, obs_mode, env, meta, the_teacher, the_student)

@@ -46,7 +46,7 @@ def evaluate_run(
         student.eval()
 
     result = evaluate(
-        student_policy(student),
+        student_policy(student, to_dict(cfg.sampler) if cfg.get("sampler") is not None else None),
         to_dict(cfg.task),
         obs_mode_for(set(student.obs_keys)),
         episodes=int(episodes if episodes is not None else cfg.eval.episodes),

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from robodistill.errors import UserError
 from robodistill.observations import as_dict, view
 from robodistill.tasks import make_env
 from robodistill.video import overlay, write_video
@@ -16,8 +17,24 @@ from robodistill.video import overlay, write_video
 PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]  # batched obs dict -> actions (B, A)
 
 
-def student_policy(student: Any) -> PolicyFn:
-    """A student's deterministic action on the observations it reads, as an evaluation policy."""
+def student_policy(student: Any, sampler: Mapping[str, Any] | None = None) -> PolicyFn:
+    """A student's deterministic action on the observations it reads, as an evaluation policy.
+
+    A diffusion-family student runs its chunks through `sampler` (the `sampler` config group) in a ChunkRunner,
+    which keeps per-episode state; any other student is stateless and takes no sampler.
+    """
+    from policies.diffusion_policy import DiffusionPolicy
+    from policies.samplers import ChunkRunner, make_sampler
+
+    kind = (sampler or {}).get("kind", "auto")
+    if isinstance(student, DiffusionPolicy):
+        try:
+            return ChunkRunner(student, make_sampler(student, sampler or {}))
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+    if kind != "auto":
+        raise UserError(f"sampler={kind} needs a diffusion-family policy (algo=diffusion or consistency), but this "
+                        f"student is {getattr(student, 'kind', type(student).__name__)!r}")  # fmt: skip
 
     def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
         return student.act(view(obs, student.obs_keys), deterministic=True)[0]
@@ -44,12 +61,13 @@ def evaluate(
     video_dir: str | Path | None = None,
     num_videos: int = 0,
     progress: bool = True,
-    on_reset: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Success rate, returns and lengths over `episodes` episodes; films the first `num_videos` of them.
 
-    `on_reset(slot)` is called when env slot `slot` starts a new episode (for policies with per-episode state).
+    A policy with per-episode state (a `reset(slot)` method, e.g. a ChunkRunner) is reset when env slot `slot`
+    starts an episode and called as `policy(obs, slots)` with the slots the batch comes from.
     """
+    stateful = hasattr(policy, "reset")
     num_envs = max(1, min(num_envs, episodes))
     filming = num_videos > 0 and video_dir is not None
     env_list = [make_env(task, obs_mode, render_mode="rgb_array" if filming else None) for _ in range(num_envs)]
@@ -72,8 +90,8 @@ def evaluate(
         slots[slot] = {"episode": ep, "return": 0.0, "length": 0, "success": False, "frames": []}
         if filming and ep < num_videos:
             slots[slot]["frames"].append(overlay(env_list[slot].render(), 0, 0.0, False))
-        if on_reset is not None:
-            on_reset(slot)
+        if stateful:
+            policy.reset(slot)
 
     for s in range(num_envs):
         start(s)
@@ -81,7 +99,7 @@ def evaluate(
         while any(s is not None for s in slots):
             active = [i for i, s in enumerate(slots) if s is not None]
             batch = {k: np.stack([obs_slots[i][k] for i in active]) for k in obs_slots[active[0]]}
-            actions = np.asarray(policy(batch))
+            actions = np.asarray(policy(batch, active) if stateful else policy(batch))
             for j, i in enumerate(active):
                 rec = slots[i]
                 obs, reward, term, trunc, info = env_list[i].step(actions[j])
@@ -103,7 +121,9 @@ def evaluate(
         for e in env_list:
             e.close()
     success = np.array([r["success"] for r in results], dtype=float)
+    extra = {"nfe_per_step": policy.nfe_per_step} if hasattr(policy, "nfe_per_step") else {}
     return {
+        **extra,
         "success_rate": float(success.mean()),
         "return_mean": float(np.mean([r["return"] for r in results])),
         "length_mean": float(np.mean([r["length"] for r in results])),

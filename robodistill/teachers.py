@@ -93,7 +93,7 @@ class ImperfectTeacher:
                              chunk=out.chunk)  # fmt: skip
 
 
-TEACHER_KINDS = ("scripted", "callable", "sb3", "checkpoint")
+TEACHER_KINDS = ("scripted", "callable", "sb3", "checkpoint", "diffusion")
 
 
 def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher:
@@ -113,12 +113,47 @@ def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher
         teacher = SB3Teacher(load_sb3_model(str(cfg.get("path")), str(cfg.get("algo", "auto"))))
     elif kind == "checkpoint":
         teacher = PolicyTeacher.load(str(cfg.get("path")), str(cfg.get("checkpoint", "best")))
+    elif kind == "diffusion":
+        teacher = DiffusionTeacher.load(str(cfg.get("path")), str(cfg.get("checkpoint", "best")),
+                                        dict(cfg.get("sampler") or {}))  # fmt: skip
     else:
         raise UserError(f"unknown teacher kind {kind!r}; available: {', '.join(TEACHER_KINDS)}")
+    if kind in ("checkpoint", "diffusion"):
+        check_policy_shapes(teacher.policy, env)
     noise_std, wrong_rate = float(cfg.get("noise_std", 0.0)), float(cfg.get("wrong_action_rate", 0.0))
     if noise_std > 0 or wrong_rate > 0:
         teacher = ImperfectTeacher(teacher, noise_std, wrong_rate, seed=seed)
     return teacher
+
+
+def check_policy_shapes(policy: Any, env: gym.Env) -> None:
+    """A saved policy must observe and act in this task's shapes."""
+    from robodistill.tasks import shape_meta
+
+    meta = shape_meta(env)
+    saved = {k: policy.shape_meta["obs"][k]["shape"] for k in policy.obs_keys}
+    task = {k: meta["obs"][k]["shape"] if k in meta["obs"] else None for k in policy.obs_keys}
+    if saved != task or policy.shape_meta["action"]["shape"] != meta["action"]["shape"]:
+        raise UserError(f"the teacher checkpoint was trained for observations {saved} and actions "
+                        f"{policy.shape_meta['action']['shape']}, but this task has {task} and "
+                        f"{meta['action']['shape']}")  # fmt: skip
+
+
+def load_policy(path: str, which: str = "best") -> Any:
+    """A robodistill policy from a run directory (checkpoints/<which>.pt, else last.pt) or a checkpoint file."""
+    import policies
+    from robodistill.run import load_checkpoint
+
+    p = Path(path)
+    if p.is_dir():
+        candidates = [p / "checkpoints" / f"{which}.pt", p / "checkpoints" / "last.pt"]
+        p = next((c for c in candidates if c.exists()), candidates[0])
+    ckpt = load_checkpoint(p)
+    if "policy_config" not in ckpt:
+        raise UserError(f"{p} holds no robodistill policy (for SB3 runs use teacher=sb3)")
+    policy = policies.build_policy(ckpt["policy_config"])
+    policy.load_state_dict(ckpt["policy"])
+    return policy.eval()
 
 
 class PolicyTeacher:
@@ -130,19 +165,9 @@ class PolicyTeacher:
 
     @classmethod
     def load(cls, path: str, which: str = "best") -> PolicyTeacher:
-        """From a run directory (checkpoints/<which>.pt, else last.pt) or a checkpoint file."""
-        import policies
-        from robodistill.run import load_checkpoint
-
-        p = Path(path)
-        if p.is_dir():
-            candidates = [p / "checkpoints" / f"{which}.pt", p / "checkpoints" / "last.pt"]
-            p = next((c for c in candidates if c.exists()), candidates[0])
-        ckpt = load_checkpoint(p)
-        if "policy_config" not in ckpt:
-            raise UserError(f"{p} holds no robodistill policy (for SB3 runs use teacher=sb3)")
-        policy = policies.build_policy(ckpt["policy_config"])
-        policy.load_state_dict(ckpt["policy"])
+        policy = load_policy(path, which)
+        if not hasattr(policy, "log_std"):
+            raise UserError(f"{path} holds a {policy.kind} policy: use teacher=diffusion for diffusion-family runs")
         return cls(policy)
 
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
@@ -152,6 +177,43 @@ class PolicyTeacher:
             mean, log_std = self.policy({k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys})
         mean = mean.numpy().astype(np.float32)
         return TeacherOutput(action=np.clip(mean, -1.0, 1.0), mean=mean, std=np.exp(log_std.numpy()).astype(np.float32))
+
+
+class DiffusionTeacher:
+    """A diffusion policy (or consistency head) as a teacher: at every step and for every env a freshly sampled
+    action chunk from the env's observation history; the label is the chunk's action for the current step.
+
+    `chunk` holds the whole predicted window (N, T_p, A) (it starts `policy.first_action` steps in the past).
+    The collector resets an env's history when its episode ends.
+    """
+
+    def __init__(self, policy: Any, sampler: Mapping[str, Any]):
+        from policies.diffusion_policy import DiffusionPolicy
+        from policies.samplers import ChunkRunner, make_sampler
+
+        if not isinstance(policy, DiffusionPolicy):
+            raise UserError(f"teacher=diffusion needs a diffusion-family run, got a {policy.kind!r} policy")
+        kind = sampler.get("kind", "auto")
+        if kind == "sdp" or (kind == "auto" and policy.noise_levels == "sdp"):
+            raise UserError(
+                "a teacher re-plans at every step; sampler=sdp streams chunks: use teacher.sampler.kind=ddim"
+            )
+        try:
+            self.runner = ChunkRunner(policy, make_sampler(policy, sampler))
+        except ValueError as exc:
+            raise UserError(f"teacher sampler: {exc}") from exc
+        self.policy, self.obs_keys = policy, list(policy.obs_keys)
+
+    @classmethod
+    def load(cls, path: str, which: str = "best", sampler: Mapping[str, Any] | None = None) -> DiffusionTeacher:
+        return cls(load_policy(path, which), sampler or {"kind": "ddim", "num_inference_steps": 10})
+
+    def reset(self, slot: int | None = None) -> None:
+        self.runner.reset(slot)
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        chunk = self.runner.label(obs)  # (N, T_p, A)
+        return TeacherOutput(action=chunk[:, self.policy.first_action], chunk=chunk)
 
 
 class CountingTeacher:
@@ -166,6 +228,15 @@ class CountingTeacher:
         self.calls[self.phase] = self.calls.get(self.phase, 0) + 1
         self.labels[self.phase] = self.labels.get(self.phase, 0) + len(next(iter(obs.values())))
         return self.teacher.act(obs)
+
+
+def reset_episode(policy: Any, slot: int | None) -> None:
+    """Reset the per-episode state of env `slot` (all: None) in a stateful policy, looking through wrappers."""
+    while policy is not None:
+        if hasattr(policy, "reset"):
+            policy.reset(slot)
+            return
+        policy = getattr(policy, "teacher", None)
 
 
 def query_teacher(teacher: Teacher, obs: dict[str, np.ndarray], action_dim: int) -> TeacherOutput:

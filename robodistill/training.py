@@ -1,7 +1,12 @@
-"""Supervised updates shared by BC and DAgger: regress the student onto stored teacher labels."""
+"""Supervised updates shared by BC, DAgger and the diffusion learners: regress the student onto stored labels.
+
+Labels are one action per state, or for chunk policies an action window per state with the observation history
+that led to it (`sequence_labels`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +31,18 @@ def regress(
     progress: bool = True,
     desc: str = "fit",
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, float]]] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """`steps` minibatch updates of `student.imitation_loss` on uniform samples of the buffer; mean losses."""
+    """`steps` minibatch updates of `loss_fn` (default `student.imitation_loss`) on uniform samples of the buffer;
+    `after_step` runs after each optimizer step (e.g. an EMA update). Returns the mean losses."""
     totals: dict[str, float] = {}
+    loss_fn = loss_fn or student.imitation_loss
     student.train()
     for _ in trange(steps, desc=desc, disable=not progress, leave=False):
         batch = buffer.sample(batch_size, rng)
         obs = {k: torch.as_tensor(batch[k]) for k in student.obs_keys}
-        loss, parts = student.imitation_loss(obs, torch.as_tensor(batch[LABEL]))
+        loss, parts = loss_fn(obs, torch.as_tensor(batch[LABEL]))
         if not torch.isfinite(loss):
             raise FloatingPointError("imitation loss became NaN/inf: check the dataset's labels and the learning rate")
         optimizer.zero_grad(set_to_none=True)
@@ -41,10 +50,41 @@ def regress(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v
     student.eval()
     return {f"loss/{k}": v / max(steps, 1) for k, v in totals.items()}
+
+
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, total_updates: int, kind: str, lr: float
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """`cosine` decays the learning rate to 5 % over the run (the last updates settle instead of chasing
+    minibatches); `constant` keeps it."""
+    if kind == "constant":
+        return None
+    if kind != "cosine":
+        raise UserError(f"algo.lr_schedule must be constant or cosine, got {kind!r}")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_updates, 1), eta_min=0.05 * lr)
+
+
+def windows(x: np.ndarray, start: int, length: int) -> np.ndarray:
+    """For every step i of an episode, x[i + start : i + start + length], padded with the edge values:
+    (T, length, ...)."""
+    idx = np.clip(np.arange(len(x))[:, None] + start + np.arange(length)[None], 0, len(x) - 1)
+    return x[idx]
+
+
+def sequence_labels(
+    obs: dict[str, np.ndarray], actions: np.ndarray, obs_keys: list[str], horizons: tuple[int, int, int]
+) -> dict[str, np.ndarray]:
+    """Per step: the last T_o observations {key: (T, T_o, ...)} and the T_p actions from `first_action` steps
+    back (T, T_p, A); horizons = (obs_horizon, pred_horizon, first_action)."""
+    obs_horizon, pred_horizon, first = horizons
+    return {**{k: windows(obs[k], 1 - obs_horizon, obs_horizon) for k in obs_keys},
+            LABEL: windows(actions, -first, pred_horizon)}  # fmt: skip
 
 
 def episode_labels(episode: dict[str, Any], obs_keys: list[str]) -> dict[str, np.ndarray]:
@@ -52,16 +92,26 @@ def episode_labels(episode: dict[str, Any], obs_keys: list[str]) -> dict[str, np
     return {**{k: episode["obs"][k] for k in obs_keys}, LABEL: episode["teacher"]["actions"]}
 
 
-def load_labels(path: str | Path, obs_keys: list[str], meta: dict[str, Any]) -> LabelBuffer:
-    """Read a dataset demo by demo into a LabelBuffer (teacher labels, else executed actions), checking shapes."""
+def load_labels(
+    path: str | Path,
+    obs_keys: list[str],
+    meta: dict[str, Any],
+    horizons: tuple[int, int, int] | None = None,
+    chunk_label: str | None = None,
+) -> LabelBuffer:
+    """Read a dataset demo by demo into a LabelBuffer (teacher labels, else executed actions), checking shapes.
+
+    With `horizons` (obs_horizon, pred_horizon, first_action) every sample is a window (`sequence_labels`); with
+    `chunk_label` (e.g. "teacher/chunk") its label is that stored chunk instead of a window of actions.
+    """
     with open_dataset(path) as f:
         first = next(iter(f["data"].values()), None)
         if first is None:
             raise UserError(f"dataset {path} holds no demos")
         label = "teacher/actions" if "teacher/actions" in first else "actions"
     action_dim = int(meta["action"]["shape"][0])
-    buffer = LabelBuffer()
-    for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + [label]):
+    buffer, longest = LabelBuffer(), 0
+    for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + [label] + ([chunk_label] if chunk_label else [])):
         for k in obs_keys:
             if list(demo[f"obs/{k}"].shape[1:]) != list(meta["obs"][k]["shape"]):
                 raise UserError(f"dataset {path} has obs/{k} of shape {demo[f'obs/{k}'].shape[1:]}, "
@@ -69,7 +119,18 @@ def load_labels(path: str | Path, obs_keys: list[str], meta: dict[str, Any]) -> 
         if demo[label].shape[1:] != (action_dim,):
             raise UserError(f"dataset {path} has {label} of dim {demo[label].shape[1:]}, "
                             f"the task needs ({action_dim},)")  # fmt: skip
-        buffer.add({**{k: demo[f"obs/{k}"] for k in obs_keys}, LABEL: demo[label]})
+        longest = max(longest, len(demo[label]))
+        obs = {k: demo[f"obs/{k}"] for k in obs_keys}
+        if not horizons:
+            buffer.add({**obs, LABEL: demo[label]})
+            continue
+        samples = sequence_labels(obs, demo[label], obs_keys, horizons)
+        if chunk_label:
+            samples[LABEL] = demo[chunk_label]
+        buffer.add(samples)
+    if horizons and longest < horizons[1]:
+        raise UserError(f"dataset {path} is too short for the horizons: its longest demo has {longest} steps, "
+                        f"pred_horizon is {horizons[1]}; collect longer demos or lower student.pred_horizon")  # fmt: skip
     summary = dataset_summary(path)
     if summary["samples"] != len(buffer):
         raise UserError(f"dataset {path} says it holds {summary['samples']} samples but {len(buffer)} were read")

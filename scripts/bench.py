@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-SUITES = ("foundation", "rpd")
+SUITES = ("foundation", "rpd", "diffusion")
 
 
 def commit() -> str:

@@ -38,3 +38,22 @@ def test_rpd_quick_bench_writes_json_and_png(tmp_path):
     assert data["teacher_calls_per_step_after_anneal"] == 0.0
     assert (tmp_path / "rpd.png").read_bytes().startswith(b"\x89PNG")
     assert "teacher labels per collected env step" in p.stdout
+
+
+def test_diffusion_quick_bench_writes_json(tmp_path):
+    out = tmp_path / "diffusion.json"
+    p = run_script("scripts/bench.py", "diffusion", "--quick", "--out", str(out), timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads(out.read_text())
+    row = data["tasks"]["robodistill/PickCube-v0"]
+    assert set(row) >= {"ddpm100", "ddim10", "sdp", "rti", "consistency"}
+    for variant in ("ddpm100", "ddim10", "sdp", "rti", "consistency"):
+        assert {"success", "nfe", "latency_ms", "speedup_vs_ddpm100"} <= set(row[variant])
+    # network evaluations per control step, counted while evaluating: one plan per 8 actions (more when an
+    # episode ends mid-chunk) of 100 (DDPM), 10 (DDIM) or 1 (the head); RTI 3 per step plus a DDIM-10 first plan
+    ddpm, ddim, head = row["ddpm100"]["nfe"], row["ddim10"]["nfe"], row["consistency"]["nfe"]
+    assert 100 / 8 <= ddpm < 100 / 4 and ddim == ddpm / 10 and head == ddpm / 100
+    assert 3 < row["rti"]["nfe"] < 5
+    assert row["ddpm100"]["speedup_vs_ddpm100"] == 1.0 and row["consistency"]["speedup_vs_ddpm100"] > 5
+    assert len(data["commit"]) >= 7
+    assert "speedup" in p.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,18 @@ def train_once(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
     return {**result, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0}
 
 
-def train_many(jobs: Sequence[tuple[Sequence[str], Path]], workers: int = 1) -> list[dict[str, Any]]:
-    """Run `train_once` for each (overrides, run_dir); `workers` > 1 runs them in that many spawned processes.
+def map_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 1) -> list[Any]:
+    """fn(*job) for each job, in order; `workers` > 1 runs them in that many spawned processes.
 
-    Only for figures counted in env steps or success: wall times of runs sharing the machine are not comparable.
+    Only for figures counted in env steps, episodes or network evaluations: wall times of runs sharing the
+    machine are not comparable.
     """
     if workers <= 1:
-        return [train_once(o, d) for o, d in jobs]
+        return [fn(*job) for job in jobs]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(train_once, *zip(*jobs)))
+        return list(pool.map(fn, *zip(*jobs)))
+
+
+def train_many(jobs: Sequence[tuple[Sequence[str], Path]], workers: int = 1) -> list[dict[str, Any]]:
+    """Run `train_once` for each (overrides, run_dir), `workers` at a time."""
+    return map_jobs(train_once, jobs, workers)

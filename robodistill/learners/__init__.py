@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from robodistill.learners.base import Learner
 from robodistill.learners.bc import BCLearner
+from robodistill.learners.consistency import ConsistencyLearner
 from robodistill.learners.dagger import DAggerLearner
+from robodistill.learners.diffusion import DiffusionLearner
 from robodistill.learners.rl import RLLearner
 from robodistill.learners.rpd import RPDLearner
 
@@ -14,6 +16,17 @@ LEARNERS: dict[str, type[Learner]] = {
     "ppo": RLLearner,
     "sac": RLLearner,
     "rpd": RPDLearner,
+    "diffusion": DiffusionLearner,
+    "consistency": ConsistencyLearner,
 }
 
-__all__ = ["LEARNERS", "BCLearner", "DAggerLearner", "Learner", "RLLearner", "RPDLearner"]
+__all__ = [
+    "LEARNERS",
+    "BCLearner",
+    "ConsistencyLearner",
+    "DAggerLearner",
+    "DiffusionLearner",
+    "Learner",
+    "RLLearner",
+    "RPDLearner",
+]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from robodistill.buffer import LabelBuffer
 from robodistill.components import Components
 from robodistill.errors import UserError
 from robodistill.evaluation import evaluate, student_policy
 from robodistill.run import Run, restore_rng
+from robodistill.training import episode_labels, load_labels
 
 
 class Learner:
@@ -30,15 +35,46 @@ class Learner:
     def fit(self, run: Run) -> dict[str, Any]:
         raise NotImplementedError
 
+    # ---- hooks: what a supervised learner fits, on which samples (overridden by the diffusion learners) ----------
+    def load_buffer(self, path: str | Path) -> LabelBuffer:
+        """A dataset's (observation, label) samples for this learner's student."""
+        return load_labels(path, self.student.obs_keys, self.comps.shape_meta)
+
+    def episode_samples(self, episode: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A collected episode's samples, for aggregation."""
+        return episode_labels(episode, self.student.obs_keys)
+
+    def fit_normalizers(self, buffer: LabelBuffer) -> None:
+        self.student.fit_normalizers({k: buffer.view(k) for k in self.student.obs_keys})
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.student.parameters(), lr=float(self.algo.lr))
+
+    def loss_fn(self) -> Callable | None:
+        """The minibatch loss (obs, labels) -> (loss, parts); None: the student's own imitation_loss."""
+        return None
+
+    def after_step(self) -> None:
+        """Runs after every optimizer step."""
+
+    def driver(self) -> Any:
+        """What drives the envs as the student in the collector."""
+        return self.student
+
+    def extra_state(self) -> dict[str, Any]:
+        """More to save in checkpoints/last.pt."""
+        return {}
+
+    def restore_extra(self, ckpt: dict[str, Any]) -> None:
+        """Restore what extra_state saved."""
+
     # ---- services -------------------------------------------------------------------------------------------
     def evaluate_student(self, run: Run, step: int, final: bool = False, episodes: int | None = None) -> dict[str, Any]:
         """Evaluate the student over the eval config's seeded episodes (or the first `episodes` of them); the final
         call films and writes eval.json."""
         e = self.cfg.eval
-        student = self.student
-
         result = evaluate(
-            student_policy(student),
+            student_policy(self.eval_student(), self.cfg.get("sampler")),
             self.comps.task,
             self.comps.obs_mode,
             episodes=int(episodes or e.episodes),
@@ -53,8 +89,13 @@ class Learner:
             run.write_json("eval.json", {k: v for k, v in result.items()})
         return result
 
+    def eval_student(self) -> torch.nn.Module:
+        """The network evaluated and saved as the policy (an EMA copy for diffusion learners)."""
+        return self.student
+
     def student_payload(self) -> dict[str, Any]:
-        return {"policy_config": self.student.config, "policy": self.student.state_dict()}
+        student = self.eval_student()
+        return {"policy_config": student.config, "policy": student.state_dict()}
 
     def load_student(self, ckpt: dict[str, Any]) -> None:
         saved = ckpt.get("policy_config", {}).get("shape_meta")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from robodistill.buffer import LabelBuffer
 from robodistill.collector import Collector, make_vector_env
@@ -19,7 +18,7 @@ from robodistill.learners.base import Learner
 from robodistill.run import Run
 from robodistill.schedules import BetaSchedule
 from robodistill.tasks import env_fns, env_meta
-from robodistill.training import episode_labels, load_labels, regress
+from robodistill.training import lr_scheduler, regress
 
 
 class DAggerLearner(Learner):
@@ -28,14 +27,9 @@ class DAggerLearner(Learner):
     def fit(self, run: Run) -> dict[str, Any]:
         a, comps, student = self.algo, self.comps, self.student
         schedule = BetaSchedule(**a.beta)
-        optimizer = torch.optim.Adam(student.parameters(), lr=float(a.lr))
+        optimizer = self.make_optimizer()
         total_updates = int(a.rounds) * int(a.updates_per_round)
-        # cosine decay over the whole run: the last rounds settle on the aggregate instead of chasing minibatches
-        scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_updates, eta_min=0.05 * float(a.lr))
-            if a.get("lr_schedule", "constant") == "cosine"
-            else None
-        )
+        scheduler = lr_scheduler(optimizer, total_updates, a.get("lr_schedule", "constant"), float(a.lr))
         rng = np.random.default_rng(int(self.cfg.seed))
         buffer = LabelBuffer()
         start_round, labels, best = 0, 0, -1.0
@@ -46,22 +40,23 @@ class DAggerLearner(Learner):
             if scheduler is not None:
                 scheduler.load_state_dict(ckpt["scheduler"])
             rng.bit_generator.state = ckpt["sample_rng"]
+            self.restore_extra(ckpt)
             # every episode already on disk is a labelled state: aggregate it all, nothing written is lost
-            buffer = load_labels(run.dataset_path, student.obs_keys, comps.shape_meta)
+            buffer = self.load_buffer(run.dataset_path)
 
         venv = make_vector_env(env_fns(comps.task, int(self.cfg.collector.num_envs), comps.obs_mode))
         writer = BackgroundEpisodeWriter(
             run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode), append=ckpt is not None
         )
         collector = Collector(
-            venv, comps.teacher, student, writer, seed=int(self.cfg.seed),
+            venv, comps.teacher, self.driver(), writer, seed=int(self.cfg.seed),
             student_deterministic=bool(self.cfg.collector.student_deterministic),
         )  # fmt: skip
         if ckpt is not None:
             collector.rng.bit_generator.state = ckpt["collector_rng"]
 
         def aggregate(episode: dict[str, Any]) -> None:
-            buffer.add(episode_labels(episode, student.obs_keys))
+            buffer.add(self.episode_samples(episode))
 
         try:
             for r in range(start_round, int(a.rounds)):
@@ -72,10 +67,11 @@ class DAggerLearner(Learner):
                 )  # fmt: skip
                 labels += stats.steps
                 if r == start_round and ckpt is None:
-                    student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
+                    self.fit_normalizers(buffer)
                 losses = regress(
                     student, optimizer, buffer, int(a.updates_per_round), int(a.batch_size), rng,
-                    progress=self.progress, desc=f"round {r} fit", scheduler=scheduler,
+                    progress=self.progress, desc=f"round {r} fit", scheduler=scheduler, loss_fn=self.loss_fn(),
+                    after_step=self.after_step,
                 )  # fmt: skip
                 metrics = {"round": r, "beta": beta, "teacher_labels": labels, "dataset_size": len(buffer),
                            **{f"collect/{k}": v for k, v in stats.as_dict().items()}, **losses}  # fmt: skip
@@ -91,7 +87,7 @@ class DAggerLearner(Learner):
                     {**self.student_payload(), "optimizer": optimizer.state_dict(), "round": r, "labels": labels,
                      "best_success": best, "sample_rng": rng.bit_generator.state,
                      "collector_rng": collector.rng.bit_generator.state,
-                     "scheduler": scheduler.state_dict() if scheduler is not None else None},
+                     "scheduler": scheduler.state_dict() if scheduler is not None else None, **self.extra_state()},
                     "last",
                 )  # fmt: skip
         finally:

@@ -63,6 +63,11 @@ class RLLearner(Learner):
     def fit(self, run: Run) -> dict[str, Any]:
         a, comps, cfg = self.algo, self.comps, self.cfg
         total, seed = int(a.total_timesteps), int(cfg.seed)
+        sampler = (cfg.get("sampler") or {}).get("kind", "auto")
+        if sampler != "auto":
+            raise UserError(
+                f"sampler={sampler} needs a diffusion-family policy, but algo={a.name} trains an SB3 policy"
+            )
         self.check()
         student_keys = list(cfg.student.obs_keys)
         teacher_keys = list(comps.teacher.obs_keys) if self.uses_teacher else []

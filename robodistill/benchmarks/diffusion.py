@@ -1,0 +1,156 @@
+"""Diffusion figures: success, network evaluations per control step and per-action latency at batch 1 for a
+diffusion policy sampled with DDPM-100, DDIM-10 and RTI (the same trained network), a streaming diffusion policy
+(SDP, its own training) and a consistency one-step head distilled from the DP.
+
+Per task and seed: 100 scripted demonstrations; DP and SDP trained on them with the same network and budget; the
+consistency head distilled from that DP on the same demonstrations. Success is over the same seeded evaluation
+episodes for every variant; network evaluations per control step are counted during those episodes. Latency is
+measured afterwards in one process, variants interleaved, on one env at batch 1 (the policy call only, planning
+amortised over the actions it yields).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from policies.samplers import ChunkRunner, make_sampler
+from robodistill.benchmarks.runs import map_jobs, train_once
+from robodistill.evaluate_run import evaluate_run
+from robodistill.observations import as_dict
+from robodistill.tasks import make_env
+from robodistill.teachers import load_policy
+
+TASKS = {"pusht": "robodistill/PushT-v0", "pickcube": "robodistill/PickCube-v0"}
+VARIANTS = ("ddpm100", "ddim10", "rti", "sdp", "consistency")
+SAMPLERS = {"ddpm100": {"kind": "ddpm"}, "ddim10": {"kind": "ddim", "num_inference_steps": 10},
+            "rti": {"kind": "rti", "timesteps": [3, 1, 0], "num_inference_steps": 10, "gripper": "clip",
+                    "gripper_clip_factor": 2.0},
+            "sdp": {"kind": "sdp"}, "consistency": {"kind": "consistency", "num_steps": 1}}  # fmt: skip
+
+
+def eval_figures(run_dir: Path, name: str = "eval.json") -> dict[str, float]:
+    e = json.loads((run_dir / name).read_text())
+    return {"success": e["success_rate"], "nfe": e["nfe_per_step"]}
+
+
+def dp_job(overrides: list[str], run_dir: Path, episodes: int) -> dict[str, Any]:
+    """Train the DP (final evaluation with DDPM-100), then evaluate the same network with DDIM-10 and RTI."""
+    summary = train_once([*overrides, "sampler=ddpm"], run_dir)
+    out = {"ddpm100": eval_figures(run_dir), "train_wall_s": summary["wall_s"]}
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    for variant in ("ddim10", "rti"):
+        cfg.sampler = SAMPLERS[variant]
+        r = evaluate_run(cfg, run_dir, "best", episodes, videos=0)
+        out[variant] = {"success": r["success_rate"], "nfe": r["nfe_per_step"]}
+    return out
+
+
+def single_job(overrides: list[str], run_dir: Path, variant: str) -> dict[str, Any]:
+    """Train SDP or the consistency head; its final evaluation uses its own sampler."""
+    summary = train_once([*overrides, f"sampler={SAMPLERS[variant]['kind']}"], run_dir)
+    return {variant: eval_figures(run_dir), "train_wall_s": summary["wall_s"]}
+
+
+def latencies(runs: dict[str, Path], task_id: str, steps: int, rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Per-action latency at batch 1 (ms): mean and p99 of the policy call over `steps` control steps per variant,
+    variants interleaved over `rounds` so that machine noise hits all of them alike."""
+    torch.set_num_threads(1)
+    policies = {v: load_policy(str(runs[v])) for v in VARIANTS}
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    env = make_env({"env_id": task_id, "kwargs": {"control_mode": "pd_ee_delta_pos"}}, "state")
+    for r in range(rounds):
+        for v in VARIANTS:
+            runner = ChunkRunner(policies[v], make_sampler(policies[v], SAMPLERS[v]))
+            obs, _ = env.reset(seed=10_000 + r)
+            for _ in range(steps // rounds):
+                batch = {k: np.asarray(x)[None] for k, x in as_dict(obs).items()}
+                t0 = time.perf_counter()
+                action = runner(batch, [0])
+                times[v].append(time.perf_counter() - t0)
+                obs, _, term, trunc, _ = env.step(action[0])
+                if term or trunc:
+                    obs, _ = env.reset()
+                    runner.reset(0)
+    env.close()
+    return {
+        v: {"mean_ms": 1e3 * float(np.mean(t)), "p99_ms": 1e3 * float(np.percentile(t, 99))} for v, t in times.items()
+    }
+
+
+def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    seeds = [0] if quick else [0, 1, 2]
+    tasks = {"pickcube": TASKS["pickcube"]} if quick else TASKS
+    episodes = 4 if quick else 50
+    common = [f"eval.episodes={episodes}", "eval.videos=0", "algo.num_demos=" + ("6" if quick else "100")]
+    net = ["student.down_dims=[16,32]", "student.step_embed_dim=16"] if quick else []
+    dp_updates, cd_updates = (30, 20) if quick else (3000, 1000)
+    jobs1, keys1 = [], []
+    for task in tasks:
+        for seed in seeds:
+            base = [f"task={task}", f"seed={seed}", *common, *net, f"algo.updates={dp_updates}"]
+            jobs1.append((dp_job, ([*base, "algo=diffusion", "student=diffusion"], out_dir / f"{task}_dp_s{seed}",
+                                   episodes)))  # fmt: skip
+            jobs1.append((single_job, ([*base, "algo=diffusion", "student=sdp"], out_dir / f"{task}_sdp_s{seed}",
+                                       "sdp")))  # fmt: skip
+            keys1 += [(task, seed, "dp"), (task, seed, "sdp")]
+    workers = 1 if quick else 2
+    results = dict(zip(keys1, map_jobs(call, jobs1, workers)))
+    jobs2 = [(single_job, ([f"task={task}", f"seed={seed}", *common, "algo=consistency", "teacher=diffusion",
+                            f"teacher.path={out_dir / f'{task}_dp_s{seed}'}", f"algo.updates={cd_updates}"],
+                           out_dir / f"{task}_cd_s{seed}", "consistency"))
+             for task in tasks for seed in seeds]  # fmt: skip
+    results.update(zip([(t, s, "cd") for t in tasks for s in seeds], map_jobs(call, jobs2, workers)))
+
+    payload: dict[str, Any] = {"seeds": seeds, "episodes": episodes, "dp_updates": dp_updates,
+                               "consistency_updates": cd_updates, "samplers": SAMPLERS, "tasks": {}, "runs": {}}  # fmt: skip
+    lines = [f"{'task':<26}{'variant':<13}{'success':>16}{'nfe/step':>10}{'latency ms':>12}{'p99 ms':>9}"
+             f"{'speedup':>9}"]  # fmt: skip
+    for task, task_id in tasks.items():
+        per_seed = {v: [] for v in VARIANTS}
+        for seed in seeds:
+            dp, sdp, cd = results[(task, seed, "dp")], results[(task, seed, "sdp")], results[(task, seed, "cd")]
+            figures = {**{v: dp[v] for v in ("ddpm100", "ddim10", "rti")}, "sdp": sdp["sdp"],
+                       "consistency": cd["consistency"]}  # fmt: skip
+            for v in VARIANTS:
+                per_seed[v].append(figures[v])
+            payload["runs"][f"{task}_s{seed}"] = {**figures, "train_wall_s": {"dp": dp["train_wall_s"],
+                                                  "sdp": sdp["train_wall_s"], "consistency": cd["train_wall_s"]}}  # fmt: skip
+        runs = {v: out_dir / f"{task}_dp_s0" for v in ("ddpm100", "ddim10", "rti")}
+        runs.update(sdp=out_dir / f"{task}_sdp_s0", consistency=out_dir / f"{task}_cd_s0")
+        lat = latencies(runs, task_id, steps=48 if quick else 192)
+        row = {}
+        for v in VARIANTS:
+            success = [f["success"] for f in per_seed[v]]
+            row[v] = {"success": float(np.mean(success)), "success_std": float(np.std(success)),
+                      "success_per_seed": success, "nfe": float(np.mean([f["nfe"] for f in per_seed[v]])),
+                      "latency_ms": lat[v]["mean_ms"], "latency_p99_ms": lat[v]["p99_ms"],
+                      "speedup_vs_ddpm100": lat["ddpm100"]["mean_ms"] / lat[v]["mean_ms"]}  # fmt: skip
+            r = row[v]
+            lines.append(f"{task_id:<26}{v:<13}{r['success']:>9.2f} ± {r['success_std']:.2f}{r['nfe']:>10.2f}"
+                         f"{r['latency_ms']:>12.2f}{r['latency_p99_ms']:>9.1f}{r['speedup_vs_ddpm100']:>8.1f}x")  # fmt: skip
+        base = row["ddpm100"]["success"]
+        row["targets"] = {
+            "consistency_speedup_ge_20": row["consistency"]["speedup_vs_ddpm100"] >= 20,
+            "consistency_within_5_points": abs(row["consistency"]["success"] - base) <= 0.05,
+            "sdp_nfe_le_50": row["sdp"]["nfe"] <= 50, "sdp_within_5_points": abs(row["sdp"]["success"] - base) <= 0.05,
+            "rti_nfe_le_5": row["rti"]["nfe"] <= 5, "rti_within_5_points": abs(row["rti"]["success"] - base) <= 0.05,
+        }  # fmt: skip
+        payload["tasks"][task_id] = row
+        met = [k for k, ok in row["targets"].items() if ok]
+        missed = [k for k, ok in row["targets"].items() if not ok]
+        lines.append(f"  {task_id} targets met: {', '.join(met) or 'none'}; missed: {', '.join(missed) or 'none'}")
+    lines.append(f"(success: mean ± std over {len(seeds)} seeds x {episodes} episodes; nfe/step: network evaluations "
+                 f"per executed action, counted during those episodes; latency: policy call at batch 1, mean over "
+                 f"control steps of the seed-0 runs, planning amortised; speedup = DDPM-100 latency / latency)")  # fmt: skip
+    return payload, lines
+
+
+def call(fn, args):  # noqa: ANN001 - a picklable trampoline for map_jobs
+    return fn(*args)

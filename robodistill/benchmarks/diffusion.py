@@ -1,5 +1,6 @@
 """Diffusion figures: success, network evaluations per control step and per-action latency at batch 1 for a
-diffusion policy sampled with DDPM-100, DDIM-10 and RTI (the same trained network), a streaming diffusion policy
+diffusion policy sampled with DDPM-100, DDIM-10 and RTI (steps [50, 25, 0], and the example [3, 1, 0]; the same
+trained network), a streaming diffusion policy
 (SDP, its own training) and a consistency one-step head distilled from the DP.
 
 Per task and seed: 100 scripted demonstrations; DP and SDP trained on them with the same network and budget; the
@@ -28,10 +29,11 @@ from robodistill.tasks import make_env
 from robodistill.teachers import load_policy
 
 TASKS = {"pusht": "robodistill/PushT-v0", "pickcube": "robodistill/PickCube-v0"}
-VARIANTS = ("ddpm100", "ddim10", "rti", "sdp", "consistency")
+VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0", "sdp", "consistency")
+DP_VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0")  # samplers of the one trained DP
+RTI = {"kind": "rti", "num_inference_steps": 10, "gripper": "clip", "gripper_clip_factor": 2.0}
 SAMPLERS = {"ddpm100": {"kind": "ddpm"}, "ddim10": {"kind": "ddim", "num_inference_steps": 10},
-            "rti": {"kind": "rti", "timesteps": [3, 1, 0], "num_inference_steps": 10, "gripper": "clip",
-                    "gripper_clip_factor": 2.0},
+            "rti": {**RTI, "timesteps": [50, 25, 0]}, "rti_3_1_0": {**RTI, "timesteps": [3, 1, 0]},
             "sdp": {"kind": "sdp"}, "consistency": {"kind": "consistency", "num_steps": 1}}  # fmt: skip
 
 
@@ -45,7 +47,7 @@ def dp_job(overrides: list[str], run_dir: Path, episodes: int) -> dict[str, Any]
     summary = train_once([*overrides, "sampler=ddpm"], run_dir)
     out = {"ddpm100": eval_figures(run_dir), "train_wall_s": summary["wall_s"]}
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    for variant in ("ddim10", "rti"):
+    for variant in DP_VARIANTS[1:]:
         cfg.sampler = SAMPLERS[variant]
         r = evaluate_run(cfg, run_dir, "best", episodes, videos=0)
         out[variant] = {"success": r["success_rate"], "nfe": r["nfe_per_step"]}
@@ -116,13 +118,13 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         per_seed = {v: [] for v in VARIANTS}
         for seed in seeds:
             dp, sdp, cd = results[(task, seed, "dp")], results[(task, seed, "sdp")], results[(task, seed, "cd")]
-            figures = {**{v: dp[v] for v in ("ddpm100", "ddim10", "rti")}, "sdp": sdp["sdp"],
+            figures = {**{v: dp[v] for v in DP_VARIANTS}, "sdp": sdp["sdp"],
                        "consistency": cd["consistency"]}  # fmt: skip
             for v in VARIANTS:
                 per_seed[v].append(figures[v])
             payload["runs"][f"{task}_s{seed}"] = {**figures, "train_wall_s": {"dp": dp["train_wall_s"],
                                                   "sdp": sdp["train_wall_s"], "consistency": cd["train_wall_s"]}}  # fmt: skip
-        runs = {v: out_dir / f"{task}_dp_s0" for v in ("ddpm100", "ddim10", "rti")}
+        runs = {v: out_dir / f"{task}_dp_s0" for v in DP_VARIANTS}
         runs.update(sdp=out_dir / f"{task}_sdp_s0", consistency=out_dir / f"{task}_cd_s0")
         lat = latencies(runs, task_id, steps=48 if quick else 192)
         row = {}

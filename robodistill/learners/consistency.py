@@ -60,7 +60,8 @@ class ConsistencyLearner(DAggerLearner, BCLearner):
         a = cfg.algo
         self.grid = self.dp.schedule.ddim_timesteps(int(a.teacher_steps))  # descending, ends at 0
         config = {k: v for k, v in self.dp.config.items() if k != "kind"}
-        student = ConsistencyPolicy(**config, t_max=self.grid[0], sigma_data=float(a.sigma_data))
+        student = ConsistencyPolicy(**config, t_max=self.grid[0], sigma_data=float(a.sigma_data),
+                                    alpha_min=float(a.alpha_min))  # fmt: skip
         student.load_state_dict(self.dp.state_dict())  # warm start: at init F(x, t) is the teacher's x_0 estimate
         comps.student = student
         super().__init__(cfg, comps)

@@ -107,6 +107,12 @@ def test_consistency_head_offline_and_on_policy(dp_run, tmp_path):
     assert any("loss/consistency" in m and "loss/denoising" in m for m in metrics)
     assert not (run / "data").exists()  # offline: the teacher run's demonstrations were reused
     assert evaluate(run, "sampler.num_steps=2")["nfe_per_step"] == pytest.approx(2 / 8, abs=0.15)
+    before = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    ok(train("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}", "resume=true",
+             "algo.updates=30", "algo.log_every=10", "algo.batch_size=32", "eval.episodes=1", "eval.videos=0", run=run))  # fmt: skip
+    after = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert before["update"] == 20 and after["update"] == 30  # resumed, with the EMA target restored and moved on
+    assert not torch.equal(before["target"]["net.final.1.weight"], after["target"]["net.final.1.weight"])
 
     on = tmp_path / "cd_on"
     ok(train("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}",

@@ -35,8 +35,11 @@ def evaluate(run, *args):
 
 @pytest.fixture(scope="module")
 def dp_run(tmp_path_factory):
+    """A tiny DP run, trained for 15 updates and then resumed to 30 (as a user continues a stopped run)."""
     run = tmp_path_factory.mktemp("dp") / "run"
-    ok(train(*TINY_DP, run=run))
+    ok(train(*TINY_DP, "algo.updates=15", run=run))
+    (run / "first_last.pt").write_bytes((run / "checkpoints" / "last.pt").read_bytes())
+    ok(train(*TINY_DP, "resume=true", run=run))
     return run
 
 
@@ -58,14 +61,15 @@ def test_diffusion_policy_trains_evaluates_films_and_samples_every_way(dp_run):
     one_clear_error(p, "sampler=sdp needs a policy trained with per-position noise levels")
 
 
-def test_diffusion_policy_resumes_with_its_ema(dp_run, tmp_path):
-    run = tmp_path / "run"
-    ok(train(*TINY_DP, "algo.updates=15", run=run))
-    ok(train(*TINY_DP, "resume=true", run=run))
-    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert last["update"] == 30 and int(last["ema"]["n_averaged"]) == 30
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert 30 in steps
+def test_diffusion_policy_resumes_with_its_ema(dp_run):
+    first = torch.load(dp_run / "first_last.pt", weights_only=True)
+    last = torch.load(dp_run / "checkpoints" / "last.pt", weights_only=True)
+    assert first["update"] == 15 and int(first["ema"]["n_averaged"]) == 15
+    assert last["update"] == 30 and int(last["ema"]["n_averaged"]) == 30  # online and EMA weights both continued
+    updates = [
+        m["update"] for m in map(json.loads, (dp_run / "metrics.jsonl").read_text().splitlines()) if "update" in m
+    ]
+    assert updates == [15, 30]  # the resumed run appended to the first one's metrics, starting after update 15
 
 
 def test_diffusion_policy_is_a_teacher_that_labels_chunks(dp_run, tmp_path):

@@ -49,10 +49,10 @@ def test_diffusion_quick_bench_writes_json(tmp_path):
     assert set(row) >= {"ddpm100", "ddim10", "sdp", "rti", "consistency"}
     for variant in ("ddpm100", "ddim10", "sdp", "rti", "consistency"):
         assert {"success", "nfe", "latency_ms", "speedup_vs_ddpm100"} <= set(row[variant])
-    # network evaluations per control step, counted while evaluating: one plan per 8 actions (more when an
+    # network evaluations per control step, counted while evaluating: one plan per 8 actions (a little more when an
     # episode ends mid-chunk) of 100 (DDPM), 10 (DDIM) or 1 (the head); RTI 3 per step plus a DDIM-10 first plan
-    ddpm, ddim, head = row["ddpm100"]["nfe"], row["ddim10"]["nfe"], row["consistency"]["nfe"]
-    assert 100 / 8 <= ddpm < 100 / 4 and ddim == ddpm / 10 and head == ddpm / 100
+    for variant, k in (("ddpm100", 100), ("ddim10", 10), ("consistency", 1)):
+        assert k / 8 <= row[variant]["nfe"] <= k / 4, variant
     assert 3 < row["rti"]["nfe"] < 5
     assert row["ddpm100"]["speedup_vs_ddpm100"] == 1.0 and row["consistency"]["speedup_vs_ddpm100"] > 5
     assert len(data["commit"]) >= 7

@@ -32,6 +32,7 @@ class NoiseSchedule:
         self.betas = squared_cosine_betas(num_train_steps)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.bar_before = torch.cat([torch.ones(1), self.alphas_cumprod])  # [t] = alpha_bar_{t-1}; [0] = 1 (clean)
 
     def _bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """alpha_bar_t broadcast over a sample's shape: t (B,) -> (B, 1, 1), or per position t (B, T) -> (B, T, 1)."""
@@ -47,30 +48,17 @@ class NoiseSchedule:
         return (x_t - (1 - bar).sqrt() * eps) / bar.sqrt()
 
     def ddpm_step(
-        self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
+        self, eps: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """One ancestral DDPM step x_t -> x_{t-1} (x_0 clipped to [-1, 1], posterior variance beta-tilde)."""
-        ts = torch.full((len(x_t),), t, dtype=torch.long)
-        x0 = self.predict_x0(eps, ts, x_t).clamp(-1.0, 1.0)
-        bar_t = self.alphas_cumprod[t]
-        bar_prev = self.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
-        beta_t = self.betas[t]
-        mean = (bar_prev.sqrt() * beta_t / (1 - bar_t)) * x0 + (
-            self.alphas[t].sqrt() * (1 - bar_prev) / (1 - bar_t)
-        ) * x_t
-        if t == 0:
-            return mean
-        var = beta_t * (1 - bar_prev) / (1 - bar_t)
-        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype)
-        return mean + var.sqrt() * noise
+        """One ancestral DDPM step x_t -> x_{t-1} (x_0 clipped to [-1, 1], posterior variance beta-tilde).
 
-    def ddpm_step_positions(
-        self, eps: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """One DDPM step per position at its own level t (B, T) -> t - 1; positions already clean (t < 0) stay."""
+        t is one step for the batch, or one per sample (B,) or per position (B, T_p) as SDP's buffer needs;
+        positions already clean (t < 0) stay as they are.
+        """
+        t = torch.as_tensor(t).expand(len(x_t)) if torch.as_tensor(t).dim() == 0 else t
         tc = t.clamp(min=0)
         bar_t = self._bar(tc, x_t)
-        bar_prev = torch.cat([torch.ones(1), self.alphas_cumprod])[tc].reshape(bar_t.shape)  # alpha_bar_{t-1}
+        bar_prev = self.bar_before[tc].reshape(bar_t.shape)  # alpha_bar_{t-1}, 1 at t = 0
         beta_t = self.betas[tc].reshape(bar_t.shape)
         x0 = self.predict_x0(eps, tc, x_t).clamp(-1.0, 1.0)
         mean = (bar_prev.sqrt() * beta_t / (1 - bar_t)) * x0 + (
@@ -78,14 +66,13 @@ class NoiseSchedule:
         ) * x_t
         var = beta_t * (1 - bar_prev) / (1 - bar_t)  # zero at t = 0
         noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype)
-        out = mean + var.sqrt() * noise
-        return torch.where((t >= 0).reshape(bar_t.shape), out, x_t)
+        return torch.where((t >= 0).reshape(bar_t.shape), mean + var.sqrt() * noise, x_t)
 
     def renoise(
         self, x_s: torch.Tensor, s: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Sample q(x_t | x_s) for t >= s, per position (s = -1: x_s is clean): raise a sample's noise level."""
-        bar_s = torch.cat([torch.ones(1), self.alphas_cumprod])[s + 1]
+        bar_s = self.bar_before[s + 1]
         ratio = (self._bar(t, x_s) / bar_s.reshape(*s.shape, *([1] * (x_s.dim() - s.dim())))).clamp(max=1.0)
         noise = torch.randn(x_s.shape, generator=generator, dtype=x_s.dtype)
         return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise

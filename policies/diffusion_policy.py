@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from policies.diffusion import ConditionalUnet1D, NoiseSchedule
-from policies.encoders import ObservationEncoder
+from policies.encoders import ObservationEncoder, observed
 from policies.normalizer import Normalizer
 
 NOISE_LEVELS = ("uniform", "sdp")
@@ -43,9 +43,7 @@ class DiffusionPolicy(nn.Module):
         gripper_scale: float = 1.0,
     ):
         super().__init__()
-        missing = [k for k in obs_keys if k not in shape_meta["obs"]]
-        if missing:
-            raise ValueError(f"student observes {missing}, but the task offers only {sorted(shape_meta['obs'])}")
+        obs_meta = observed(shape_meta, obs_keys)
         if noise_levels not in NOISE_LEVELS:
             raise ValueError(f"noise_levels must be one of {NOISE_LEVELS}, got {noise_levels!r}")
         if min(obs_horizon, pred_horizon, action_horizon) < 1:
@@ -72,7 +70,7 @@ class DiffusionPolicy(nn.Module):
         self.gripper_scale = float(gripper_scale)
         self.gripper_dims = list(shape_meta["action"].get("gripper_dims", []))
         self.action_dim = int(shape_meta["action"]["shape"][0])
-        self.encoder = ObservationEncoder({k: shape_meta["obs"][k] for k in self.obs_keys}, image_feature_dim)
+        self.encoder = ObservationEncoder(obs_meta, image_feature_dim)
         self.action_normalizer = Normalizer((self.action_dim,))
         self.net = ConditionalUnet1D(
             self.action_dim, obs_horizon * self.encoder.out_dim, tuple(down_dims), step_embed_dim, kernel,
@@ -96,6 +94,11 @@ class DiffusionPolicy(nn.Module):
     def first_action(self) -> int:
         """Index in the predicted chunk of the action for the current step."""
         return self.obs_horizon - 1 if self.noise_levels == "uniform" else 0
+
+    @property
+    def horizons(self) -> tuple[int, int, int]:
+        """(obs_horizon, pred_horizon, first_action): how training samples are windowed (`sequence_labels`)."""
+        return self.obs_horizon, self.pred_horizon, self.first_action
 
     # ---- normalisation ----------------------------------------------------------------------------------------
     def fit_normalizers(self, obs: dict[str, np.ndarray], actions: np.ndarray | None = None) -> None:

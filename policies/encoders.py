@@ -20,6 +20,14 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
+def observed(shape_meta: dict[str, Any], obs_keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The task's shapes of the observations a policy reads; ValueError if the task lacks one."""
+    missing = [k for k in obs_keys if k not in shape_meta["obs"]]
+    if missing:
+        raise ValueError(f"student observes {missing}, but the task offers only {sorted(shape_meta['obs'])}")
+    return {k: shape_meta["obs"][k] for k in obs_keys}
+
+
 class ImageEncoder(nn.Module):
     """Small CNN for uint8 (B, H, W, 3) images -> (B, feature_dim); spatial-softmax-free, fast on a CPU."""
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.encoders import ObservationEncoder, mlp
+from policies.encoders import ObservationEncoder, mlp, observed
 
 
 class GaussianPolicy(nn.Module):
@@ -26,15 +26,13 @@ class GaussianPolicy(nn.Module):
         init_log_std: float = -1.0,
     ):
         super().__init__()
-        missing = [k for k in obs_keys if k not in shape_meta["obs"]]
-        if missing:
-            raise ValueError(f"student observes {missing}, but the task offers only {sorted(shape_meta['obs'])}")
+        obs_meta = observed(shape_meta, obs_keys)
         self.shape_meta = shape_meta
         self.obs_keys = list(obs_keys)
         self.hidden = list(hidden)
         self.image_feature_dim = image_feature_dim
         self.action_dim = int(shape_meta["action"]["shape"][0])
-        self.encoder = ObservationEncoder({k: shape_meta["obs"][k] for k in self.obs_keys}, image_feature_dim)
+        self.encoder = ObservationEncoder(obs_meta, image_feature_dim)
         self.trunk = mlp([self.encoder.out_dim, *self.hidden], nn.ReLU)
         self.trunk.append(nn.ReLU())
         self.mean = nn.Linear(self.hidden[-1], self.action_dim)

@@ -184,7 +184,7 @@ class SDPSampler(Sampler):
                 break
             idx = active.nonzero()[:, 0]
             eps = p.eps(x[idx], lv[idx].clamp(min=0), cond[idx])
-            x[idx] = p.schedule.ddpm_step_positions(eps, lv[idx], x[idx])
+            x[idx] = p.schedule.ddpm_step(eps, lv[idx], x[idx])
             lv[idx] = (lv[idx] - 1).clamp(min=-1)
             self.nfe += len(idx)
         chunk = x.clone()

@@ -24,10 +24,11 @@ import torch
 from omegaconf import DictConfig
 
 from policies.consistency import ConsistencyPolicy, pseudo_huber
-from policies.samplers import ChunkRunner, make_sampler
+from policies.samplers import ChunkRunner
 from robodistill.buffer import LabelBuffer
 from robodistill.components import Components, to_dict
 from robodistill.errors import UserError
+from robodistill.evaluation import student_policy
 from robodistill.learners.bc import BCLearner
 from robodistill.learners.dagger import DAggerLearner
 from robodistill.run import Run
@@ -54,9 +55,6 @@ class ConsistencyLearner(DAggerLearner, BCLearner):
         if self.dp.kind != "diffusion" or self.dp.noise_levels != "uniform":
             raise UserError(f"algo=consistency needs a plain diffusion-policy teacher, got {self.dp.kind} "
                             f"({self.dp.noise_levels} noise levels)")  # fmt: skip
-        if self.dp.shape_meta != comps.shape_meta:
-            raise UserError(f"the teacher was trained for shapes {self.dp.shape_meta}, but this task has "
-                            f"{comps.shape_meta}")  # fmt: skip
         a = cfg.algo
         self.grid = self.dp.schedule.ddim_timesteps(int(a.teacher_steps))  # descending, ends at 0
         config = {k: v for k, v in self.dp.config.items() if k != "kind"}
@@ -66,10 +64,7 @@ class ConsistencyLearner(DAggerLearner, BCLearner):
         comps.student = student
         super().__init__(cfg, comps)
         self.target = copy.deepcopy(student).requires_grad_(False)
-        try:
-            self.runner = ChunkRunner(student, make_sampler(student, to_dict(cfg.sampler)))
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+        self.runner = student_policy(student, to_dict(cfg.sampler))  # the one-step head that drives on-policy
 
     def fit(self, run: Run) -> dict[str, Any]:
         return DAggerLearner.fit(self, run) if self.algo.on_policy else BCLearner.fit(self, run)
@@ -82,18 +77,14 @@ class ConsistencyLearner(DAggerLearner, BCLearner):
         teacher_data = Path(str(self.cfg.teacher.path)) / "data" / "dataset.hdf5"
         return teacher_data if teacher_data.exists() else run.dataset_path
 
-    def horizons(self) -> tuple[int, int, int]:
-        s = self.student
-        return s.obs_horizon, s.pred_horizon, s.first_action
-
     def load_buffer(self, path: str | Path) -> LabelBuffer:
         label = "teacher/chunk" if self.algo.on_policy else None
-        return load_labels(path, self.student.obs_keys, self.comps.shape_meta, self.horizons(), chunk_label=label)
+        return load_labels(path, self.student.obs_keys, self.comps.shape_meta, self.student.horizons, chunk_label=label)
 
     def episode_samples(self, episode: dict[str, Any]) -> dict[str, np.ndarray]:
         """Observation histories of the visited states, each with the teacher's chunk there as x_0."""
         samples = sequence_labels(episode["obs"], episode["teacher"]["actions"], self.student.obs_keys,
-                                  self.horizons())  # fmt: skip
+                                  self.student.horizons)  # fmt: skip
         return {**samples, "teacher_action": episode["teacher"]["chunk"]}
 
     def fit_normalizers(self, buffer: LabelBuffer) -> None:

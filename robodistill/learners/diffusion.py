@@ -46,16 +46,14 @@ class DiffusionLearner(BCLearner):
         self.ema = ema_model(self.student, float(self.algo.ema_decay))
 
     def load_buffer(self, path: str | Path) -> LabelBuffer:
-        s = self.student
-        return load_labels(path, s.obs_keys, self.comps.shape_meta, (s.obs_horizon, s.pred_horizon, s.first_action))
+        return load_labels(path, self.student.obs_keys, self.comps.shape_meta, self.student.horizons)
 
     def fit_normalizers(self, buffer: LabelBuffer) -> None:
         self.student.fit_normalizers({k: buffer.view(k) for k in self.student.obs_keys}, buffer.view(LABEL))
 
     def episode_samples(self, episode: dict[str, Any]) -> dict[str, np.ndarray]:
-        s = self.student
-        return sequence_labels(episode["obs"], episode["teacher"]["actions"], s.obs_keys,
-                               (s.obs_horizon, s.pred_horizon, s.first_action))  # fmt: skip
+        return sequence_labels(episode["obs"], episode["teacher"]["actions"], self.student.obs_keys,
+                               self.student.horizons)  # fmt: skip
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.student.parameters(), lr=float(self.algo.lr), weight_decay=1e-6)

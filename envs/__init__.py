@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -28,6 +29,15 @@ for _id, (_entry, _steps) in TASKS.items():
         gym.register(_id, entry_point=_entry, max_episode_steps=_steps)
 
 
+def instruction_templates() -> list[str]:
+    """Every robodistill task's instruction templates (what a VLA's word vocabulary is built from)."""
+    out = []
+    for entry, _ in TASKS.values():
+        module, _, name = entry.partition(":")
+        out += list(getattr(importlib.import_module(module), name).instruction_templates)
+    return out
+
+
 def make_expert(env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
     """Scripted privileged expert for a robodistill task: a callable mapping state obs (D,)/(N, D) to actions."""
     base = env.unwrapped
@@ -47,5 +57,6 @@ __all__ = [
     "TASKS",
     "ScriptedExpert",
     "TableTopEnv",
+    "instruction_templates",
     "make_expert",
 ]

@@ -23,7 +23,9 @@ from envs.robot import (
     scene_xml,
 )
 
-OBS_MODES = ("state", "rgb", "state+rgb")
+OBS_MODES = ("state", "rgb", "state+rgb")  # each may end in "+language": the instruction joins the observation
+LANGUAGE = "+language"
+INSTRUCTION_BYTES = 64  # the `instruction` observation: UTF-8 bytes, zero padded
 REWARD_MODES = ("sparse", "dense", "normalized_dense")
 # what `sim_state` saves: enough for mj_setState to restore an episode's exact state
 SIM_STATE_SPEC = int(mujoco.mjtState.mjSTATE_FULLPHYSICS) | int(mujoco.mjtState.mjSTATE_USER)
@@ -51,13 +53,17 @@ class TableTopEnv(gym.Env):
         render_size: int | tuple[int, int] = 256,
         camera: str = "front",
     ):
-        if obs_mode not in OBS_MODES:
-            raise ValueError(f"unknown obs_mode {obs_mode!r}; choose one of {', '.join(OBS_MODES)}")
+        base_mode = obs_mode.removesuffix(LANGUAGE)
+        if base_mode not in OBS_MODES:
+            raise ValueError(
+                f"unknown obs_mode {obs_mode!r}; choose one of {', '.join(OBS_MODES)}, each optionally + '{LANGUAGE}'"
+            )
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"unknown reward_mode {reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"unsupported render_mode {render_mode!r}; only 'rgb_array' is offered")
-        self.obs_mode, self.reward_mode, self.render_mode = obs_mode, reward_mode, render_mode
+        self.obs_mode, self.reward_mode, self.render_mode = base_mode, reward_mode, render_mode
+        self.language = obs_mode.endswith(LANGUAGE)
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.render_size = (render_size, render_size) if isinstance(render_size, int) else tuple(render_size)
         self.camera = camera
@@ -69,6 +75,9 @@ class TableTopEnv(gym.Env):
         self.n_substeps = int(round(1.0 / CONTROL_FREQ / SIM_TIMESTEP))
         self._obs_renderer = None
         self._video_renderer = None
+        too_long = [t for t in self.instruction_templates if len(t.encode()) > INSTRUCTION_BYTES]
+        if too_long:
+            raise ValueError(f"instruction templates longer than {INSTRUCTION_BYTES} bytes: {too_long}")
         self.instruction = self.instruction_templates[0]
         self.elapsed_steps = 0
 
@@ -81,12 +90,15 @@ class TableTopEnv(gym.Env):
         h, w = self.image_size
         image_space = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
         proprio_space = spaces.Box(-np.inf, np.inf, self._proprio().shape, dtype=np.float32)
-        if obs_mode == "state":
-            self.observation_space = state_space
-        elif obs_mode == "rgb":
-            self.observation_space = spaces.Dict({"rgb": image_space, "proprio": proprio_space})
+        if base_mode == "state":
+            obs_spaces = {"state": state_space}
+        elif base_mode == "rgb":
+            obs_spaces = {"rgb": image_space, "proprio": proprio_space}
         else:
-            self.observation_space = spaces.Dict({"state": state_space, "rgb": image_space, "proprio": proprio_space})
+            obs_spaces = {"state": state_space, "rgb": image_space, "proprio": proprio_space}
+        if self.language:
+            obs_spaces["instruction"] = spaces.Box(0, 255, (INSTRUCTION_BYTES,), dtype=np.uint8)
+        self.observation_space = spaces.Dict(obs_spaces) if len(obs_spaces) > 1 else state_space
 
     # ---- hooks for tasks ------------------------------------------------------------------------------------
     def _objects_xml(self) -> str:
@@ -170,8 +182,9 @@ class TableTopEnv(gym.Env):
         """Observation and action shapes every policy, dataset and export reads."""
         obs = {}
         if isinstance(self.observation_space, spaces.Dict):
+            kinds = {"rgb": "rgb", "instruction": "text"}
             for k, s in self.observation_space.spaces.items():
-                obs[k] = {"shape": list(s.shape), "type": "rgb" if k == "rgb" else "low_dim"}
+                obs[k] = {"shape": list(s.shape), "type": kinds.get(k, "low_dim")}
         else:
             obs["state"] = {"shape": list(self.observation_space.shape), "type": "low_dim"}
         # every control mode puts the gripper command last: discrete-valued, samplers may treat it apart
@@ -180,11 +193,13 @@ class TableTopEnv(gym.Env):
 
     # ---- gym API --------------------------------------------------------------------------------------------
     def _get_obs(self):
-        if self.obs_mode == "state":
+        if self.obs_mode == "state" and not self.language:
             return self._state_vector()
-        obs = {"rgb": self._render_camera(), "proprio": self._proprio()}
-        if self.obs_mode == "state+rgb":
-            obs = {"state": self._state_vector(), **obs}
+        obs = {} if self.obs_mode == "rgb" else {"state": self._state_vector()}
+        if self.obs_mode != "state":
+            obs.update(rgb=self._render_camera(), proprio=self._proprio())
+        if self.language:
+            obs["instruction"] = encode_instruction(self.instruction)
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -247,6 +262,14 @@ class TableTopEnv(gym.Env):
             if r is not None:
                 r.close()
         self._obs_renderer = self._video_renderer = None
+
+
+def encode_instruction(text: str) -> np.ndarray:
+    """An instruction as the `instruction` observation: UTF-8 bytes, zero padded to INSTRUCTION_BYTES (uint8)."""
+    out = np.zeros(INSTRUCTION_BYTES, dtype=np.uint8)
+    raw = text.encode()[:INSTRUCTION_BYTES]
+    out[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    return out
 
 
 class ScriptedExpert:

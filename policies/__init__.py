@@ -9,11 +9,13 @@ from torch import nn
 from policies.consistency import ConsistencyPolicy
 from policies.diffusion_policy import DiffusionPolicy
 from policies.gaussian import GaussianPolicy
+from policies.vla import VLAPolicy
 
 POLICIES: dict[str, type[nn.Module]] = {
     "gaussian": GaussianPolicy,
     "diffusion": DiffusionPolicy,
     "consistency": ConsistencyPolicy,
+    "vla": VLAPolicy,
 }
 
 
@@ -26,4 +28,4 @@ def build_policy(config: dict[str, Any]) -> nn.Module:
     return POLICIES[kind](**cfg)
 
 
-__all__ = ["POLICIES", "ConsistencyPolicy", "DiffusionPolicy", "GaussianPolicy", "build_policy"]
+__all__ = ["POLICIES", "ConsistencyPolicy", "DiffusionPolicy", "GaussianPolicy", "VLAPolicy", "build_policy"]

@@ -11,7 +11,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+import envs
 import policies
+from policies.tokens import build_vocab
 from robodistill.errors import UserError
 from robodistill.evaluation import student_policy
 from robodistill.observations import as_dict, obs_mode_for, view
@@ -27,6 +29,7 @@ class Components:
     shape_meta: dict[str, Any]
     teacher: Teacher | None  # None for learners that need no teacher (ppo, sac)
     student: nn.Module | None  # None for learners that build their own (SB3 policies)
+    teacher_probe: TeacherOutput | None = None  # the teacher's labels for one reset observation (what it gives)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -38,6 +41,8 @@ def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Mod
     cfg = to_dict(student_cfg)
     kind = cfg.pop("kind", "gaussian")
     cfg.pop("name", None)
+    if kind == "vla" and not cfg.get("vocab"):
+        cfg["vocab"] = build_vocab(envs.instruction_templates())  # every task's words: one multi-task model
     try:
         return policies.build_policy({"kind": kind, "shape_meta": meta, **cfg})
     except (TypeError, ValueError) as exc:
@@ -74,10 +79,10 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
     obs_mode = obs_mode_for(set(teacher_keys) | set(student_keys))
     env = make_env(task, obs_mode)
     meta = shape_meta(env)
-    the_teacher = the_student = None
+    the_teacher = the_student = probe = None
     if teacher:
         the_teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.get("seed", 0)))
-        check_teacher(the_teacher, env)
+        probe = check_teacher(the_teacher, env)
     if student:
         the_student = make_student(cfg.student, meta)
         if the_student.action_dim != int(env.action_space.shape[0]):
@@ -86,4 +91,4 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
             )
     if the_student is not None:
         student_policy(the_student, to_dict(cfg.sampler) if "sampler" in cfg else None)  # sampler and student fit
-    return Components(task, obs_mode, env, meta, the_teacher, the_student)
+    return Components(task, obs_mode, env, meta, the_teacher, the_student, probe)

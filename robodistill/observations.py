@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 STATE_KEY = "state"  # the key a flat Box observation gets
+INSTRUCTION_KEY = "instruction"  # the language instruction, UTF-8 bytes (uint8, zero padded)
 
 
 def as_dict(obs: Any) -> dict[str, np.ndarray]:
@@ -28,7 +29,7 @@ def stack(obs_list: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def obs_mode_for(keys: set[str]) -> str:
     """Smallest robodistill obs_mode that provides all `keys`."""
-    needs_image = bool(keys & {"rgb", "proprio"})
-    if not needs_image:
-        return "state"
-    return "state+rgb" if STATE_KEY in keys else "rgb"
+    language = "+language" if INSTRUCTION_KEY in keys else ""
+    if not keys & {"rgb", "proprio"}:
+        return "state" + language
+    return ("state+rgb" if STATE_KEY in keys else "rgb") + language

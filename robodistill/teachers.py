@@ -93,7 +93,7 @@ class ImperfectTeacher:
                              chunk=out.chunk)  # fmt: skip
 
 
-TEACHER_KINDS = ("scripted", "callable", "sb3", "checkpoint", "diffusion")
+TEACHER_KINDS = ("scripted", "callable", "sb3", "checkpoint", "diffusion", "vla", "remote")
 
 
 def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher:
@@ -116,9 +116,15 @@ def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher
     elif kind == "diffusion":
         teacher = DiffusionTeacher.load(str(cfg.get("path")), str(cfg.get("checkpoint", "best")),
                                         dict(cfg.get("sampler") or {}))  # fmt: skip
+    elif kind == "vla":
+        teacher = VLATeacher.load(str(cfg.get("path")), str(cfg.get("checkpoint", "best")))
+    elif kind == "remote":
+        from robodistill.remote import RemoteTeacher
+
+        teacher = RemoteTeacher.from_config(cfg)
     else:
         raise UserError(f"unknown teacher kind {kind!r}; available: {', '.join(TEACHER_KINDS)}")
-    if kind in ("checkpoint", "diffusion"):
+    if kind in ("checkpoint", "diffusion", "vla"):
         check_policy_shapes(teacher.policy, env)
     noise_std, wrong_rate = float(cfg.get("noise_std", 0.0)), float(cfg.get("wrong_action_rate", 0.0))
     if noise_std > 0 or wrong_rate > 0:
@@ -214,6 +220,26 @@ class DiffusionTeacher:
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
         chunk = self.runner.label(obs)  # (N, T_p, A)
         return TeacherOutput(action=chunk[:, self.policy.first_action], chunk=chunk)
+
+
+class VLATeacher:
+    """A trained token policy (algo=sft) as a teacher: its argmax action and its per-dimension logits."""
+
+    def __init__(self, policy: Any):
+        self.policy = policy.eval()
+        self.obs_keys = list(policy.obs_keys)
+        self.bins = int(policy.bins)
+
+    @classmethod
+    def load(cls, path: str, which: str = "best") -> VLATeacher:
+        policy = load_policy(path, which)
+        if policy.kind != "vla":
+            raise UserError(f"teacher=vla needs a token-policy run (algo=sft or opd), {path} holds a {policy.kind!r}")
+        return cls(policy)
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        action, logits = self.policy.label(obs)
+        return TeacherOutput(action=action, logits=logits)
 
 
 class CountingTeacher:

@@ -33,16 +33,18 @@ def regress(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, float]]] | None = None,
     after_step: Callable[[], None] | None = None,
+    label: str = LABEL,
 ) -> dict[str, float]:
-    """`steps` minibatch updates of `loss_fn` (default `student.imitation_loss`) on uniform samples of the buffer;
-    `after_step` runs after each optimizer step (e.g. an EMA update). Returns the mean losses."""
+    """`steps` minibatch updates of `loss_fn` (default `student.imitation_loss`) on uniform samples of the buffer,
+    regressing onto the buffer's `label` array; `after_step` runs after each optimizer step (e.g. an EMA update).
+    Returns the mean losses."""
     totals: dict[str, float] = {}
     loss_fn = loss_fn or student.imitation_loss
     student.train()
     for _ in trange(steps, desc=desc, disable=not progress, leave=False):
         batch = buffer.sample(batch_size, rng)
         obs = {k: torch.as_tensor(batch[k]) for k in student.obs_keys}
-        loss, parts = loss_fn(obs, torch.as_tensor(batch[LABEL]))
+        loss, parts = loss_fn(obs, torch.as_tensor(batch[label]))
         if not torch.isfinite(loss):
             raise FloatingPointError("imitation loss became NaN/inf: check the dataset's labels and the learning rate")
         optimizer.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-SUITES = ("foundation", "rpd", "diffusion")
+SUITES = ("foundation", "rpd", "diffusion", "opd")
 
 
 def commit() -> str:

@@ -57,3 +57,20 @@ def test_diffusion_quick_bench_writes_json(tmp_path):
     assert row["ddpm100"]["speedup_vs_ddpm100"] == 1.0 and row["consistency"]["speedup_vs_ddpm100"] > 5
     assert len(data["commit"]) >= 7
     assert "speedup" in p.stdout
+
+
+def test_opd_quick_bench_writes_json_and_pngs(tmp_path):
+    out = tmp_path / "opd.json"
+    p = run_script("scripts/bench.py", "opd", "--quick", "--out", str(out), timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["tasks"]) == {"robodistill/PushCube-v0", "robodistill/StackCube-v0"}
+    for row in data["tasks"].values():
+        for loss in ("rkl", "fkl", "ce", "sft"):
+            assert len(row[loss]["success"]) == 2 and len(row[loss]["entropy"]) == 2  # one per round
+            assert all(0 < h <= 5.55 for h in row[loss]["entropy"])
+    assert set(data["labels_to_90pct"]) >= {"opd", "sft"} and set(data["forgetting"]) >= {"opd", "sft"}
+    assert data["remote_over_local_throughput"] > 0 and len(data["commit"]) >= 7
+    for name in ("opd_entropy.png", "opd_success.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    assert "labels to 90%" in p.stdout

@@ -7,8 +7,10 @@ from robodistill.learners.bc import BCLearner
 from robodistill.learners.consistency import ConsistencyLearner
 from robodistill.learners.dagger import DAggerLearner
 from robodistill.learners.diffusion import DiffusionLearner
+from robodistill.learners.opd import OPDLearner
 from robodistill.learners.rl import RLLearner
 from robodistill.learners.rpd import RPDLearner
+from robodistill.learners.sft import SFTLearner
 
 LEARNERS: dict[str, type[Learner]] = {
     "bc": BCLearner,
@@ -18,6 +20,8 @@ LEARNERS: dict[str, type[Learner]] = {
     "rpd": RPDLearner,
     "diffusion": DiffusionLearner,
     "consistency": ConsistencyLearner,
+    "sft": SFTLearner,
+    "opd": OPDLearner,
 }
 
 __all__ = [
@@ -27,6 +31,8 @@ __all__ = [
     "DAggerLearner",
     "DiffusionLearner",
     "Learner",
+    "OPDLearner",
     "RLLearner",
     "RPDLearner",
+    "SFTLearner",
 ]

@@ -6,18 +6,22 @@ collected here with the teacher in control (beta = 1).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import trange
 
+from robodistill.buffer import LabelBuffer
 from robodistill.collector import Collector, make_vector_env
+from robodistill.components import to_dict
 from robodistill.dataset import BackgroundEpisodeWriter
 from robodistill.errors import UserError
 from robodistill.learners.base import Learner
 from robodistill.run import Run
-from robodistill.tasks import env_fns, env_meta
+from robodistill.tasks import env_fns, env_meta, make_env
+from robodistill.teachers import make_teacher
 from robodistill.training import lr_scheduler, regress
 
 
@@ -26,12 +30,14 @@ class BCLearner(Learner):
 
     def fit(self, run: Run) -> dict[str, Any]:
         a, student = self.algo, self.student
-        path = self.dataset(run)
-        if path == run.dataset_path and not (self.cfg.get("resume") and path.exists()):
-            self.collect_demos(run)
-        buffer = self.load_buffer(path)
-        if len(buffer) == 0:
-            raise UserError(f"dataset {path} holds no samples")
+        buffers = []
+        for path, task in self.sources(run):
+            if task is not None and not (self.cfg.get("resume") and path.exists()):
+                self.collect_demos(run, path, task)
+            buffers.append(self.load_buffer(path))
+            if len(buffers[-1]) == 0:
+                raise UserError(f"dataset {path} holds no samples")
+        buffer = merge(buffers)
 
         updates, chunk = int(a.updates), int(a.log_every)
         optimizer = self.make_optimizer()
@@ -63,20 +69,41 @@ class BCLearner(Learner):
         run.save_checkpoint({**self.student_payload(), "update": updates}, "best")
         return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}
 
-    def dataset(self, run: Run) -> Path:
-        """The demonstrations: `algo.dataset`, else the run's own dataset (collected unless resuming)."""
-        return Path(self.algo.dataset) if self.algo.get("dataset") else run.dataset_path
+    def sources(self, run: Run) -> list[tuple[Path, Mapping[str, Any] | None]]:
+        """The demonstrations, each a dataset path with the task to collect it on (None: given, not collected):
+        `algo.dataset`, else the run's own dataset (collected unless resuming)."""
+        if self.algo.get("dataset"):
+            return [(Path(self.algo.dataset), None)]
+        return [(run.dataset_path, self.comps.task)]
 
-    def collect_demos(self, run: Run) -> None:
-        """Teacher-driven demonstrations: `num_demos` episodes, or episodes until `labels` samples."""
+    def collect_demos(self, run: Run, path: Path, task: Mapping[str, Any]) -> None:
+        """Teacher-driven demonstrations of `task` into `path`: `num_demos` episodes, or episodes until `labels`
+        samples. The run's task uses the run's teacher; another task gets the same kind of teacher for its env."""
         a, comps = self.algo, self.comps
-        venv = make_vector_env(env_fns(comps.task, int(self.cfg.collector.num_envs), comps.obs_mode))
-        with BackgroundEpisodeWriter(run.dataset_path, env_meta(comps.env, comps.task, comps.obs_mode)) as writer:
-            collector = Collector(venv, comps.teacher, None, writer, seed=int(self.cfg.seed))
+        env = comps.env if task == comps.task else make_env(task, comps.obs_mode)
+        teacher = (
+            comps.teacher if task == comps.task else make_teacher(to_dict(self.cfg.teacher), env, int(self.cfg.seed))
+        )
+        venv = make_vector_env(env_fns(task, int(self.cfg.collector.num_envs), comps.obs_mode))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with BackgroundEpisodeWriter(path, env_meta(env, task, comps.obs_mode)) as writer:
+            collector = Collector(venv, teacher, None, writer, seed=int(self.cfg.seed))
             labels = a.get("labels")
             stats = collector.collect(
                 None if labels else int(a.num_demos), beta=1.0, seed=int(self.cfg.seed) * 100_003,
-                min_steps=int(labels) if labels else None, progress=self.progress, desc="teacher demos",
+                min_steps=int(labels) if labels else None, progress=self.progress, desc=f"teacher demos {path.stem}",
             )  # fmt: skip
         venv.close()
+        if env is not comps.env:
+            env.close()
         run.log(0, {f"demos/{k}": v for k, v in stats.as_dict().items()})
+
+
+def merge(buffers: list[LabelBuffer]) -> LabelBuffer:
+    """One buffer holding the samples of all (one buffer is returned as it is, without a copy)."""
+    if len(buffers) == 1:
+        return buffers[0]
+    out = LabelBuffer()
+    for b in buffers:
+        out.add({k: b.view(k) for k in b.arrays})
+    return out

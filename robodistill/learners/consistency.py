@@ -16,6 +16,7 @@ chunk, aggregated round by round as DAgger does.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,12 @@ class ConsistencyLearner(DAggerLearner, BCLearner):
         return DAggerLearner.fit(self, run) if self.algo.on_policy else BCLearner.fit(self, run)
 
     # ---- samples ----------------------------------------------------------------------------------------------
-    def dataset(self, run: Run) -> Path:
+    def sources(self, run: Run) -> list[tuple[Path, Mapping[str, Any] | None]]:
         """`algo.dataset`, else the teacher run's demonstrations, else demonstrations collected here."""
-        if self.algo.get("dataset"):
-            return Path(self.algo.dataset)
         teacher_data = Path(str(self.cfg.teacher.path)) / "data" / "dataset.hdf5"
-        return teacher_data if teacher_data.exists() else run.dataset_path
+        if not self.algo.get("dataset") and teacher_data.exists():
+            return [(teacher_data, None)]
+        return super().sources(run)
 
     def load_buffer(self, path: str | Path) -> LabelBuffer:
         label = "teacher/chunk" if self.algo.on_policy else None

@@ -18,11 +18,21 @@ from robodistill.learners.base import Learner
 from robodistill.run import Run
 from robodistill.schedules import BetaSchedule
 from robodistill.tasks import env_fns, env_meta
-from robodistill.training import lr_scheduler, regress
+from robodistill.training import LABEL, lr_scheduler, regress
 
 
 class DAggerLearner(Learner):
     name = "dagger"
+    aggregate = True  # refit on every round's states; False: on this round's only (on-policy, e.g. OPD)
+    label_key = LABEL  # what the student regresses onto
+
+    def student_deterministic(self) -> bool:
+        """Whether the student executes its mean/argmax action in the collector (else it samples)."""
+        return bool(self.cfg.collector.student_deterministic)
+
+    def round_metrics(self, buffer: LabelBuffer) -> dict[str, float]:
+        """Logged each round from the round's samples, before the update."""
+        return {}
 
     def fit(self, run: Run) -> dict[str, Any]:
         a, comps, student = self.algo, self.comps, self.student
@@ -41,8 +51,8 @@ class DAggerLearner(Learner):
                 scheduler.load_state_dict(ckpt["scheduler"])
             rng.bit_generator.state = ckpt["sample_rng"]
             self.restore_extra(ckpt)
-            # every episode already on disk is a labelled state: aggregate it all, nothing written is lost
-            buffer = self.load_buffer(run.dataset_path)
+            if self.aggregate:  # every episode already on disk is a labelled state: aggregate it all
+                buffer = self.load_buffer(run.dataset_path)
 
         venv = make_vector_env(env_fns(comps.task, int(self.cfg.collector.num_envs), comps.obs_mode))
         writer = BackgroundEpisodeWriter(
@@ -50,30 +60,33 @@ class DAggerLearner(Learner):
         )
         collector = Collector(
             venv, comps.teacher, self.driver(), writer, seed=int(self.cfg.seed),
-            student_deterministic=bool(self.cfg.collector.student_deterministic),
+            student_deterministic=self.student_deterministic(),
         )  # fmt: skip
         if ckpt is not None:
             collector.rng.bit_generator.state = ckpt["collector_rng"]
 
-        def aggregate(episode: dict[str, Any]) -> None:
+        def add_episode(episode: dict[str, Any]) -> None:
             buffer.add(self.episode_samples(episode))
 
         try:
             for r in range(start_round, int(a.rounds)):
                 beta = schedule(r)
+                if not self.aggregate:
+                    buffer = LabelBuffer()
                 stats = collector.collect(
                     int(a.episodes_per_round), beta, seed=int(self.cfg.seed) * 100_003 + r * 1_000,
-                    on_episode=aggregate, progress=self.progress, desc=f"round {r} collect (beta={beta:.2f})",
+                    on_episode=add_episode, progress=self.progress, desc=f"round {r} collect (beta={beta:.2f})",
                 )  # fmt: skip
                 labels += stats.steps
                 if r == start_round and ckpt is None:
                     self.fit_normalizers(buffer)
+                before = self.round_metrics(buffer)
                 losses = regress(
                     student, optimizer, buffer, int(a.updates_per_round), int(a.batch_size), rng,
                     progress=self.progress, desc=f"round {r} fit", scheduler=scheduler, loss_fn=self.loss_fn(),
-                    after_step=self.after_step,
+                    after_step=self.after_step, label=self.label_key,
                 )  # fmt: skip
-                metrics = {"round": r, "beta": beta, "teacher_labels": labels, "dataset_size": len(buffer),
+                metrics = {"round": r, "beta": beta, "teacher_labels": labels, "dataset_size": len(buffer), **before,
                            **{f"collect/{k}": v for k, v in stats.as_dict().items()}, **losses}  # fmt: skip
                 eval_every = int(a.eval_every)
                 if eval_every > 0 and (r + 1) % eval_every == 0 and r + 1 < int(a.rounds):

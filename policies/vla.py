@@ -1,0 +1,165 @@
+"""A small VLA-style token policy: camera image + instruction + proprioception -> transformer -> per-dimension
+logits over action bins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from policies.encoders import observed
+from policies.normalizer import Normalizer
+from policies.tokens import ActionTokenizer, InstructionTokenizer
+
+IMAGE_KEY, PROPRIO_KEY, INSTRUCTION_KEY = "rgb", "proprio", "instruction"
+
+
+class KeypointStem(nn.Module):
+    """uint8 images (B, H, W, 3) -> (B, K, d) tokens, one per learned keypoint: two strided convolutions, then a
+    spatial softmax per channel whose expected (x, y) locates what that channel detects (robomimic's trick for
+    small objects), embedded with the keypoint's identity. Cheap enough to train on a CPU."""
+
+    def __init__(self, d_model: int, keypoints: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, 32, 4, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(32, keypoints, 3, stride=2, padding=1),
+        )  # fmt: skip
+        self.embed = nn.Linear(2, d_model)
+        self.identity = nn.Parameter(torch.randn(1, keypoints, d_model) * 0.02)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.conv(image.permute(0, 3, 1, 2).float() / 127.5 - 1.0)  # (B, K, h, w)
+        b, k, h, w = x.shape
+        attention = x.flatten(2).softmax(-1).view(b, k, h, w)
+        ys = torch.linspace(-1, 1, h, device=x.device)
+        xs = torch.linspace(-1, 1, w, device=x.device)
+        points = torch.stack([(attention.sum(2) * xs).sum(-1), (attention.sum(3) * ys).sum(-1)], -1)  # (B, K, 2)
+        return self.embed(points) + self.identity
+
+
+def random_shift(image: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each image (B, H, W, C) shifted by up to `pad` pixels (edge-padded, random crop): the augmentation that lets
+    a pixel policy generalise from few demonstrations (DrQ, robomimic's crop randomiser)."""
+    b, h, w, _ = image.shape
+    padded = F.pad(image.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b))
+    rows = (dy[:, None] + torch.arange(h)[None])[:, :, None].expand(b, h, w)
+    cols = (dx[:, None] + torch.arange(w)[None])[:, None, :].expand(b, h, w)
+    out = padded[torch.arange(b)[:, None, None], :, rows, cols]  # (B, H, W, C)
+    return out.to(image.dtype)
+
+
+class VLAPolicy(nn.Module):
+    """Tokens: image keypoints, instruction words, one proprioception token and one query per action dimension;
+    the transformer's output at query k gives the logits of dimension k (all dimensions decoded in parallel)."""
+
+    kind = "vla"
+
+    def __init__(
+        self,
+        shape_meta: dict[str, Any],
+        obs_keys: list[str],
+        vocab: list[str],
+        bins: int = 256,
+        d_model: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        image_tokens: int = 32,
+        max_words: int = 16,
+        temperature: float = 1.0,
+        shift: int = 4,
+    ):
+        super().__init__()
+        meta = observed(shape_meta, obs_keys)
+        unknown = [k for k in obs_keys if k not in (IMAGE_KEY, PROPRIO_KEY, INSTRUCTION_KEY)]
+        if unknown or INSTRUCTION_KEY not in obs_keys or IMAGE_KEY not in obs_keys:
+            raise ValueError(f"a VLA observes {IMAGE_KEY!r} and {INSTRUCTION_KEY!r} (and optionally "
+                             f"{PROPRIO_KEY!r}), got {list(obs_keys)}")  # fmt: skip
+        self.shape_meta, self.obs_keys, self.vocab = shape_meta, list(obs_keys), list(vocab)
+        self.action_dim = int(shape_meta["action"]["shape"][0])
+        self.bins, self.d_model, self.layers, self.heads = int(bins), int(d_model), int(layers), int(heads)
+        self.image_tokens, self.max_words, self.temperature = int(image_tokens), int(max_words), float(temperature)
+        self.shift = int(shift)
+        self.tokenizer = ActionTokenizer(self.bins)
+        self.words = InstructionTokenizer(self.vocab, self.max_words)
+
+        d = self.d_model
+        self.stem = KeypointStem(d, self.image_tokens)
+        self.word_embed = nn.Embedding(len(self.vocab), d, padding_idx=0)
+        self.word_pos = nn.Parameter(torch.randn(1, self.max_words, d) * 0.02)
+        self.proprio = PROPRIO_KEY in self.obs_keys
+        if self.proprio:
+            self.proprio_norm = Normalizer(tuple(meta[PROPRIO_KEY]["shape"]))
+            self.proprio_embed = nn.Linear(int(meta[PROPRIO_KEY]["shape"][0]), d)
+        self.queries = nn.Parameter(torch.randn(1, self.action_dim, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, self.heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, self.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, self.bins)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this network (saved next to its state_dict)."""
+        return {
+            "kind": self.kind, "shape_meta": self.shape_meta, "obs_keys": self.obs_keys, "vocab": self.vocab,
+            "bins": self.bins, "d_model": self.d_model, "layers": self.layers, "heads": self.heads,
+            "image_tokens": self.image_tokens, "max_words": self.max_words, "temperature": self.temperature,
+            "shift": self.shift,
+        }  # fmt: skip
+
+    def fit_normalizers(self, obs: dict[str, np.ndarray]) -> None:
+        if self.proprio:
+            self.proprio_norm.fit(obs[PROPRIO_KEY])
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-dimension logits (B, A, bins)."""
+        image = torch.as_tensor(obs[IMAGE_KEY])
+        if self.training and self.shift > 0:
+            image = random_shift(image, self.shift)
+        b = image.shape[0]
+        ids, pad = self.words(obs[INSTRUCTION_KEY])
+        tokens = [self.stem(image), self.word_embed(ids) + self.word_pos]
+        masks = [torch.zeros(b, self.image_tokens, dtype=torch.bool), pad]
+        if self.proprio:
+            p = self.proprio_norm(torch.as_tensor(obs[PROPRIO_KEY]).float())
+            tokens.append(self.proprio_embed(p)[:, None])
+            masks.append(torch.zeros(b, 1, dtype=torch.bool))
+        tokens.append(self.queries.expand(b, -1, -1))
+        masks.append(torch.zeros(b, self.action_dim, dtype=torch.bool))
+        h = self.transformer(torch.cat(tokens, 1), src_key_padding_mask=torch.cat(masks, 1))
+        return self.head(self.norm(h[:, -self.action_dim :]))  # (B, A, bins)
+
+    def imitation_loss(
+        self, obs: dict[str, torch.Tensor], target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of the logits to the tokenised target actions (B, A), summed over dimensions."""
+        logits = self(obs)
+        tokens = self.tokenizer.tokenize(target)
+        ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="mean") * self.action_dim
+        accuracy = (logits.argmax(-1) == tokens).float().mean()
+        return ce, {"ce": ce.item(), "token_accuracy": accuracy.item()}
+
+    def _obs(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys}
+
+    @torch.inference_mode()
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Batched actions (B, A) from the argmax tokens, or from tokens sampled at `temperature`; and the log-prob
+        of the chosen tokens summed over dimensions (B,)."""
+        logits = self(self._obs(obs))
+        if deterministic:
+            tokens = logits.argmax(-1)
+        else:
+            tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
+        log_prob = logits.log_softmax(-1).gather(-1, tokens[..., None])[..., 0].sum(-1)
+        return self.tokenizer.detokenize(tokens).numpy(), log_prob.numpy()
+
+    @torch.inference_mode()
+    def label(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """As a teacher: argmax actions (B, A) and the per-dimension logits (B, A, bins)."""
+        logits = self(self._obs(obs))
+        return self.tokenizer.detokenize(logits.argmax(-1)).numpy(), logits.numpy().astype(np.float32)

@@ -1,0 +1,190 @@
+"""A policy server wire-compatible with openpi's: websocket + msgpack-numpy, metadata first, then obs -> actions."""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from robodistill.runtime.wire import packb, unpackb
+
+log = logging.getLogger(__name__)
+
+CONTROLS = ("episode_start", "episode_end")  # {"__ctrl__": <one of these>} is answered {"__ack__": <it>}
+
+
+class ServerError(RuntimeError):
+    """The policy server could not start (e.g. the port is taken)."""
+
+    user_facing = True  # entry points print it as one line
+
+
+class PolicyServer:
+    """Serves `infer(obs) -> {"actions": ..., ...}` to any number of websocket clients, one inference at a time.
+
+    A malformed message or a failing `infer` is answered with one text frame "error: ..." (as openpi does), and the
+    connection stays open. `reset` is called on an "episode_start" control message.
+    """
+
+    def __init__(
+        self,
+        infer: Callable[[dict], dict],
+        metadata: dict,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        reset: Callable[[], None] | None = None,
+    ):
+        self.infer, self.metadata, self.host, self.port, self.reset = infer, metadata, host, port, reset
+        self._packed_metadata = packb(metadata)  # an unpackable metadata fails here, not at the first client
+        # one worker thread: inference and resets never run concurrently (a torch policy is not thread-safe), always
+        # on the same thread, and the event loop stays free to answer pings and health checks meanwhile
+        self._worker: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def start(self) -> PolicyServer:
+        """Serve in a background thread; returns once listening (`.port` is then the bound port)."""
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-infer")
+        self._thread = threading.Thread(target=self._run, args=(ready, failure), name="policy-server", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            self._worker.shutdown()
+            raise ServerError(f"cannot serve on {self.host}:{self.port}: {failure[0]}") from failure[0]
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve until `stop()` is called from another thread, or Ctrl-C (which stops cleanly, then propagates)."""
+        self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)  # a timed join: Ctrl-C interrupts it on every Python version
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Close every connection, stop listening and wait for the server thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None:
+            return
+        if loop is not None and self._stopping is not None:
+            try:
+                loop.call_soon_threadsafe(self._stopping.set)
+            except RuntimeError:  # the loop already closed
+                pass
+        thread.join()
+        self._thread = self._loop = self._stopping = None
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
+    def __enter__(self) -> PolicyServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        try:
+            asyncio.run(self._main(ready))
+        except BaseException as exc:  # reported by start(); after startup the loop only ends by stop()
+            if not ready.is_set():
+                failure.append(exc)
+            else:
+                log.exception("policy server stopped on an error")
+        finally:
+            ready.set()
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        # compression off and no size limit: observations are images and arrays, as in openpi
+        async with serve(
+            self._handle,
+            self.host,
+            self.port,
+            compression=None,
+            max_size=None,
+            process_request=self._health,
+        ) as server:
+            self.port = _bound_port(server)
+            ready.set()
+            await self._stopping.wait()
+
+    @staticmethod
+    def _health(connection: ServerConnection, request: Request) -> Response | None:
+        """Plain HTTP GET /healthz answers 200 OK; anything else goes on to the websocket handshake."""
+        if request.path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "OK\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        try:
+            await ws.send(self._packed_metadata)
+            async for message in ws:
+                reply = await self._answer(message)
+                await ws.send(reply)
+        except ConnectionClosed:
+            pass  # the client went away mid-exchange: nothing to answer
+
+    async def _answer(self, message: str | bytes) -> str | bytes:
+        """The reply frame to one message: packed actions or an ack, else a text frame with the error."""
+        if isinstance(message, str):
+            return _error("expected a binary msgpack-numpy frame, got a text frame")
+        try:
+            obs = unpackb(message)
+        except ValueError as exc:
+            return _error(str(exc))
+        if not isinstance(obs, dict) or not all(isinstance(k, str) for k in obs):
+            return _error(f"expected a msgpack map with str keys (an observation dict), got a {type(obs).__name__}")
+        loop = asyncio.get_running_loop()
+        if "__ctrl__" in obs:
+            ctrl = obs["__ctrl__"]
+            if ctrl not in CONTROLS:
+                return _error(f"unknown control message {ctrl!r}; known: {', '.join(CONTROLS)}")
+            if ctrl == "episode_start" and self.reset is not None:
+                try:
+                    await loop.run_in_executor(self._worker, self.reset)
+                except Exception as exc:  # reported to the client; the server keeps serving
+                    log.exception("reset failed")
+                    return _error(f"reset failed: {type(exc).__name__}: {exc}")
+            return packb({"__ack__": ctrl})
+        start = time.perf_counter()
+        try:
+            actions = await loop.run_in_executor(self._worker, self.infer, obs)
+        except Exception as exc:  # reported to the client; the server keeps serving
+            log.warning("inference failed: %s: %s", type(exc).__name__, exc)
+            return _error(f"inference failed: {type(exc).__name__}: {exc}")
+        if not isinstance(actions, dict):
+            return _error(f"the policy returned a {type(actions).__name__}, not a dict with 'actions'")
+        try:
+            return packb({**actions, "server_timing": {"infer_ms": 1000 * (time.perf_counter() - start)}})
+        except (TypeError, ValueError) as exc:
+            return _error(f"the policy's reply cannot be sent: {exc}")
+
+
+def _error(message: str) -> str:
+    """One text frame holding one line, as openpi sends errors."""
+    return "error: " + " ".join(message.split())
+
+
+def _bound_port(server: Server) -> int:
+    return int(next(iter(server.sockets)).getsockname()[1])

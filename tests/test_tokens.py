@@ -1,0 +1,117 @@
+"""Action and instruction tokenizers, the three OPD losses on hand-computed distributions, and an OPD update that
+moves a token student toward its teacher."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from envs.base import encode_instruction
+from policies.tokens import UNK, ActionTokenizer, InstructionTokenizer, build_vocab
+from policies.vla import VLAPolicy
+from robodistill.buffer import LabelBuffer
+from robodistill.learners.opd import LOGITS, token_entropy, token_loss
+from robodistill.tasks import make_env, shape_meta
+from robodistill.training import regress
+
+
+def test_action_tokens_round_trip_within_half_a_bin_and_edges_land_in_the_upper_bin():
+    tok = ActionTokenizer(256)
+    a = torch.linspace(-1, 1, 10_001)[:, None]
+    back = tok.detokenize(tok.tokenize(a))
+    assert (back - a).abs().max() <= tok.width / 2 + 1e-6
+    assert tok.tokenize(torch.tensor([[-1.0, 1.0, 0.0, -1.0 + 3 * tok.width]])).tolist() == [[0, 255, 128, 3]]
+    assert tok.tokenize(torch.tensor([[-7.0, 7.0]])).tolist() == [[0, 255]]  # clipped to [-1, 1] first
+    tokens = torch.arange(256)[:, None]
+    assert torch.equal(tok.tokenize(tok.detokenize(tokens)), tokens)  # every bin centre maps to its own token
+    assert ActionTokenizer(4).detokenize(torch.tensor([0, 3])).tolist() == [-0.75, 0.75]
+    with pytest.raises(ValueError, match="NaN"):
+        tok.tokenize(torch.tensor([[0.0, float("nan")]]))
+
+
+def test_instructions_become_word_ids_with_unknown_words_and_padding():
+    vocab = build_vocab(envs.instruction_templates())
+    words = InstructionTokenizer(vocab, max_words=6)
+    raw = np.stack([encode_instruction("push the red cube"), encode_instruction("push the purple elephant")])
+    ids, pad = words(raw)
+    assert ids.shape == (2, 6)
+    names = [[vocab[i] for i in row if i] for row in ids.tolist()]
+    assert names == [["push", "the", "red", "cube"], ["push", "the", UNK, UNK]]
+    assert pad.tolist()[0] == [False] * 4 + [True] * 2
+    known = [words.ids(t) for t in envs.instruction_templates()]
+    assert all(1 not in ids for ids in known)  # every task's own words are in the vocabulary
+
+
+def test_reverse_forward_kl_and_hard_ce_match_hand_computed_values():
+    # dimension 0: student [0.5, 0.5], teacher [0.8, 0.2]; dimension 1: both [0.3, 0.7]
+    student = torch.log(torch.tensor([[[0.5, 0.5], [0.3, 0.7]]]))
+    teacher = torch.log(torch.tensor([[[0.8, 0.2], [0.3, 0.7]]])) + 5.0  # logits: a shift changes nothing
+    rkl = 0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2)
+    fkl = 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)
+    ce = -math.log(0.5) - math.log(0.7)  # teacher argmax: bin 0 in dimension 0, bin 1 in dimension 1
+    assert token_loss(student, teacher, "rkl").item() == pytest.approx(rkl, abs=1e-6)
+    assert token_loss(student, teacher, "fkl").item() == pytest.approx(fkl, abs=1e-6)
+    assert token_loss(student, teacher, "ce").item() == pytest.approx(ce, abs=1e-6)
+    assert token_entropy(student)[0, 0].item() == pytest.approx(math.log(2), abs=1e-6)
+    with pytest.raises(ValueError, match="rkl"):
+        token_loss(student, teacher, "mse")
+
+
+def test_reverse_kl_is_zero_exactly_when_the_distributions_match():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 4, 256, generator=g)
+    assert token_loss(logits, logits + 3.0, "rkl").abs().max().item() < 1e-5
+    other = logits.clone()
+    other[2, 1, 7] += 0.5  # one bin of one token differs
+    kl = token_loss(logits, other, "rkl")
+    assert kl[2].item() > 1e-6 and torch.all(kl[[0, 1, 3, 4]].abs() < 1e-5)
+
+
+def test_an_opd_update_moves_the_student_toward_the_teacher():
+    torch.manual_seed(0)
+    env = make_env({"env_id": "robodistill/PushCube-v0", "kwargs": {"image_size": 32}}, "rgb+language")
+    meta = shape_meta(env)
+    vocab = build_vocab(envs.instruction_templates())
+    keys = ["rgb", "proprio", "instruction"]
+    teacher = VLAPolicy(meta, keys, vocab, bins=32, d_model=32, layers=1).eval()
+    student = VLAPolicy(meta, keys, vocab, bins=32, d_model=32, layers=1)
+    obs = []
+    for seed in range(8):
+        o, _ = env.reset(seed=seed)
+        for _ in range(3):
+            obs.append(o)
+            o, *_ = env.step(env.action_space.sample())
+    batch = {k: np.stack([o[k] for o in obs]) for k in keys}
+    student.fit_normalizers(batch)
+    _, teacher_logits = teacher.label(batch)
+    buffer = LabelBuffer()
+    buffer.add({**batch, LOGITS: teacher_logits})
+
+    def kl() -> float:
+        with torch.no_grad():
+            student_logits = student({k: torch.as_tensor(v) for k, v in batch.items()})
+            return token_loss(student_logits, torch.as_tensor(teacher_logits), "rkl").mean().item()
+
+    def loss(o, t):
+        value = token_loss(student(o), t, "rkl").mean()
+        return value, {"rkl": value.item()}
+
+    before = kl()
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
+    regress(student, optimizer, buffer, 40, 16, np.random.default_rng(0), progress=False, loss_fn=loss, label=LOGITS)
+    assert kl() < 0.5 * before
+    env.close()
+
+
+def test_random_shift_translates_images_in_training_only():
+    from policies.vla import random_shift
+
+    image = torch.zeros(16, 12, 12, 3, dtype=torch.uint8)
+    image[:, 6, 5] = 255
+    shifted = random_shift(image, 2)
+    assert shifted.dtype == torch.uint8 and shifted.shape == image.shape
+    where = (shifted[..., 0] == 255).nonzero()[:, 1:]  # (row, col) of the bright pixel in each image
+    assert len(where) == 16 and (where - torch.tensor([6, 5])).abs().max() <= 2
+    assert len({tuple(w.tolist()) for w in where}) > 1  # not all images moved alike

@@ -30,6 +30,17 @@ class ActionTokenizer:
         x = action.clamp(self.low, self.high)
         return ((x - self.low) / self.width).floor().long().clamp_(0, self.bins - 1)
 
+    def soft_targets(self, action: torch.Tensor, sigma_bins: float) -> torch.Tensor:
+        """(..., A) -> (..., A, bins): a Gaussian of std `sigma_bins` bins around each value, integrated over each bin
+        (HL-Gauss): cross-entropy to it tells a near miss from a far one, which one-hot labels do not."""
+        if not torch.isfinite(action).all():
+            raise ValueError("cannot tokenise NaN or inf actions: check the dataset's labels")
+        edges = torch.linspace(self.low, self.high, self.bins + 1)
+        x = action.clamp(self.low, self.high)[..., None]
+        cdf = torch.special.ndtr((edges - x) / (sigma_bins * self.width))  # (..., A, bins + 1)
+        mass = cdf[..., 1:] - cdf[..., :-1]
+        return mass / mass.sum(-1, keepdim=True)  # the tails beyond [low, high] folded back by renormalising
+
     def detokenize(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., A) tokens -> (..., A) float bin centres."""
         return self.low + (tokens.float() + 0.5) * self.width

@@ -14,7 +14,7 @@ from policies.encoders import observed
 from policies.normalizer import Normalizer
 from policies.tokens import ActionTokenizer, InstructionTokenizer
 
-IMAGE_KEY, PROPRIO_KEY, INSTRUCTION_KEY = "rgb", "proprio", "instruction"
+IMAGE_KEY, INSTRUCTION_KEY = "rgb", "instruction"
 
 
 class KeypointStem(nn.Module):
@@ -30,11 +30,14 @@ class KeypointStem(nn.Module):
         )  # fmt: skip
         self.embed = nn.Linear(2, d_model)
         self.identity = nn.Parameter(torch.randn(1, keypoints, d_model) * 0.02)
+        # a sharp softmax from the start: with the small activations of a fresh network a temperature of 1 spreads
+        # every keypoint over the whole image, and the gradient that would localise it is tiny
+        self.log_scale = nn.Parameter(torch.full((1, keypoints, 1), 2.3))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.conv(image.permute(0, 3, 1, 2).float() / 127.5 - 1.0)  # (B, K, h, w)
         b, k, h, w = x.shape
-        attention = x.flatten(2).softmax(-1).view(b, k, h, w)
+        attention = (x.flatten(2) * self.log_scale.exp()).softmax(-1).view(b, k, h, w)
         ys = torch.linspace(-1, 1, h, device=x.device)
         xs = torch.linspace(-1, 1, w, device=x.device)
         points = torch.stack([(attention.sum(2) * xs).sum(-1), (attention.sum(3) * ys).sum(-1)], -1)  # (B, K, 2)
@@ -54,7 +57,8 @@ def random_shift(image: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 class VLAPolicy(nn.Module):
-    """Tokens: image keypoints, instruction words, one proprioception token and one query per action dimension;
+    """Tokens: image keypoints, instruction words, one token per low-dim observation (proprioception; a privileged
+    teacher may add `state`) and one query per action dimension;
     the transformer's output at query k gives the logits of dimension k (all dimensions decoded in parallel)."""
 
     kind = "vla"
@@ -68,22 +72,23 @@ class VLAPolicy(nn.Module):
         d_model: int = 64,
         layers: int = 2,
         heads: int = 4,
-        image_tokens: int = 32,
+        image_tokens: int = 16,
         max_words: int = 16,
         temperature: float = 1.0,
         shift: int = 4,
+        label_sigma: float = 2.0,
     ):
         super().__init__()
         meta = observed(shape_meta, obs_keys)
-        unknown = [k for k in obs_keys if k not in (IMAGE_KEY, PROPRIO_KEY, INSTRUCTION_KEY)]
-        if unknown or INSTRUCTION_KEY not in obs_keys or IMAGE_KEY not in obs_keys:
-            raise ValueError(f"a VLA observes {IMAGE_KEY!r} and {INSTRUCTION_KEY!r} (and optionally "
-                             f"{PROPRIO_KEY!r}), got {list(obs_keys)}")  # fmt: skip
+        self.low_dim = sorted(k for k in obs_keys if meta[k].get("type") == "low_dim")
+        if INSTRUCTION_KEY not in obs_keys or IMAGE_KEY not in obs_keys:
+            raise ValueError(f"a VLA observes {IMAGE_KEY!r} and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
+                             f"'proprio'), got {list(obs_keys)}")  # fmt: skip
         self.shape_meta, self.obs_keys, self.vocab = shape_meta, list(obs_keys), list(vocab)
         self.action_dim = int(shape_meta["action"]["shape"][0])
         self.bins, self.d_model, self.layers, self.heads = int(bins), int(d_model), int(layers), int(heads)
         self.image_tokens, self.max_words, self.temperature = int(image_tokens), int(max_words), float(temperature)
-        self.shift = int(shift)
+        self.shift, self.label_sigma = int(shift), float(label_sigma)
         self.tokenizer = ActionTokenizer(self.bins)
         self.words = InstructionTokenizer(self.vocab, self.max_words)
 
@@ -91,10 +96,8 @@ class VLAPolicy(nn.Module):
         self.stem = KeypointStem(d, self.image_tokens)
         self.word_embed = nn.Embedding(len(self.vocab), d, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(1, self.max_words, d) * 0.02)
-        self.proprio = PROPRIO_KEY in self.obs_keys
-        if self.proprio:
-            self.proprio_norm = Normalizer(tuple(meta[PROPRIO_KEY]["shape"]))
-            self.proprio_embed = nn.Linear(int(meta[PROPRIO_KEY]["shape"][0]), d)
+        self.normalizers = nn.ModuleDict({k: Normalizer(tuple(meta[k]["shape"])) for k in self.low_dim})
+        self.low_dim_embed = nn.ModuleDict({k: nn.Linear(int(meta[k]["shape"][0]), d) for k in self.low_dim})
         self.queries = nn.Parameter(torch.randn(1, self.action_dim, d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, self.heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, self.layers, enable_nested_tensor=False)
@@ -108,12 +111,12 @@ class VLAPolicy(nn.Module):
             "kind": self.kind, "shape_meta": self.shape_meta, "obs_keys": self.obs_keys, "vocab": self.vocab,
             "bins": self.bins, "d_model": self.d_model, "layers": self.layers, "heads": self.heads,
             "image_tokens": self.image_tokens, "max_words": self.max_words, "temperature": self.temperature,
-            "shift": self.shift,
+            "shift": self.shift, "label_sigma": self.label_sigma,
         }  # fmt: skip
 
     def fit_normalizers(self, obs: dict[str, np.ndarray]) -> None:
-        if self.proprio:
-            self.proprio_norm.fit(obs[PROPRIO_KEY])
+        for k, norm in self.normalizers.items():
+            norm.fit(obs[k])
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-dimension logits (B, A, bins)."""
@@ -124,9 +127,9 @@ class VLAPolicy(nn.Module):
         ids, pad = self.words(obs[INSTRUCTION_KEY])
         tokens = [self.stem(image), self.word_embed(ids) + self.word_pos]
         masks = [torch.zeros(b, self.image_tokens, dtype=torch.bool), pad]
-        if self.proprio:
-            p = self.proprio_norm(torch.as_tensor(obs[PROPRIO_KEY]).float())
-            tokens.append(self.proprio_embed(p)[:, None])
+        for k in self.low_dim:
+            x = self.normalizers[k](torch.as_tensor(obs[k]).float())
+            tokens.append(self.low_dim_embed[k](x)[:, None])
             masks.append(torch.zeros(b, 1, dtype=torch.bool))
         tokens.append(self.queries.expand(b, -1, -1))
         masks.append(torch.zeros(b, self.action_dim, dtype=torch.bool))
@@ -136,10 +139,15 @@ class VLAPolicy(nn.Module):
     def imitation_loss(
         self, obs: dict[str, torch.Tensor], target: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy of the logits to the tokenised target actions (B, A), summed over dimensions."""
+        """Cross-entropy of the logits to the target actions (B, A), summed over dimensions: to the one-hot tokens, or
+        with `label_sigma` > 0 to a Gaussian over the bins around each target (HL-Gauss)."""
         logits = self(obs)
         tokens = self.tokenizer.tokenize(target)
-        ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="mean") * self.action_dim
+        if self.label_sigma > 0:
+            soft = self.tokenizer.soft_targets(target, self.label_sigma)
+            ce = -(soft * logits.log_softmax(-1)).sum(-1).sum(-1).mean()
+        else:
+            ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="mean") * self.action_dim
         accuracy = (logits.argmax(-1) == tokens).float().mean()
         return ce, {"ce": ce.item(), "token_accuracy": accuracy.item()}
 

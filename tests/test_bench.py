@@ -64,7 +64,7 @@ def test_opd_quick_bench_writes_json_and_pngs(tmp_path):
     p = run_script("scripts/bench.py", "opd", "--quick", "--out", str(out), timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data["tasks"]) == {"robodistill/PushCube-v0", "robodistill/StackCube-v0"}
+    assert set(data["tasks"]) == {"robodistill/PushCube-v0", "robodistill/PickCube-v0"}
     for row in data["tasks"].values():
         for loss in ("rkl", "fkl", "ce", "sft"):
             assert len(row[loss]["success"]) == 2 and len(row[loss]["entropy"]) == 2  # one per round

@@ -31,6 +31,21 @@ def test_action_tokens_round_trip_within_half_a_bin_and_edges_land_in_the_upper_
         tok.tokenize(torch.tensor([[0.0, float("nan")]]))
 
 
+def test_soft_targets_are_a_gaussian_over_the_bins_around_the_action():
+    tok = ActionTokenizer(256)
+    a = torch.tensor([[-1.0, -0.3, 0.01, 0.999]])
+    soft = tok.soft_targets(a, sigma_bins=2.0)
+    assert soft.shape == (1, 4, 256) and torch.allclose(soft.sum(-1), torch.ones(1, 4))
+    assert torch.equal(soft.argmax(-1), tok.tokenize(a))  # the mode is the action's own bin
+    assert soft[0, 1, tok.tokenize(a)[0, 1] + 1] > soft[0, 1, tok.tokenize(a)[0, 1] + 4]  # near beats far
+    sharp = tok.soft_targets(a, sigma_bins=0.05)
+    assert torch.all(sharp.max(-1).values > 0.99)  # a tiny sigma is the one-hot label
+    on_edge = tok.soft_targets(torch.tensor([[0.0]]), sigma_bins=0.05)[0, 0]
+    assert on_edge[127].item() == pytest.approx(0.5) and on_edge[128].item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        tok.soft_targets(torch.tensor([[float("inf")]]), 2.0)
+
+
 def test_instructions_become_word_ids_with_unknown_words_and_padding():
     vocab = build_vocab(envs.instruction_templates())
     words = InstructionTokenizer(vocab, max_words=6)

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import run_script
 
 
@@ -59,6 +60,7 @@ def test_diffusion_quick_bench_writes_json(tmp_path):
     assert "speedup" in p.stdout
 
 
+@pytest.mark.slow  # ~200 s: the OPD learner, server and client are covered by test_opd_cli.py and test_remote.py
 def test_opd_quick_bench_writes_json_and_pngs(tmp_path):
     out = tmp_path / "opd.json"
     p = run_script("scripts/bench.py", "opd", "--quick", "--out", str(out), timeout=900)

@@ -1,7 +1,7 @@
 """SFT: supervised fine-tuning of one multi-task policy on demonstrations of several tasks (behaviour cloning).
 
 The demonstrations are `algo.datasets` (collector datasets), or are collected here: `algo.num_demos` episodes of
-each task in `algo.tasks`, driven by that task's teacher (e.g. its scripted expert), one dataset per task under
+the run's task and each task in `algo.tasks`, driven by that task's teacher (e.g. its scripted expert), one dataset per task under
 `<run>/demos/`. All tasks share the run's task settings (control mode, image size) and must share the student's
 observation and action shapes. A token policy (student=vla) conditions on each demo's instruction, so one model
 serves every task; it is fitted with cross-entropy to the tokenised actions. Training and evaluation are BC's; the
@@ -23,9 +23,9 @@ class SFTLearner(BCLearner):
     name = "sft"
 
     def task_configs(self) -> list[dict[str, Any]]:
-        """The run's task settings for each env id in `algo.tasks` (the run's own task when the list is empty)."""
+        """The run's task settings for the run's own task and each other env id in `algo.tasks`."""
         main = dict(self.comps.task)
-        ids = list(self.algo.get("tasks") or [main["env_id"]])
+        ids = [main["env_id"], *(t for t in self.algo.get("tasks") or [] if t != main["env_id"])]
         return [main if env_id == main["env_id"] else {**main, "name": env_id.split("/")[-1], "env_id": env_id}
                 for env_id in ids]  # fmt: skip
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from robodistill.dataset import EpisodeWriter
 from robodistill.observations import as_dict, stack, view
-from robodistill.teachers import Teacher, query_teacher, reset_episode
+from robodistill.teachers import OPTIONAL_LABELS, Teacher, query_teacher, reset_episode
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Collector:
                 b["rewards"].append(reward[i])
                 b["teacher_actions"].append(label.action[i])
                 b["teacher_acted"].append(use_teacher[i])
-                for name in ("mean", "std", "logits", "chunk"):
+                for name in OPTIONAL_LABELS:
                     value = getattr(label, name)
                     if value is not None:
                         b.setdefault(f"teacher_{name}", []).append(value[i])
@@ -179,7 +179,7 @@ class Collector:
         dones = np.zeros(n, dtype=np.int64)
         dones[-1] = 1
         teacher = {"actions": np.asarray(b["teacher_actions"], np.float32), "acted": np.asarray(b["teacher_acted"])}
-        for name in ("mean", "std", "logits", "chunk"):
+        for name in OPTIONAL_LABELS:
             if f"teacher_{name}" in b:
                 teacher[name] = np.asarray(b[f"teacher_{name}"], np.float32)
         episode: dict[str, Any] = {

@@ -10,9 +10,9 @@ import numpy as np
 from robodistill.errors import UserError
 from robodistill.observations import INSTRUCTION_KEY
 from robodistill.runtime.client import PolicyClient, RemoteError
-from robodistill.teachers import TeacherError, TeacherOutput
+from robodistill.teachers import OPTIONAL_LABELS, TeacherError, TeacherOutput
 
-LABEL_KEYS = ("actions", "mean", "std", "logits", "chunk")  # reply keys read; "actions" is required
+LABEL_KEYS = ("actions", *OPTIONAL_LABELS)  # reply keys read; "actions" is required
 
 
 def decode_instruction(arr: np.ndarray) -> str:
@@ -141,7 +141,7 @@ class RemoteTeacher:
 def _concatenate(outs: list[TeacherOutput]) -> TeacherOutput:
     """One TeacherOutput from per-env ones; a field only some envs got is dropped."""
     fields = {}
-    for name in ("action", "mean", "std", "logits", "chunk"):
+    for name in ("action", *OPTIONAL_LABELS):
         values = [getattr(o, name) for o in outs]
         if all(v is not None for v in values):
             try:

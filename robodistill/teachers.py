@@ -26,6 +26,9 @@ class TeacherOutput:
     chunk: np.ndarray | None = None  # (N, T_p, A)
 
 
+OPTIONAL_LABELS = ("mean", "std", "logits", "chunk")  # the TeacherOutput fields a source may leave None
+
+
 class Teacher(Protocol):
     obs_keys: list[str]
 

@@ -17,8 +17,6 @@ from omegaconf import DictConfig
 
 from robodistill.errors import report_errors
 
-LABELS = ("mean", "std", "logits", "chunk")  # TeacherOutput fields sent beside "actions" when the teacher gives them
-
 
 def observation_batch(obs: dict[str, Any], keys: list[str], meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """The teacher's view of a request, checked against the task's shapes; a bad request raises ValueError."""
@@ -44,7 +42,7 @@ def main(cfg: DictConfig) -> None:
     from robodistill.observations import obs_mode_for
     from robodistill.runtime.server import PolicyServer
     from robodistill.tasks import make_env, shape_meta
-    from robodistill.teachers import make_teacher, query_teacher, reset_episode
+    from robodistill.teachers import OPTIONAL_LABELS, make_teacher, query_teacher, reset_episode
 
     teacher_cfg = to_dict(cfg.teacher)
     kind = teacher_cfg.get("kind")
@@ -66,7 +64,8 @@ def main(cfg: DictConfig) -> None:
 
     def infer(obs: dict[str, Any]) -> dict[str, np.ndarray]:
         out = query_teacher(teacher, observation_batch(obs, teacher.obs_keys, meta), action_dim)
-        return {"actions": out.action, **{k: getattr(out, k) for k in LABELS if getattr(out, k) is not None}}
+        # sent beside "actions" when the teacher gives them
+        return {"actions": out.action, **{k: getattr(out, k) for k in OPTIONAL_LABELS if getattr(out, k) is not None}}
 
     server = PolicyServer(
         infer, metadata, host=str(cfg.host), port=int(cfg.port), reset=lambda: reset_episode(teacher, None)

@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from policies.samplers import ChunkRunner, make_sampler
-from robodistill.benchmarks.runs import map_jobs, train_once
+from robodistill.benchmarks.runs import call_job, map_jobs, train_once
 from robodistill.evaluate_run import evaluate_run
 from robodistill.observations import as_dict
 from robodistill.tasks import make_env
@@ -103,12 +103,12 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                                        "sdp")))  # fmt: skip
             keys1 += [(task, seed, "dp"), (task, seed, "sdp")]
     workers = 1 if quick else 2
-    results = dict(zip(keys1, map_jobs(call, jobs1, workers)))
+    results = dict(zip(keys1, map_jobs(call_job, jobs1, workers)))
     jobs2 = [(single_job, ([f"task={task}", f"seed={seed}", *common, "algo=consistency", "teacher=diffusion",
                             f"teacher.path={out_dir / f'{task}_dp_s{seed}'}", f"algo.updates={cd_updates}"],
                            out_dir / f"{task}_cd_s{seed}", "consistency"))
              for task in tasks for seed in seeds]  # fmt: skip
-    results.update(zip([(t, s, "cd") for t in tasks for s in seeds], map_jobs(call, jobs2, workers)))
+    results.update(zip([(t, s, "cd") for t in tasks for s in seeds], map_jobs(call_job, jobs2, workers)))
 
     payload: dict[str, Any] = {"seeds": seeds, "episodes": episodes, "dp_updates": dp_updates,
                                "consistency_updates": cd_updates, "samplers": SAMPLERS, "tasks": {}, "runs": {}}  # fmt: skip
@@ -152,7 +152,3 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                  f"per executed action, counted during those episodes; latency: policy call at batch 1, mean over "
                  f"control steps of the seed-0 runs, planning amortised; speedup = DDPM-100 latency / latency)")  # fmt: skip
     return payload, lines
-
-
-def call(fn, args):  # noqa: ANN001 - a picklable trampoline for map_jobs
-    return fn(*args)

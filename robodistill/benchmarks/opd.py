@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from robodistill.benchmarks.runs import map_jobs, train_once
+from robodistill.benchmarks.runs import call_job, map_jobs, train_once
 
 TASKS = {"pushcube": "robodistill/PushCube-v0", "pickcube": "robodistill/PickCube-v0"}
 # Both policies read the camera image, the instruction and the state vector (the two tasks' are alike in shape):
@@ -165,7 +165,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         jobs.append((sft_job, ([*sft, "student=vla", *common(s, seed), *s["net"],
                                 f"algo.num_demos={s['base_demos']}", f"algo.updates={s['base_updates']}"],
                                out_dir / f"base_s{seed}")))  # fmt: skip
-    first = map_jobs(call, jobs, workers)
+    first = map_jobs(call_job, jobs, workers)
     teacher, bases = first[0], dict(zip(seeds, first[1:]))
 
     jobs, keys = [], []
@@ -183,7 +183,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                              f"algo.updates_per_round={s['updates_per_round']}", "algo.lr=1e-3", *mode]  # fmt: skip
                 jobs.append((opd_job, (overrides, out_dir / f"{task}_{variant}_s{seed}", heldout, s["heldout_eval"])))
                 keys.append((seed, task, variant))
-    results = dict(zip(keys, map_jobs(call, jobs, workers)))
+    results = dict(zip(keys, map_jobs(call_job, jobs, workers)))
 
     task_cfg = {"env_id": TASKS["pushcube"], "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": s["image"]}}
     rates = throughput(teacher_dir, out_dir / "base_s0", task_cfg, s["throughput_episodes"])
@@ -245,7 +245,3 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         f"episodes; entropy: student per-token entropy on the round's visited states, max ln(256) = 5.55)",
     ]  # fmt: skip
     return payload, lines
-
-
-def call(fn, args):  # noqa: ANN001 - a picklable trampoline for map_jobs
-    return fn(*args)

@@ -38,6 +38,11 @@ def map_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 1) ->
         return list(pool.map(fn, *zip(*jobs)))
 
 
+def call_job(fn: Callable[..., Any], args: tuple) -> Any:
+    """fn(*args): a picklable trampoline, so map_jobs can run jobs that each name their own function."""
+    return fn(*args)
+
+
 def train_many(jobs: Sequence[tuple[Sequence[str], Path]], workers: int = 1) -> list[dict[str, Any]]:
     """Run `train_once` for each (overrides, run_dir), `workers` at a time."""
     return map_jobs(train_once, jobs, workers)

@@ -72,22 +72,28 @@ class Learner:
     def evaluate_student(self, run: Run, step: int, final: bool = False, episodes: int | None = None) -> dict[str, Any]:
         """Evaluate the student over the eval config's seeded episodes (or the first `episodes` of them); the final
         call films and writes eval.json."""
-        e = self.cfg.eval
-        result = evaluate(
-            student_policy(self.eval_student(), self.cfg.get("sampler")),
-            self.comps.task,
-            self.comps.obs_mode,
-            episodes=int(episodes or e.episodes),
-            seed=int(e.seed),
-            num_envs=int(e.num_envs),
-            video_dir=run.video_dir if final else None,
-            num_videos=int(e.videos) if final else 0,
-            progress=self.progress,
-        )
+        result = self.evaluate_on(self.comps.task, episodes, run.video_dir if final else None)
         run.log(step, {"eval/success_rate": result["success_rate"], "eval/return_mean": result["return_mean"]})
         if final:
             run.write_json("eval.json", {k: v for k, v in result.items()})
         return result
+
+    def evaluate_on(self, task: dict[str, Any], episodes: int | None = None, video_dir: Path | None = None
+                    ) -> dict[str, Any]:  # fmt: skip
+        """The student on `task` over the eval config's seeded episodes (or the first `episodes`); films
+        `eval.videos` of them into `video_dir` when given."""
+        e = self.cfg.eval
+        return evaluate(
+            student_policy(self.eval_student(), self.cfg.get("sampler")),
+            task,
+            self.comps.obs_mode,
+            episodes=int(episodes or e.episodes),
+            seed=int(e.seed),
+            num_envs=int(e.num_envs),
+            video_dir=video_dir,
+            num_videos=int(e.videos) if video_dir is not None else 0,
+            progress=self.progress,
+        )
 
     def eval_student(self) -> torch.nn.Module:
         """The network evaluated and saved as the policy (an EMA copy for diffusion learners)."""

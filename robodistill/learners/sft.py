@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from robodistill.evaluation import evaluate, student_policy
 from robodistill.learners.bc import BCLearner
 from robodistill.run import Run
 
@@ -38,14 +37,12 @@ class SFTLearner(BCLearner):
         """The run's task as BC evaluates it; at the end also every other task of `algo.tasks` (no videos)."""
         result = super().evaluate_student(run, step, final, episodes)
         if final:
-            e, per_task = self.cfg.eval, {}
+            per_task = {}
             for task in self.task_configs():
                 if task["env_id"] == self.comps.task["env_id"]:
                     per_task[task["env_id"]] = result["success_rate"]
                     continue
-                other = evaluate(student_policy(self.eval_student(), self.cfg.get("sampler")), task,
-                                 self.comps.obs_mode, episodes=int(episodes or e.episodes), seed=int(e.seed),
-                                 num_envs=int(e.num_envs), progress=self.progress)  # fmt: skip
+                other = self.evaluate_on(task, episodes)
                 per_task[task["env_id"]] = other["success_rate"]
                 run.log(step, {f"eval/{task['env_id'].split('/')[-1]}/success_rate": other["success_rate"]})
             result["tasks"] = per_task

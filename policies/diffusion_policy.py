@@ -123,9 +123,8 @@ class DiffusionPolicy(nn.Module):
     # ---- network --------------------------------------------------------------------------------------------
     def condition(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Observation history {key: (B, T_o, ...)} -> FiLM condition (B, T_o * F)."""
-        b = len(next(iter(obs.values())))
-        flat = {k: obs[k].reshape(b * self.obs_horizon, *obs[k].shape[2:]) for k in self.obs_keys}
-        return self.encoder(flat).reshape(b, -1)
+        flat = {k: obs[k].flatten(0, 1) for k in self.obs_keys}  # (B * T_o, ...); traced with a free batch size
+        return self.encoder(flat).reshape(-1, self.obs_horizon * self.encoder.out_dim)
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Predicted noise of x_t at level t (B,) or per position (B, T_p)."""

@@ -123,12 +123,17 @@ class VLAPolicy(nn.Module):
         image = torch.as_tensor(obs[IMAGE_KEY])
         if self.training and self.shift > 0:
             image = random_shift(image, self.shift)
+        ids, _ = self.words(obs[INSTRUCTION_KEY])
+        return self.logits(image, ids, {k: torch.as_tensor(obs[k]) for k in self.low_dim})
+
+    def logits(self, image: torch.Tensor, ids: torch.Tensor, low_dim: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-dimension logits (B, A, bins) from images, instruction word ids (B, max_words; 0 pads) and the
+        low-dim observations: the part of `forward` an exported graph holds (the word split runs outside)."""
         b = image.shape[0]
-        ids, pad = self.words(obs[INSTRUCTION_KEY])
         tokens = [self.stem(image), self.word_embed(ids) + self.word_pos]
-        masks = [torch.zeros(b, self.image_tokens, dtype=torch.bool), pad]
+        masks = [torch.zeros(b, self.image_tokens, dtype=torch.bool), ids == 0]
         for k in self.low_dim:
-            x = self.normalizers[k](torch.as_tensor(obs[k]).float())
+            x = self.normalizers[k](low_dim[k].float())
             tokens.append(self.low_dim_embed[k](x)[:, None])
             masks.append(torch.zeros(b, 1, dtype=torch.bool))
         tokens.append(self.queries.expand(b, -1, -1))

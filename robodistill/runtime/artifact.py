@@ -1,0 +1,261 @@
+"""Load an exported policy (a directory written by `scripts/export.py`) and run it with onnxruntime: numpy only.
+
+An artifact holds `contract.json` (what the policy observes and commands, at which rate, in which chunks), the ONNX
+graphs it names with their sha256, and `selftest.npz` (recorded observations and the actions torch gave for them).
+`load_artifact` refuses a directory whose contract is missing or malformed or whose model files do not match their
+sha256 (truncated, tampered). `ArtifactPolicy` turns one observation into an action chunk (T, A): it keeps the
+observation history, tokenises the instruction of a token policy and runs a diffusion policy's sampler loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+KINDS = ("gaussian", "vla", "consistency", "diffusion")
+# the graphs each kind ships, run by ArtifactPolicy
+GRAPHS = {"gaussian": ("policy",), "vla": ("policy",), "consistency": ("policy",),
+          "diffusion": ("encoder", "denoiser", "decoder")}  # fmt: skip
+IDS_KEY = "instruction_ids"  # a token policy's graph reads the instruction as word ids, tokenised here
+
+
+class ArtifactError(RuntimeError):
+    """The artifact cannot be used: missing, corrupt, tampered, or not made for this robot."""
+
+    user_facing = True  # entry points print it as one line
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: its directory, contract and one onnxruntime session per graph."""
+
+    path: Path
+    contract: dict[str, Any]
+    sessions: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.contract["kind"]
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.contract["action"]["dim"])
+
+    @property
+    def rate_hz(self) -> float:
+        return float(self.contract["control_rate_hz"])
+
+    @property
+    def observations(self) -> dict[str, dict[str, Any]]:
+        """{key: {"shape", "dtype", "type"}} of one observation (no batch or history dimension)."""
+        return self.contract["observations"]
+
+    def check_robot(self, obs: dict[str, Any], action_dim: int) -> None:
+        """Refuse (ArtifactError, one message listing every mismatch) a robot whose observation or action size does
+        not fit the contract. Extra observation keys are fine."""
+        problems = []
+        for key, spec in self.observations.items():
+            if key not in obs:
+                problems.append(f"no observation {key!r}")
+                continue
+            a = np.asarray(obs[key])
+            if list(a.shape) != list(spec["shape"]):
+                problems.append(f"observation {key!r} has shape {list(a.shape)}, the contract says {spec['shape']}")
+            elif not np.can_cast(a.dtype, np.dtype(spec["dtype"]), "same_kind"):
+                problems.append(f"observation {key!r} is {a.dtype}, the contract says {spec['dtype']}")
+        if int(action_dim) != self.action_dim:
+            problems.append(f"the robot takes {action_dim} action dimensions, the policy gives {self.action_dim}")
+        if problems:
+            raise ArtifactError(f"artifact {self.path} does not fit this robot: {'; '.join(problems)} "
+                                f"(exported for {self.contract.get('task', {}).get('env_id', '?')}, control mode "
+                                f"{self.contract['action'].get('control_mode')})")  # fmt: skip
+
+
+def load_contract(path: str | Path) -> dict[str, Any]:
+    """The artifact's contract.json, checked for the fields the runtime reads."""
+    path = Path(path)
+    file = path / "contract.json"
+    if not file.exists():
+        raise ArtifactError(f"{path} is not an exported policy (no contract.json); export a run with "
+                            f"`python scripts/export.py run=<run dir>`")  # fmt: skip
+    try:
+        contract = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{file} cannot be read: {exc}") from exc
+    required = ("format_version", "kind", "observations", "action", "control_rate_hz", "chunk", "models")
+    missing = [k for k in required if not isinstance(contract, dict) or k not in contract]
+    if missing:
+        raise ArtifactError(f"{file} lacks {missing}: not a robodistill contract, or a damaged one")
+    if contract["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(f"{file} has format version {contract['format_version']}; this runtime reads "
+                            f"{FORMAT_VERSION}: re-export the run")  # fmt: skip
+    if contract["kind"] not in KINDS:
+        raise ArtifactError(f"{file}: unknown policy kind {contract['kind']!r}; known: {', '.join(KINDS)}")
+    return contract
+
+
+def verify_models(path: str | Path, contract: dict[str, Any]) -> dict[str, Path]:
+    """The model files of the contract, each checked against its sha256; ArtifactError if one is off."""
+    path, files = Path(path), {}
+    for name in GRAPHS[contract["kind"]]:
+        entry = contract["models"].get(name)
+        if entry is None:
+            raise ArtifactError(f"{path}/contract.json names no {name!r} model, which a {contract['kind']} needs")
+        file = path / entry["file"]
+        if not file.exists():
+            raise ArtifactError(f"model file {file} is missing")
+        digest = sha256(file)
+        if digest != entry["sha256"]:
+            raise ArtifactError(f"model file {file} does not match its sha256 in the contract (truncated or "
+                                f"tampered?): {digest[:12]}... != {entry['sha256'][:12]}...")  # fmt: skip
+        files[name] = file
+    return files
+
+
+def load_artifact(path: str | Path, threads: int = 1) -> Artifact:
+    """Check and load an artifact directory; `threads` is onnxruntime's intra-op thread count."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ArtifactError("running an exported policy needs onnxruntime: pip install onnxruntime") from exc
+    path = Path(path)
+    contract = load_contract(path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    sessions = {}
+    for name, file in verify_models(path, contract).items():
+        try:
+            sessions[name] = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
+            raise ArtifactError(f"onnxruntime cannot load {file}: {exc}") from exc
+    return Artifact(path, contract, sessions)
+
+
+def instruction_ids(instruction: np.ndarray, vocab: list[str], max_words: int) -> np.ndarray:
+    """UTF-8 instruction bytes (B, L) -> word ids (B, max_words), as the token policy's tokenizer makes them:
+    lower-case words of letters and digits, 1 (<unk>) for a word not in `vocab`, 0 (<pad>) after the last."""
+    index = {w: i for i, w in enumerate(vocab)}
+    ids = np.zeros((len(instruction), max_words), np.int64)
+    for row, text in enumerate(np.asarray(instruction, np.uint8)):
+        words = re.findall(r"[a-z0-9]+", bytes(text).rstrip(b"\0").decode("utf-8", "replace").lower())
+        found = [index.get(w, 1) for w in words][:max_words]
+        ids[row, : len(found)] = found
+    return ids
+
+
+class ArtifactPolicy:
+    """One robot's policy from an artifact: `policy(obs) -> (T, A)` float32 actions, action i meant for the control
+    step i after the observation's. Keeps the observation history (`reset()` at an episode start); the noise of
+    diffusion-family policies comes from `seed`."""
+
+    def __init__(self, artifact: Artifact, seed: int = 0):
+        self.artifact, self.contract = artifact, artifact.contract
+        self.kind = artifact.kind
+        self.obs_keys = list(self.contract["observations"])
+        self.horizon = int(self.contract["chunk"].get("obs_horizon", 1))
+        self.rng = np.random.default_rng(seed)
+        self.history: deque[dict[str, np.ndarray]] = deque(maxlen=self.horizon)
+
+    def reset(self) -> None:
+        """Forget the observation history (call at the start of an episode)."""
+        self.history.clear()
+
+    def __call__(self, obs: dict[str, Any]) -> np.ndarray:
+        frame = {k: np.asarray(obs[k], dtype=self.contract["observations"][k]["dtype"]) for k in self.obs_keys}
+        if not self.history:  # a new episode repeats its first observation (as training windows do)
+            self.history.extend([frame] * self.horizon)
+        else:
+            self.history.append(frame)
+        if self.horizon > 1:
+            batch = {k: np.stack([f[k] for f in self.history])[None] for k in self.obs_keys}  # (1, T_o, ...)
+        else:
+            batch = {k: frame[k][None] for k in self.obs_keys}  # (1, ...)
+        return self.infer(batch)[0]
+
+    def infer(self, batch: dict[str, np.ndarray], noise: np.ndarray | None = None) -> np.ndarray:
+        """Batched inference on graph-shaped inputs (B, ...) or (B, T_o, ...): chunks (B, T, A). `noise`
+        (B, T_p, A) replaces the sampler's random start of a diffusion-family policy (for parity checks)."""
+        s, c = self.artifact.sessions, self.contract
+        feeds = dict(batch)
+        if self.kind == "vla":
+            text = feeds.pop(c["instruction"]["key"])
+            feeds[IDS_KEY] = instruction_ids(text, c["instruction"]["vocab"], int(c["instruction"]["max_words"]))
+            return s["policy"].run(["actions"], feeds)[0]
+        if self.kind == "gaussian":
+            return s["policy"].run(["actions"], feeds)[0]
+        b = len(next(iter(feeds.values())))
+        shape = (b, int(c["chunk"]["pred_horizon"]), self.artifact.action_dim)
+        x = (self.rng.standard_normal(shape) if noise is None else noise).astype(np.float32)
+        if self.kind == "consistency":
+            return s["policy"].run(["actions"], {**feeds, "noise": x})[0]
+        return s["decoder"].run(["actions"], {"x": self.ddim(x, s["encoder"].run(["cond"], feeds)[0])})[0]
+
+    def ddim(self, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        """Deterministic DDIM from noise x (B, T_p, A) along the contract's step list (policies/diffusion.py)."""
+        sampler = self.contract["sampler"]
+        bars = np.asarray(sampler["alphas_cumprod"], np.float32)
+        steps = [int(t) for t in sampler["timesteps"]]
+        denoiser = self.artifact.sessions["denoiser"]
+        for t, t_prev in zip(steps, [*steps[1:], -1]):
+            eps = denoiser.run(["eps"], {"x": x, "t": np.full(len(x), t, np.int64), "cond": cond})[0]
+            bar_t, bar_prev = bars[t], (bars[t_prev] if t_prev >= 0 else np.float32(1.0))
+            x0 = np.clip((x - np.sqrt(1 - bar_t) * eps) / np.sqrt(bar_t), -1.0, 1.0)
+            eps = (x - np.sqrt(bar_t) * x0) / np.sqrt(1 - bar_t)  # the noise consistent with the clipped x_0
+            x = (np.sqrt(bar_prev) * x0 + np.sqrt(1 - bar_prev) * eps).astype(np.float32)
+        return x
+
+
+def selftest(artifact: Artifact, tolerance: float | None = None) -> dict[str, Any]:
+    """Run the artifact on the observations recorded in its `selftest.npz` and compare with the actions torch gave
+    at export: {"samples", "max_abs_diff", "tolerance", "passed"}."""
+    file = artifact.path / "selftest.npz"
+    if not file.exists():
+        raise ArtifactError(f"{file} is missing: this artifact carries no recorded observations")
+    data = np.load(file)
+    batch = {k.removeprefix("obs/"): data[k] for k in data.files if k.startswith("obs/")}
+    noise = data["noise"] if "noise" in data.files else None
+    actions = ArtifactPolicy(artifact).infer(batch, noise)
+    diff = float(np.abs(actions - data["actions"]).max())
+    tol = float(tolerance if tolerance is not None else artifact.contract["parity"]["tolerance"])
+    return {"samples": len(actions), "max_abs_diff": diff, "tolerance": tol, "passed": diff <= tol}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m robodistill.runtime.artifact <dir>`: verify an artifact on this machine (sha256, load, selftest)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("artifact", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        artifact = load_artifact(args.artifact)
+        result = selftest(artifact)
+    except ArtifactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps({"kind": artifact.kind, "action_dim": artifact.action_dim, **result}))
+    sys.exit(0 if result["passed"] else 1)
+
+
+if __name__ == "__main__":
+    main()

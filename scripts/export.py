@@ -1,0 +1,33 @@
+"""Export a run's student for deployment: python scripts/export.py run=<run dir> [format=onnx|torchscript]
+
+Writes <run>/export_onnx (or out=<dir>): the graphs, contract.json, parity.json and selftest.npz. The export is
+refused when the exported graphs differ from torch by more than `tolerance` on `samples` recorded observations.
+Run the artifact with `python scripts/deploy.py artifact=<dir> robot=sim` or serve it with
+`python scripts/serve.py artifact=<dir>`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+from omegaconf import DictConfig
+
+from robodistill.errors import report_errors
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="export")
+@report_errors
+def main(cfg: DictConfig) -> None:
+    from robodistill.export import export_run
+
+    contract = export_run(
+        cfg.run, cfg.out, str(cfg.format), int(cfg.samples), float(cfg.tolerance), str(cfg.checkpoint),
+        int(cfg.sampler_steps), int(cfg.seed), bool(cfg.progress),
+    )  # fmt: skip
+    out = cfg.out or f"{cfg.run}/export_{cfg.format}"
+    print(json.dumps({"artifact": str(out), "kind": contract["kind"], "parity": contract["parity"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,12 @@
-"""Serve a teacher over the openpi policy-server protocol (websocket + msgpack-numpy), until Ctrl-C:
+"""Serve a teacher or an exported policy over the openpi policy-server protocol (websocket + msgpack-numpy):
 
 python scripts/serve.py task=pushcube teacher=scripted port=8765
 python scripts/serve.py task=pushcube teacher=checkpoint teacher.path=<run dir> host=0.0.0.0
+python scripts/serve.py artifact=<run dir>/export_onnx port=8000
 
-Clients send observation batches (a leading batch dim N) and get {"actions": (N, A)} plus "mean", "std", "logits"
-or "chunk" where the teacher gives them; robodistill's teacher=remote is such a client.
+A teacher answers observation batches (a leading batch dim N) with {"actions": (N, A)} plus "mean", "std", "logits"
+or "chunk" where it gives them; robodistill's teacher=remote is such a client. An artifact (run by onnxruntime, no
+torch) answers one observation, as openpi's robot clients send it, with {"actions": (T, A)}: the action chunk.
 """
 
 from __future__ import annotations
@@ -18,29 +20,15 @@ from omegaconf import DictConfig
 from robodistill.errors import report_errors
 
 
-def observation_batch(obs: dict[str, Any], keys: list[str], meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The teacher's view of a request, checked against the task's shapes; a bad request raises ValueError."""
-    missing = [k for k in keys if k not in obs]
-    if missing:
-        raise ValueError(f"the observation lacks {missing}: this teacher reads {keys}, the request has {sorted(obs)}")
-    batch = {k: np.asarray(obs[k]) for k in keys}
-    for k, a in batch.items():
-        shape = meta["obs"].get(k, {}).get("shape")
-        if shape is not None and (a.ndim != len(shape) + 1 or list(a.shape[1:]) != list(shape)):
-            expected = ", ".join(["N", *map(str, shape)])
-            raise ValueError(f"observation {k!r} has shape {a.shape}, expected ({expected}): a batch of N")
-    if len({len(a) for a in batch.values()}) > 1:
-        raise ValueError(f"observations differ in batch size: { {k: a.shape for k, a in batch.items()} }")
-    return batch
-
-
 @hydra.main(version_base=None, config_path="../conf", config_name="serve")
 @report_errors
 def main(cfg: DictConfig) -> None:
+    if cfg.get("artifact"):
+        return serve_artifact(str(cfg.artifact), str(cfg.host), int(cfg.port))
     # imported here so a missing GL backend is reported as one line
     from robodistill.components import check_teacher, to_dict
     from robodistill.observations import obs_mode_for
-    from robodistill.runtime.server import PolicyServer
+    from robodistill.runtime.server import PolicyServer, observation_batch
     from robodistill.tasks import make_env, shape_meta
     from robodistill.teachers import OPTIONAL_LABELS, make_teacher, query_teacher, reset_episode
 
@@ -50,6 +38,7 @@ def main(cfg: DictConfig) -> None:
     teacher = make_teacher(teacher_cfg, env, seed=int(cfg.seed))
     probe = check_teacher(teacher, env)  # one query on a reset observation: the teacher fits the task
     meta = shape_meta(env)
+    shapes = {k: v["shape"] for k, v in meta["obs"].items()}
     action_dim = int(env.action_space.shape[0])
     metadata = {
         "server": "robodistill",
@@ -63,21 +52,42 @@ def main(cfg: DictConfig) -> None:
         metadata["bins"] = int(probe.logits.shape[-1])
 
     def infer(obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        out = query_teacher(teacher, observation_batch(obs, teacher.obs_keys, meta), action_dim)
+        out = query_teacher(teacher, observation_batch(obs, teacher.obs_keys, shapes), action_dim)
         # sent beside "actions" when the teacher gives them
         return {"actions": out.action, **{k: getattr(out, k) for k in OPTIONAL_LABELS if getattr(out, k) is not None}}
 
     server = PolicyServer(
         infer, metadata, host=str(cfg.host), port=int(cfg.port), reset=lambda: reset_episode(teacher, None)
     )
+    try:
+        serve(server, f"{kind} teacher")
+    finally:
+        env.close()
+
+
+def serve_artifact(path: str, host: str, port: int) -> None:
+    """Serve an exported policy with the torch-free runtime (its graphs checked against their sha256 first)."""
+    from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
+    from robodistill.runtime.server import PolicyServer
+
+    artifact = load_artifact(path)
+    policy = ArtifactPolicy(artifact)
+    c = artifact.contract
+    metadata = {
+        "server": "robodistill", "artifact": artifact.kind, "obs_keys": policy.obs_keys,
+        "action_dim": artifact.action_dim, "batched": policy.horizon == 1,
+        "contract": {k: c[k] for k in ("observations", "action", "chunk", "control_rate_hz")},
+    }  # fmt: skip
+    serve(PolicyServer(policy.answer, metadata, host=host, port=port, reset=policy.reset), f"{artifact.kind} policy")
+
+
+def serve(server, what: str) -> None:
     server.start()
-    print(f"serving {kind} teacher on {server.url} (health: http://{server.host}:{server.port}/healthz)", flush=True)
+    print(f"serving {what} on {server.url} (health: http://{server.host}:{server.port}/healthz)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopped")
-    finally:
-        env.close()
 
 
 if __name__ == "__main__":

@@ -106,6 +106,9 @@ def load_contract(path: str | Path) -> dict[str, Any]:
     if contract["format_version"] != FORMAT_VERSION:
         raise ArtifactError(f"{file} has format version {contract['format_version']}; this runtime reads "
                             f"{FORMAT_VERSION}: re-export the run")  # fmt: skip
+    if contract.get("format", "onnx") != "onnx":
+        raise ArtifactError(f"{path} is a {contract['format']} artifact, for torch.jit.load or libtorch (C++); this "
+                            f"runtime runs ONNX: export with format=onnx")  # fmt: skip
     if contract["kind"] not in KINDS:
         raise ArtifactError(f"{file}: unknown policy kind {contract['kind']!r}; known: {', '.join(KINDS)}")
     return contract
@@ -150,6 +153,12 @@ def load_artifact(path: str | Path, threads: int = 1) -> Artifact:
     return Artifact(path, contract, sessions)
 
 
+def encode_text(text: str, size: int) -> np.ndarray:
+    """A prompt string as the zero-padded UTF-8 bytes (size,) of an instruction observation (envs' encoding)."""
+    raw = text.encode()[:size]
+    return np.frombuffer(raw.ljust(size, b"\0"), np.uint8).copy()
+
+
 def instruction_ids(instruction: np.ndarray, vocab: list[str], max_words: int) -> np.ndarray:
     """UTF-8 instruction bytes (B, L) -> word ids (B, max_words), as the token policy's tokenizer makes them:
     lower-case words of letters and digits, 1 (<unk>) for a word not in `vocab`, 0 (<pad>) after the last."""
@@ -190,6 +199,28 @@ class ArtifactPolicy:
         else:
             batch = {k: frame[k][None] for k in self.obs_keys}  # (1, ...)
         return self.infer(batch)[0]
+
+    def answer(self, request: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A policy-server request. One observation {key: array of the contract's shape} (openpi's convention) ->
+        {"actions": (T, A)}, the history kept between requests; or, for a policy without history, a batch
+        {key: (N, ...)} -> {"actions": (N, A), "chunk": (N, T, A)}. A "prompt" string stands in for a token
+        policy's instruction bytes. ValueError on a request that does not fit the contract."""
+        from robodistill.runtime.server import observation_batch
+
+        obs = dict(request)
+        text = self.contract.get("instruction", {}).get("key")
+        if text and text not in obs and isinstance(obs.get("prompt"), str):
+            obs[text] = encode_text(obs["prompt"], self.contract["observations"][text]["shape"][0])
+        shapes = {k: v["shape"] for k, v in self.contract["observations"].items()}
+        key = self.obs_keys[0]
+        if key in obs and np.ndim(obs[key]) == len(shapes[key]):  # one observation
+            one = {k: np.asarray(v)[None] for k, v in obs.items() if k in self.obs_keys}
+            return {"actions": self({k: v[0] for k, v in observation_batch(one, self.obs_keys, shapes).items()})}
+        if self.horizon > 1:
+            raise ValueError(f"this policy keeps a history of {self.horizon} observations: send one observation per "
+                             f"request (shapes {shapes}), not a batch")  # fmt: skip
+        chunk = self.infer(observation_batch(obs, self.obs_keys, shapes))
+        return {"actions": chunk[:, 0], "chunk": chunk}
 
     def infer(self, batch: dict[str, np.ndarray], noise: np.ndarray | None = None) -> np.ndarray:
         """Batched inference on graph-shaped inputs (B, ...) or (B, T_o, ...): chunks (B, T, A). `noise`

@@ -9,7 +9,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -188,3 +190,20 @@ def _error(message: str) -> str:
 
 def _bound_port(server: Server) -> int:
     return int(next(iter(server.sockets)).getsockname()[1])
+
+
+def observation_batch(obs: dict[str, Any], keys: list[str], shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """The policy's view of a request {key: (N, *shape)}, checked against `shapes` {key: shape}; ValueError naming
+    what is missing or misshapen (the server answers it as an error and keeps serving)."""
+    missing = [k for k in keys if k not in obs]
+    if missing:
+        raise ValueError(f"the observation lacks {missing}: this policy reads {keys}, the request has {sorted(obs)}")
+    batch = {k: np.asarray(obs[k]) for k in keys}
+    for k, a in batch.items():
+        shape = shapes.get(k)
+        if shape is not None and (a.ndim != len(shape) + 1 or list(a.shape[1:]) != list(shape)):
+            expected = ", ".join(["N", *map(str, shape)])
+            raise ValueError(f"observation {k!r} has shape {a.shape}, expected ({expected}): a batch of N")
+    if len({len(a) for a in batch.values()}) > 1:
+        raise ValueError(f"observations differ in batch size: { {k: a.shape for k, a in batch.items()} }")
+    return batch

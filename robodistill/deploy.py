@@ -1,0 +1,159 @@
+"""Deploy an exported policy end to end: the torch-free runtime drives a robot at a fixed rate.
+
+`robot=sim` is the MuJoCo task as a stand-in robot (`SimRobot`): the control loop reads its observation and sends it
+actions at the artifact's rate, and each action steps the simulation by one control step, so the task runs in real
+time as a robot would, and its success says whether the deployed policy does what the run's evaluation measured.
+`robot=callback` calls a user's `read_obs()` / `send_action(a)` functions for `duration_s`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from robodistill.errors import UserError
+from robodistill.observations import as_dict, obs_mode_for
+from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
+from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter
+from robodistill.runtime.robots import CallbackRobot
+from robodistill.tasks import make_env
+from robodistill.teachers import load_callable
+
+ROBOTS = ("sim", "callback")
+
+
+class SimRobot:
+    """One env of `task` offering the observation keys `obs_keys` (the smallest obs mode that has them)."""
+
+    def __init__(self, task: Mapping[str, Any], obs_keys: list[str]):
+        self.env = make_env(task, obs_mode_for(set(obs_keys)))
+        self.action_dim = int(self.env.action_space.shape[0])
+        self.obs: dict[str, np.ndarray] = {}
+        self.done, self.success, self.steps, self.episode_return = True, False, 0, 0.0
+
+    def start_episode(self, seed: int) -> dict[str, np.ndarray]:
+        obs, _ = self.env.reset(seed=seed)
+        self.obs = as_dict(obs)
+        self.done, self.success, self.steps, self.episode_return = False, False, 0, 0.0
+        return self.obs
+
+    def read_obs(self) -> dict[str, np.ndarray]:
+        return self.obs
+
+    def send_action(self, action: np.ndarray) -> None:
+        if self.done:
+            return  # the episode ended at the previous step; the loop stops after this tick
+        obs, reward, term, trunc, info = self.env.step(np.asarray(action, dtype=np.float32))
+        self.obs = as_dict(obs)
+        self.steps += 1
+        self.episode_return += float(reward)
+        self.success = self.success or bool(info.get("success", False))
+        self.done = bool(term or trunc)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def safety_filter(artifact: Artifact, max_delta: float | None) -> SafetyFilter:
+    """Bounds from the contract, an optional per-tick change limit; holds start from the zero action (no motion
+    for delta control modes), clipped into bounds."""
+    a = artifact.contract["action"]
+    return SafetyFilter(np.asarray(a["low"]), np.asarray(a["high"]), max_delta)
+
+
+def loop_summary(runs: list[LoopStats]) -> dict[str, Any]:
+    """Tick-weighted figures over several loop runs: misses per 10k ticks and lateness / latency percentiles."""
+    ticks = sum(s.ticks for s in runs)
+    late = [t["late_ms"] for s in runs for t in s.log]
+    latency = [t["latency_ms"] for s in runs for t in s.log if t["latency_ms"] is not None]
+    counts: dict[str, int] = {}
+    for s in runs:
+        for k, v in s.interventions.items():
+            counts[k] = counts.get(k, 0) + v
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return float(np.percentile(xs, q)) if xs else None
+
+    misses = sum(s.misses for s in runs)
+    return {
+        "ticks": ticks, "misses": misses, "misses_per_10k": 1e4 * misses / max(ticks, 1),
+        "errors": sum(s.errors for s in runs), "dropped": sum(s.dropped for s in runs), "interventions": counts,
+        "late_ms_p50": pct(late, 50), "late_ms_p99": pct(late, 99), "latency_ms_p50": pct(latency, 50),
+        "latency_ms_p99": pct(latency, 99),
+    }  # fmt: skip
+
+
+def deploy_sim(artifact: Artifact, episodes: int, seed: int, rate_hz: float | None = None,
+               deadline_s: float | None = None, max_delta: float | None = None, task: Mapping[str, Any] | None = None,
+               log_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Run `episodes` episodes (seeds seed, seed + 1, ...) of the artifact's task in real time; success and loop
+    figures. Each episode's ticks go to <log_dir>/episode_<i>.jsonl."""
+    task = dict(task or artifact.contract["task"])
+    robot = SimRobot(task, list(artifact.observations))
+    policy = ArtifactPolicy(artifact, seed=seed)
+    rate = float(rate_hz or artifact.rate_hz)
+    log_dir = Path(log_dir) if log_dir is not None else None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    per_episode, runs = [], []
+    try:
+        artifact.check_robot(robot.start_episode(seed), robot.action_dim)
+        for i in tqdm(range(episodes), desc="deploy", disable=not progress):
+            robot.start_episode(seed + i)
+            loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s,
+                               log_dir / f"episode_{i:03d}.jsonl" if log_dir else None)  # fmt: skip
+            stats = loop.run()  # until the episode ends (robot.done)
+            runs.append(stats)
+            per_episode.append({"episode": i, "seed": seed + i, "success": robot.success, "steps": robot.steps,
+                                "return": robot.episode_return, **stats.summary()})  # fmt: skip
+    finally:
+        robot.close()
+    return {
+        "artifact": str(artifact.path), "kind": artifact.kind, "rate_hz": rate, "episodes": episodes,
+        "success_rate": float(np.mean([e["success"] for e in per_episode])), **loop_summary(runs),
+        "per_episode": per_episode,
+    }  # fmt: skip
+
+
+def deploy_callback(artifact: Artifact, cfg: Mapping[str, Any], rate_hz: float | None = None,
+                    deadline_s: float | None = None, max_delta: float | None = None,
+                    log_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Drive the user's robot (`cfg.read_obs`, `cfg.send_action`, optional `cfg.done`: 'package.module:function')
+    for `cfg.duration_s` seconds or until done."""
+    fns = {k: load_callable(cfg[k]) for k in ("read_obs", "send_action", "done") if cfg.get(k)}
+    if "read_obs" not in fns or "send_action" not in fns:
+        raise UserError("robot=callback needs robot.read_obs=<package.module:function> and "
+                        "robot.send_action=<package.module:function>")  # fmt: skip
+    robot = CallbackRobot(fns["read_obs"], fns["send_action"], artifact.action_dim, fns.get("done"))
+    artifact.check_robot(robot.read_obs(), int(cfg.get("action_dim") or artifact.action_dim))
+    rate = float(rate_hz or artifact.rate_hz)
+    log = Path(log_dir) / "callback.jsonl" if log_dir is not None else None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    loop = ControlLoop(ArtifactPolicy(artifact), robot, rate, safety_filter(artifact, max_delta), deadline_s, log)
+    stats = loop.run(duration_s=float(cfg.get("duration_s") or 10.0))
+    return {"artifact": str(artifact.path), "kind": artifact.kind, "rate_hz": rate, **loop_summary([stats])}
+
+
+def deploy(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """`scripts/deploy.py`'s job: load and check the artifact, run it on `cfg.robot`, write deploy.json."""
+    robot = dict(cfg["robot"])
+    kind = robot.get("kind")
+    if kind not in ROBOTS:
+        raise UserError(f"unknown robot {kind!r}; choose one of {', '.join(ROBOTS)}")
+    artifact = load_artifact(cfg["artifact"])
+    log_dir = Path(cfg.get("log_dir") or Path(cfg["artifact"]) / "deploy")
+    common = {"rate_hz": cfg.get("rate_hz"), "deadline_s": cfg.get("deadline_s"),
+              "max_delta": cfg.get("max_delta"), "log_dir": log_dir}  # fmt: skip
+    if kind == "sim":
+        result = deploy_sim(artifact, int(cfg["episodes"]), int(cfg["seed"]), task=robot.get("task"),
+                            progress=bool(cfg.get("progress", True)), **common)  # fmt: skip
+    else:
+        result = deploy_callback(artifact, robot, **common)
+    (log_dir / "deploy.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,385 @@
+"""Run an exported policy on a robot at a fixed control rate, safely. Standard library and numpy only.
+
+    safety = SafetyFilter(low, high, max_delta=0.05)
+    stats = ControlLoop(policy, robot, rate_hz=50, safety=safety, log_path="ticks.jsonl").run(duration_s=60)
+    print(stats.summary())
+
+`policy(obs) -> (T, A)` returns an action chunk: action i, computed from the observation read at tick j, is meant
+for tick j + i. Inference runs on one background thread, so the loop keeps its rate whatever the policy does: each
+chunk is used on the time grid it was planned for (actions for ticks already gone are dropped), a new one is asked
+for early enough to cover the measured latency, and a tick with no action by its deadline holds the last safe one.
+Every action passes through a SafetyFilter on its way to the robot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+INTERVENTIONS = ("nonfinite", "hold", "clip", "rate")  # what SafetyFilter can do to an action
+LATENCY_EMA = 0.2  # weight of each new inference latency in the running estimate
+
+
+class ControlError(ValueError):
+    """A control loop or safety filter was set up wrong, or given an action of the wrong size."""
+
+    user_facing = True  # entry points print it as one line
+
+
+class SafetyFilter:
+    """Makes each action safe to send: finite, inside [low, high], and at most `max_delta` from the last one.
+
+    A non-finite action (any NaN or inf) or no action (None) holds the last safe action instead. The action returned
+    becomes the new last safe action; `initial` (default zeros, clipped into bounds) is the first one.
+    """
+
+    def __init__(
+        self,
+        low: np.ndarray,
+        high: np.ndarray,
+        max_delta: float | np.ndarray | None = None,
+        initial: np.ndarray | None = None,
+    ):
+        low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        if low.ndim != 1 or low.size == 0 or low.shape != high.shape:
+            raise ControlError(f"low and high must be 1-D and of one size, got shapes {low.shape} and {high.shape}")
+        if np.isnan(low).any() or np.isnan(high).any() or (low > high).any():
+            raise ControlError(f"need low <= high everywhere (no NaN), got low={low}, high={high}")
+        self.low, self.high, self.size = low, high, low.size
+        self.max_delta: np.ndarray | None = None
+        if max_delta is not None:
+            delta = np.asarray(max_delta, dtype=np.float64)
+            if delta.shape not in ((), (self.size,)):
+                raise ControlError(f"max_delta must be a number or of size {self.size}, got shape {delta.shape}")
+            if np.isnan(delta).any() or (delta <= 0).any():
+                raise ControlError(f"max_delta must be > 0, got {max_delta}")
+            self.max_delta = np.broadcast_to(delta, (self.size,)).copy()
+        start = np.zeros(self.size) if initial is None else self._check(initial, "initial")
+        if not np.isfinite(start).all():
+            raise ControlError(f"initial must be finite, got {start}")
+        self._last = np.clip(start, low, high)
+        self.counts: dict[str, int] = dict.fromkeys(INTERVENTIONS, 0)
+
+    @property
+    def last(self) -> np.ndarray:
+        """The last safe action (a copy)."""
+        return self._last.copy()
+
+    def __call__(self, action: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+        """Return the action to send and the interventions applied to it (empty when it passed unchanged)."""
+        if action is None:
+            return self.hold()
+        wanted = self._check(action, "action")
+        if not np.isfinite(wanted).all():
+            return self._emit(self._last.copy(), ["nonfinite"])
+        done = []
+        safe = np.clip(wanted, self.low, self.high)
+        if (safe != wanted).any():
+            done.append("clip")
+        if self.max_delta is not None:
+            limited = np.clip(safe, self._last - self.max_delta, self._last + self.max_delta)
+            if (limited != safe).any():
+                done.append("rate")
+            safe = limited
+        return self._emit(safe, done)
+
+    def hold(self) -> tuple[np.ndarray, list[str]]:
+        """No action available: send the last safe action again."""
+        return self._emit(self._last.copy(), ["hold"])
+
+    def _check(self, action: Any, what: str) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.size,):
+            raise ControlError(f"{what} has shape {a.shape} (size {a.size}); the safety filter takes size {self.size}")
+        return a
+
+    def _emit(self, action: np.ndarray, done: list[str]) -> tuple[np.ndarray, list[str]]:
+        self._last = action
+        for name in done:
+            self.counts[name] += 1
+        return action.copy(), done
+
+
+@dataclass
+class LoopStats:
+    """What a ControlLoop.run did; `log` holds one dict per tick (see ControlLoop) and stays out of the repr."""
+
+    ticks: int
+    rate_hz: float
+    misses: int  # ticks with no policy action by their deadline: the last safe action was held
+    errors: int  # inferences that raised or returned a malformed chunk
+    overruns: int  # grid points skipped because the loop fell a whole period behind
+    dropped: int  # chunk actions that arrived too late for their tick
+    inferences: int  # chunks received
+    interventions: dict[str, int]
+    late_ms_p50: float | None
+    late_ms_p99: float | None
+    late_ms_max: float | None
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
+    misses_per_10k: float
+    last_error: str | None = None
+    log: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Every field but the per-tick log."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "log"}
+
+
+class _Chunk(NamedTuple):
+    actions: np.ndarray  # (T, A)
+    tick: int  # tick of the observation it was computed from
+    latency_s: float
+
+
+class ControlLoop:
+    """Runs `policy` on `robot` at `rate_hz`, with action chunks, latency compensation and a deadline watchdog.
+
+    `policy(obs) -> (T, A)` (optionally with `reset()`, called at the start of each run) runs on one worker thread,
+    at most one inference at a time. `robot` needs `read_obs() -> dict`, `send_action(action)` and optionally a
+    boolean `done`. read_obs must return fresh arrays: the policy reads them while the loop goes on.
+
+    Tick k is scheduled at t0 + k / rate_hz. It reads an observation, takes the action of the newest chunk meant for
+    tick k, waits for the inference in flight at most until its deadline (`deadline_s` after the scheduled time,
+    default half a period) when there is none, holds the last safe action if there is still none (a miss), and sends
+    the result through `safety`. A new inference starts once the current chunk has at most ceil(latency / period)
+    actions left. The loop never bursts to catch up: grid points it fell a whole period behind are skipped.
+
+    Each tick's log dict: tick, t_scheduled, t_start, t_sent (s since t0), late_ms, obs_tick and index (the chunk
+    and position the action came from, None when held), latency_ms (of that chunk), action, interventions, miss,
+    error (a policy error noticed at that tick, or None). With `log_path`, each is also written as a JSON line.
+    """
+
+    def __init__(
+        self,
+        policy: Callable[[dict[str, np.ndarray]], np.ndarray],
+        robot: Any,
+        rate_hz: float,
+        safety: SafetyFilter,
+        deadline_s: float | None = None,
+        log_path: str | Path | None = None,
+        spin_s: float = 0.0015,
+    ):
+        if not callable(policy):
+            raise ControlError(f"policy must be callable as policy(obs) -> (T, A) actions, got {type(policy).__name__}")
+        if not (callable(getattr(robot, "read_obs", None)) and callable(getattr(robot, "send_action", None))):
+            raise ControlError(f"robot needs read_obs() and send_action(action), got {type(robot).__name__}")
+        rate_hz = float(rate_hz)
+        if not (math.isfinite(rate_hz) and rate_hz > 0):
+            raise ControlError(f"rate_hz must be > 0, got {rate_hz}")
+        period = 1.0 / rate_hz
+        deadline_s = 0.5 * period if deadline_s is None else float(deadline_s)
+        if not 0 < deadline_s < period:
+            raise ControlError(
+                f"deadline_s must be > 0 and < one period ({period:g} s at {rate_hz:g} Hz), got {deadline_s}"
+            )
+        if not spin_s >= 0:
+            raise ControlError(f"spin_s must be >= 0, got {spin_s}")
+        self.policy, self.robot, self.safety = policy, robot, safety
+        self.rate_hz, self.period, self.deadline_s, self.spin_s = rate_hz, period, deadline_s, float(spin_s)
+        self.log_path = None if log_path is None else Path(log_path)
+        self.log: list[dict[str, Any]] = []  # the latest run's ticks, also after it raised
+        self._executor: ThreadPoolExecutor | None = None
+        self._reset_state()
+
+    def run(self, ticks: int | None = None, duration_s: float | None = None) -> LoopStats:
+        """Run until `ticks` ticks ran, `duration_s` passed or `robot.done` (whichever first); return the stats.
+
+        The worker is shut down without waiting: a hung inference is abandoned (its thread ends when it returns).
+        """
+        if ticks is not None and (isinstance(ticks, bool) or not isinstance(ticks, int) or ticks < 0):
+            raise ControlError(f"ticks must be an int >= 0, got {ticks!r}")
+        if duration_s is not None and not duration_s > 0:
+            raise ControlError(f"duration_s must be > 0, got {duration_s}")
+        reset = getattr(self.policy, "reset", None)
+        if callable(reset):
+            reset()
+        self._reset_state()
+        self.log = []
+        sink = None if self.log_path is None else self.log_path.open("w")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-infer")
+        try:
+            self._loop(ticks, duration_s, sink)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._future = None
+            if sink is not None:
+                sink.close()
+        return self._stats()
+
+    # --- the loop
+
+    def _reset_state(self) -> None:
+        self._chunk: _Chunk | None = None
+        self._future: Future | None = None
+        self._future_tick = -1
+        self._latency_est = 0.0
+        self._latencies: list[float] = []
+        self._misses = self._errors = self._overruns = self._dropped = 0
+        self._interventions = dict.fromkeys(INTERVENTIONS, 0)
+        self._last_error: str | None = None
+        self._tick_error: str | None = None
+
+    def _loop(self, ticks: int | None, duration_s: float | None, sink: Any) -> None:
+        t0 = time.perf_counter()
+        k = 0
+        while ticks is None or len(self.log) < ticks:
+            if duration_s is not None and k * self.period >= duration_s:
+                break
+            t_scheduled = t0 + k * self.period
+            self._sleep_until(t_scheduled)
+            entry = self._tick(k, t_scheduled, t0)
+            self.log.append(entry)
+            if sink is not None:
+                sink.write(json.dumps(entry) + "\n")
+            if getattr(self.robot, "done", False):
+                break
+            k += 1
+            current = int((time.perf_counter() - t0) * self.rate_hz)  # grid points before it have fully passed
+            if current > k:
+                self._overruns += current - k
+                k = current
+
+    def _sleep_until(self, target: float) -> None:
+        """time.sleep until `spin_s` before target, then busy-wait: sub-millisecond wake-up jitter."""
+        coarse = target - self.spin_s - time.perf_counter()
+        if coarse > 0:
+            time.sleep(coarse)
+        while time.perf_counter() < target:
+            pass
+
+    def _tick(self, k: int, t_scheduled: float, t0: float) -> dict[str, Any]:
+        t_start = time.perf_counter()
+        self._tick_error = None
+        obs = self.robot.read_obs()
+        self._collect(k)
+        self._maybe_submit(k, obs)
+        if self._action_index(k) is None and self._future is not None:
+            self._collect(k, until=t_scheduled + self.deadline_s)  # the watchdog
+        index, chunk = self._action_index(k), self._chunk
+        held = index is None or chunk is None
+        if held:
+            self._misses += 1
+            action, done = self.safety.hold()
+        else:
+            action, done = self.safety(chunk.actions[index])
+        self.robot.send_action(action)
+        t_sent = time.perf_counter()
+        for name in done:
+            self._interventions[name] += 1
+        since = t_start - t0
+        return {
+            "tick": k,
+            "t_scheduled": k * self.period,
+            "t_start": since,
+            "t_sent": t_sent - t0,
+            "late_ms": (since - k * self.period) * 1000,
+            "obs_tick": None if held else chunk.tick,
+            "index": index,
+            "latency_ms": None if held else chunk.latency_s * 1000,
+            "action": [float(x) for x in action],
+            "interventions": done,
+            "miss": held,
+            "error": self._tick_error,
+        }
+
+    # --- chunks and inference
+
+    def _action_index(self, k: int) -> int | None:
+        """Index of the current chunk's action for tick k, None if it has none."""
+        chunk = self._chunk
+        if chunk is None:
+            return None
+        i = k - chunk.tick
+        return i if 0 <= i < len(chunk.actions) else None
+
+    def _maybe_submit(self, k: int, obs: dict[str, np.ndarray]) -> None:
+        """Start an inference on tick k's observation if none is in flight and the current chunk is running out."""
+        if self._future is not None:
+            return
+        left = 0 if self._chunk is None else max(0, self._chunk.tick + len(self._chunk.actions) - k)
+        if left > math.ceil(self._latency_est / self.period):
+            return
+        assert self._executor is not None
+        self._future = self._executor.submit(self._infer, dict(obs), time.perf_counter())
+        self._future_tick = k
+
+    def _infer(self, obs: dict[str, np.ndarray], t_submit: float) -> tuple[np.ndarray, float]:
+        """On the worker thread: the policy's checked chunk and its latency since submission."""
+        out = self.policy(obs)
+        latency = time.perf_counter() - t_submit
+        try:
+            chunk = np.asarray(out, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ControlError(f"policy returned {type(out).__name__}, not an array of numbers: {exc}") from exc
+        if chunk.ndim != 2 or len(chunk) < 1 or chunk.shape[1] != self.safety.size:
+            raise ControlError(
+                f"policy returned an action chunk of shape {chunk.shape}, expected (T, {self.safety.size}) with T >= 1"
+            )
+        return chunk, latency
+
+    def _collect(self, k: int, until: float | None = None) -> None:
+        """Take the in-flight inference's result if it is done (waiting until `until` at most), at tick k."""
+        future = self._future
+        if future is None:
+            return
+        if not future.done():
+            if until is None:
+                return
+            wait((future,), timeout=max(0.0, until - time.perf_counter()))
+            if not future.done():
+                return
+        self._future = None
+        try:
+            actions, latency = future.result()
+        except Exception as exc:
+            self._errors += 1
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self._last_error:
+                logger.warning("policy failed on the observation of tick %d: %s", self._future_tick, text)
+            self._tick_error = self._last_error = text
+            return
+        self._dropped += min(len(actions), max(0, k - self._future_tick))  # meant for ticks already gone
+        self._chunk = _Chunk(actions, self._future_tick, latency)
+        self._latency_est = (
+            latency if not self._latencies else (1 - LATENCY_EMA) * self._latency_est + LATENCY_EMA * latency
+        )
+        self._latencies.append(latency)
+
+    def _stats(self) -> LoopStats:
+        late = [e["late_ms"] for e in self.log]
+        latency = [s * 1000 for s in self._latencies]
+
+        def pct(xs: list[float], q: float) -> float | None:
+            return float(np.percentile(xs, q)) if xs else None
+
+        n = len(self.log)
+        return LoopStats(
+            ticks=n,
+            rate_hz=self.rate_hz,
+            misses=self._misses,
+            errors=self._errors,
+            overruns=self._overruns,
+            dropped=self._dropped,
+            inferences=len(self._latencies),
+            interventions=dict(self._interventions),
+            late_ms_p50=pct(late, 50),
+            late_ms_p99=pct(late, 99),
+            late_ms_max=max(late) if late else None,
+            latency_ms_p50=pct(latency, 50),
+            latency_ms_p99=pct(latency, 99),
+            misses_per_10k=self._misses / n * 1e4 if n else 0.0,
+            last_error=self._last_error,
+            log=self.log,
+        )

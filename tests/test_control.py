@@ -1,0 +1,263 @@
+"""The deployable control loop: safety filter, fixed rate, action chunks with latency compensation, the deadline
+watchdog and the per-tick log. Real threads and real time, with tolerances for a loaded machine."""
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter
+
+RATE = 100.0  # Hz
+PERIOD = 1 / RATE
+LOG_FIELDS = {
+    "tick",
+    "t_scheduled",
+    "t_start",
+    "t_sent",
+    "late_ms",
+    "obs_tick",
+    "index",
+    "latency_ms",
+    "action",
+    "interventions",
+    "miss",
+}
+
+
+class TickRobot:
+    """Observes {"tick": [n]}, n counting reads; records every action it is sent; done after `stop_after` reads."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.reads, self.sent, self.stop_after, self.done = 0, [], stop_after, False
+
+    def read_obs(self) -> dict:
+        obs = {"tick": np.array([self.reads])}
+        self.reads += 1
+        self.done = self.stop_after is not None and self.reads >= self.stop_after
+        return obs
+
+    def send_action(self, action: np.ndarray) -> None:
+        self.sent.append(np.array(action))
+
+
+class RampPolicy:
+    """Action i of the chunk from observation tick j is [(j + i) * 0.01], after `delay_s`; `kind(call)` can break a
+    call: "slow" sleeps `slow_s`, "nan" returns NaN, "raise" raises, "hang" waits for `release`."""
+
+    def __init__(self, horizon: int = 1, delay_s: float = 0.0, kind=lambda call: None, slow_s: float = 0.0):
+        self.horizon, self.delay_s, self.kind, self.slow_s = horizon, delay_s, kind, slow_s
+        self.calls = self.resets = 0
+        self.release = threading.Event()
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        call, self.calls = self.calls, self.calls + 1
+        kind = self.kind(call)
+        time.sleep(self.slow_s if kind == "slow" else self.delay_s)
+        if kind == "raise":
+            raise RuntimeError(f"boom on call {call}")
+        if kind == "hang":
+            self.release.wait(10)
+        chunk = ((int(obs["tick"][0]) + np.arange(self.horizon)) * 0.01)[:, None]
+        return np.full_like(chunk, np.nan) if kind == "nan" else chunk
+
+
+def wide_filter(**kw) -> SafetyFilter:
+    return SafetyFilter(np.array([-100.0]), np.array([100.0]), **kw)
+
+
+def timed_run(loop: ControlLoop, **kw) -> tuple[LoopStats, float]:
+    start = time.perf_counter()
+    stats = loop.run(**kw)
+    return stats, time.perf_counter() - start
+
+
+def assert_held_repeat_previous(log: list[dict]) -> None:
+    """A held tick (miss or non-finite action) sends the last safe action again."""
+    for prev, e in zip(log, log[1:]):
+        if e["miss"] or "nonfinite" in e["interventions"]:
+            assert e["action"] == prev["action"]
+
+
+# --- safety filter
+
+
+def test_safety_filter_clips_and_rate_limits():
+    f = SafetyFilter(np.array([-1.0, -1.0]), np.array([1.0, 1.0]), max_delta=0.5)
+    assert f.last.tolist() == [0.0, 0.0]
+    action, done = f(np.array([0.2, -0.3]))
+    assert action.tolist() == [0.2, -0.3] and done == []
+    action, done = f(np.array([5.0, -0.3]))  # clipped to 1, then limited to 0.2 + 0.5
+    assert action == pytest.approx([0.7, -0.3]) and done == ["clip", "rate"]
+    action, done = f(np.array([0.9, 0.9]))  # in bounds, 1.2 away in the second dimension
+    assert action == pytest.approx([0.9, 0.2]) and done == ["rate"]
+    action, done = f(np.array([2.0, 0.3]))
+    assert action == pytest.approx([1.0, 0.3]) and done == ["clip"]
+    assert f.counts == {"nonfinite": 0, "hold": 0, "clip": 2, "rate": 2}
+
+
+def test_safety_filter_holds_on_nonfinite_and_none():
+    f = SafetyFilter(-np.ones(2), np.ones(2), max_delta=np.array([1.0, 1.0]), initial=np.array([3.0, 0.5]))
+    assert f.last.tolist() == [1.0, 0.5]  # initial is clipped into bounds
+    f(np.array([0.4, 0.6]))
+    for bad in ([np.nan, 0.0], [0.0, np.inf], [-np.inf, 0.0]):
+        action, done = f(np.array(bad))
+        assert action.tolist() == [0.4, 0.6] and done == ["nonfinite"]
+    action, done = f(None)
+    assert action.tolist() == [0.4, 0.6] and done == ["hold"]
+    action, done = f.hold()
+    assert action.tolist() == [0.4, 0.6] and done == ["hold"]
+    action[:] = 9  # the returned action is a copy
+    assert f.last.tolist() == [0.4, 0.6]
+    assert f.counts == {"nonfinite": 3, "hold": 2, "clip": 0, "rate": 0}
+
+
+def test_safety_filter_validates_shapes():
+    f = SafetyFilter(-np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match=r"size 2.*size 3"):
+        f(np.zeros(2))
+    with pytest.raises(ValueError, match="size 3"):
+        f(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="low and high"):
+        SafetyFilter(-np.ones(3), np.ones(2))
+    with pytest.raises(ValueError, match="low <= high"):
+        SafetyFilter(np.ones(2), -np.ones(2))
+    with pytest.raises(ValueError, match="max_delta"):
+        SafetyFilter(-np.ones(3), np.ones(3), max_delta=np.ones(2))
+    with pytest.raises(ValueError, match="max_delta"):
+        SafetyFilter(-np.ones(3), np.ones(3), max_delta=0.0)
+    with pytest.raises(ValueError, match="initial"):
+        SafetyFilter(-np.ones(3), np.ones(3), initial=np.zeros(4))
+
+
+# --- the loop
+
+
+def test_loop_validates_its_settings():
+    policy, robot, f = RampPolicy(), TickRobot(), wide_filter()
+    for bad in (0, -10, math.nan):
+        with pytest.raises(ValueError, match="rate_hz"):
+            ControlLoop(policy, robot, bad, f)
+    for bad in (0.0, -0.001, PERIOD, 2 * PERIOD):
+        with pytest.raises(ValueError, match="deadline_s"):
+            ControlLoop(policy, robot, RATE, f, deadline_s=bad)
+    with pytest.raises(ValueError, match="robot"):
+        ControlLoop(policy, object(), RATE, f)
+    with pytest.raises(ValueError, match="ticks"):
+        ControlLoop(policy, robot, RATE, f).run(ticks=-1)
+
+
+def test_chunks_join_time_aligned_with_latency_compensation():
+    """Inference takes 2.5 periods: each chunk's actions for ticks already gone are dropped, and every sent action is
+    the one planned for its tick (no backward jump, no averaged seam)."""
+    policy, robot = RampPolicy(horizon=8, delay_s=2.5 * PERIOD), TickRobot()
+    stats = ControlLoop(policy, robot, RATE, wide_filter()).run(ticks=60)
+    log = stats.log
+    assert stats.ticks == len(log) == len(robot.sent) == 60 and policy.resets == 1
+    assert [e["action"] for e in log] == [a.tolist() for a in robot.sent]
+    used = [e for e in log if not e["miss"]]
+    assert len(used) > 30 and stats.errors == 0
+    # the policy counts observations in reads, the loop in grid ticks: they differ only after an overrun
+    reads_at = {e["tick"]: n for n, e in enumerate(log)}
+    for e in used:
+        assert e["obs_tick"] + e["index"] == e["tick"] and e["index"] >= 0
+        assert e["action"] == [(reads_at[e["obs_tick"]] + e["index"]) * 0.01]
+        assert e["latency_ms"] >= 2.5 * PERIOD * 1000 * 0.9
+    if stats.overruns == 0:
+        assert all(e["action"] == [e["tick"] * 0.01] for e in used)
+        sent = np.array([e["action"][0] for e in log])
+        assert (np.diff(sent) >= 0).all()
+    joins = sum(a["obs_tick"] != b["obs_tick"] for a, b in zip(used, used[1:]))
+    assert joins >= 2
+    assert stats.dropped > 0 and stats.inferences >= 3
+    assert_held_repeat_previous(log)
+
+
+def test_watchdog_holds_on_slow_inference_and_keeps_the_rate():
+    n = 50
+    policy = RampPolicy(kind=lambda call: "slow" if call % 5 == 4 else None, slow_s=3 * PERIOD)
+    stats, elapsed = timed_run(ControlLoop(policy, TickRobot(), RATE, wide_filter()), ticks=n)
+    assert stats.ticks == n and stats.errors == 0
+    assert elapsed < 1.5 * n / RATE + 0.3
+    assert stats.misses > 0 and stats.misses_per_10k == pytest.approx(stats.misses / n * 1e4)
+    misses = [e for e in stats.log if e["miss"]]
+    assert len(misses) == stats.misses == stats.interventions["hold"]
+    assert all(e["obs_tick"] is None and e["index"] is None and e["interventions"] == ["hold"] for e in misses)
+    assert_held_repeat_previous(stats.log)
+    assert stats.late_ms_p50 is not None and stats.late_ms_p50 < PERIOD * 1000
+
+
+def test_nonfinite_actions_are_held():
+    policy = RampPolicy(kind=lambda call: "nan" if call % 3 == 1 else None)
+    stats = ControlLoop(policy, TickRobot(), RATE, wide_filter()).run(ticks=30)
+    assert stats.interventions["nonfinite"] > 0 and stats.errors == 0
+    assert all(math.isfinite(a) for e in stats.log for a in e["action"])
+    assert_held_repeat_previous(stats.log)
+
+
+def test_policy_errors_are_counted_and_the_loop_goes_on():
+    policy = RampPolicy(kind=lambda call: "raise" if call % 3 == 0 else None)
+    stats = ControlLoop(policy, TickRobot(), RATE, wide_filter()).run(ticks=30)
+    assert stats.ticks == 30 and stats.errors > 0 and "boom on call" in stats.last_error
+    assert 1 <= sum(e["error"] is not None for e in stats.log) <= stats.errors
+    assert any(not e["miss"] for e in stats.log)
+
+
+def test_malformed_chunks_are_policy_errors():
+    stats = ControlLoop(lambda obs: np.zeros(1), TickRobot(), RATE, wide_filter()).run(ticks=10)
+    assert stats.ticks == stats.misses == 10 and 1 <= stats.errors <= 10  # a slow worker may report one late
+    assert "shape (1,)" in stats.last_error and "(T, 1)" in stats.last_error
+
+
+def test_hung_policy_does_not_stall_the_loop():
+    n = 20
+    policy = RampPolicy(kind=lambda call: "hang")
+    try:
+        stats, elapsed = timed_run(ControlLoop(policy, TickRobot(), RATE, wide_filter()), ticks=n)
+    finally:
+        policy.release.set()  # lets the abandoned worker thread end
+    assert stats.ticks == n and stats.misses == n and policy.calls == 1
+    assert elapsed < 1.5 * n / RATE + 0.3
+
+
+def test_jsonl_log_has_one_line_per_tick(tmp_path):
+    path = tmp_path / "ticks.jsonl"
+    stats = ControlLoop(RampPolicy(horizon=4), TickRobot(), RATE, wide_filter(), log_path=path).run(ticks=12)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 12 and lines == stats.log
+    for k, line in enumerate(lines):
+        assert LOG_FIELDS <= line.keys()
+        assert line["tick"] >= k and line["t_scheduled"] == pytest.approx(line["tick"] * PERIOD)
+        assert line["t_start"] <= line["t_sent"]
+        assert line["late_ms"] == pytest.approx((line["t_start"] - line["t_scheduled"]) * 1000, abs=1e-6)
+    summary = stats.summary()
+    assert "log" not in summary and summary["ticks"] == 12 and "log=" not in repr(stats)
+
+
+def test_robot_done_and_duration_stop_the_loop():
+    robot = TickRobot(stop_after=7)
+    assert ControlLoop(RampPolicy(), robot, RATE, wide_filter()).run(ticks=100).ticks == 7
+    assert robot.reads == 7
+    stats, elapsed = timed_run(ControlLoop(RampPolicy(), TickRobot(), RATE, wide_filter()), duration_s=0.1)
+    assert 1 <= stats.ticks <= 10 and stats.ticks + stats.overruns <= 10
+    assert elapsed < 0.5
+
+
+def test_control_imports_no_training_code():
+    code = (
+        "import sys, robodistill.runtime.control; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'mujoco', 'hydra') "
+        "or (m.startswith('robodistill.') and not m.startswith('robodistill.runtime'))]; "
+        "print(bad); sys.exit(bool(bad))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr

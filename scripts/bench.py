@@ -8,18 +8,12 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import time
 from pathlib import Path
 
-SUITES = ("foundation", "rpd", "diffusion", "opd")
+from robodistill.export import git_commit
 
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+SUITES = ("foundation", "rpd", "diffusion", "opd", "deploy")
 
 
 def main() -> None:
@@ -38,7 +32,7 @@ def main() -> None:
     payload.update(
         suite=args.suite,
         quick=args.quick,
-        commit=commit(),
+        commit=git_commit() or "unknown",
         machine={"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         peak_rss_mb=peak_mb,
         peak_rss_children_mb=children_mb,

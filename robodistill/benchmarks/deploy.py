@@ -1,0 +1,222 @@
+"""Deployment figures: exported students under onnxruntime vs torch, the control loop's timing, the policy server's
+round trip, and success on the sim robot vs the run's own evaluation.
+
+1. Students, one per exported kind, trained on PushCube: a DAgger Gaussian MLP on the state (the deployed one,
+   trained as `make train` does), a Gaussian CNN (BC, image + proprio), a token policy (SFT), a diffusion policy
+   (DDIM-10 in the runtime) and a consistency head distilled from it. Only the MLP's training matters for success;
+   the others are trained briefly, as latency and parity do not depend on how well a network is trained.
+2. Each is exported (parity on 1000 recorded observations) and timed at batch 1: torch eager (the student's own
+   inference path, 1 thread) vs the runtime (`ArtifactPolicy`, onnxruntime with 1 thread), calls interleaved.
+3. The control loop (`ControlLoop` on a robot replaying recorded observations, the MLP artifact) at 50 and
+   100 Hz while another process keeps the second core busy: lateness of each tick's wake-up against its
+   scheduled time (p50, p99) and deadline misses per 10 000 ticks.
+4. The artifact served by `scripts/serve.py` on loopback: round trip per request with 1 and with 8 clients at once.
+5. The MLP artifact deployed on the sim robot (`scripts/deploy.py robot=sim`: real time at 20 Hz) on the same
+   seeded episodes as the run's evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robodistill.benchmarks.runs import train_once
+
+ROOT = Path(__file__).resolve().parents[2]
+TASK = "task=pushcube"
+
+
+def sizes(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"dagger": ["algo.rounds=2", "algo.episodes_per_round=4", "algo.updates_per_round=50"],
+                "eval": 4, "demos": 6, "updates": 10, "calls": 30, "ticks": {"50": 100, "100": 200},
+                "requests": 40, "deploy": 4, "samples": 200, "net": ["student.down_dims=[16,32]"]}  # fmt: skip
+    return {"dagger": [], "eval": 50, "demos": 10, "updates": 100, "calls": 300,
+            "ticks": {"50": 3000, "100": 10000}, "requests": 500, "deploy": 50, "samples": 1000, "net": []}  # fmt: skip
+
+
+def train_students(s: dict[str, Any], out: Path) -> dict[str, Path]:
+    """One run per exported kind; returns {kind: run dir}."""
+    common = [TASK, "eval.videos=0", "eval.num_envs=10"]
+    short = [*common, "eval.episodes=2", f"algo.num_demos={s['demos']}"]
+    runs = {
+        "gaussian_mlp": ([*common, "algo=dagger", f"eval.episodes={s['eval']}", *s["dagger"]], out / "mlp"),
+        "gaussian_cnn": ([*short, "algo=bc", "student=cnn", f"algo.updates={s['updates']}"], out / "cnn"),
+        "vla": ([*short, "algo=sft", "student=vla", f"algo.updates={s['updates']}"], out / "vla"),
+        "diffusion": (
+            [*short, "algo=diffusion", "student=diffusion", *s["net"], f"algo.updates={s['updates']}", "sampler=ddim"],
+            out / "dp",
+        ),  # fmt: skip
+    }
+    for overrides, run_dir in runs.values():
+        if not (run_dir / "eval.json").exists():
+            train_once(overrides, run_dir)
+    cd = ([*short, "algo=consistency", "teacher=diffusion", f"teacher.path={out / 'dp'}",
+           f"algo.updates={s['updates']}"], out / "cd")  # fmt: skip
+    if not (cd[1] / "eval.json").exists():
+        train_once(*cd)
+    return {**{k: v[1] for k, v in runs.items()}, "consistency": cd[1]}
+
+
+def latency(run: Path, artifact: Path, calls: int) -> dict[str, float]:
+    """Median batch-1 inference time (ms) of torch eager and of the runtime, calls interleaved on one input."""
+    import torch
+
+    from robodistill.export import kind_of, torch_actions
+    from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
+    from robodistill.teachers import load_policy
+
+    torch.set_num_threads(1)
+    policy = load_policy(str(run))
+    kind = kind_of(policy)
+    runtime = ArtifactPolicy(load_artifact(artifact, threads=1))
+    data = np.load(artifact / "selftest.npz")
+    obs = {k[4:]: data[k][:1] for k in data.files if k.startswith("obs/")}
+    noise = data["noise"][:1] if "noise" in data.files else None
+    contract = runtime.contract
+    times: dict[str, list[float]] = {"torch": [], "onnx": []}
+    for i in range(calls + 5):  # the first 5 of each warm up
+        t0 = time.perf_counter()
+        torch_actions(policy, kind, obs, noise, contract)
+        t1 = time.perf_counter()
+        runtime.infer(obs, noise)
+        t2 = time.perf_counter()
+        if i >= 5:
+            times["torch"].append(1e3 * (t1 - t0))
+            times["onnx"].append(1e3 * (t2 - t1))
+    torch_ms, onnx_ms = statistics.median(times["torch"]), statistics.median(times["onnx"])
+    return {"torch_ms": torch_ms, "onnx_ms": onnx_ms, "ratio": onnx_ms / torch_ms}
+
+
+def busy_core() -> subprocess.Popen:
+    """Another process spinning on the second core."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def jitter(artifact: Path, ticks: dict[str, int], log_dir: Path) -> dict[str, Any]:
+    """The control loop on a robot replaying recorded observations, at each rate, with the other core busy."""
+    from robodistill.deploy import safety_filter
+    from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
+    from robodistill.runtime.control import ControlLoop
+    from robodistill.runtime.robots import CallbackRobot
+
+    art = load_artifact(artifact)
+    data = np.load(artifact / "selftest.npz")
+    frames = [{k[4:]: data[k][i] for k in data.files if k.startswith("obs/")} for i in range(len(data["actions"]))]
+    out = {}
+    spinner = busy_core()
+    try:
+        for rate, n in ticks.items():
+            count = iter(range(10**9))
+            robot = CallbackRobot(lambda c=count: dict(frames[next(c) % len(frames)]), lambda a: None, art.action_dim)
+            loop = ControlLoop(ArtifactPolicy(art), robot, float(rate), safety_filter(art, None),
+                               log_path=log_dir / f"ticks_{rate}hz.jsonl")  # fmt: skip
+            out[rate] = loop.run(ticks=n).summary()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    return out
+
+
+def server_rtt(artifact: Path, requests: int) -> dict[str, Any]:
+    """Round trip (ms) of one observation through scripts/serve.py on loopback: 1 client, then 8 at once."""
+    from robodistill.runtime.client import PolicyClient
+
+    data = np.load(artifact / "selftest.npz")
+    obs = {k[4:]: data[k][0] for k in data.files if k.startswith("obs/")}
+    proc = subprocess.Popen([sys.executable, "scripts/serve.py", f"artifact={artifact}", "port=0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        url = proc.stdout.readline().split(" on ")[1].split()[0]
+
+        def client(n: int, out: list[float]) -> None:
+            with PolicyClient(url, retries=0) as c:
+                c.infer(obs)  # connect and warm up
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    c.infer(obs)
+                    out.append(1e3 * (time.perf_counter() - t0))
+
+        result = {}
+        for clients in (1, 8):
+            rtts: list[list[float]] = [[] for _ in range(clients)]
+            threads = [threading.Thread(target=client, args=(requests // clients if clients > 1 else requests, r))
+                       for r in rtts]  # fmt: skip
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            flat = [x for r in rtts for x in r]
+            result[str(clients)] = {"p50_ms": float(np.median(flat)), "p99_ms": float(np.percentile(flat, 99)),
+                                    "requests": len(flat), "requests_per_s": len(flat) / wall}  # fmt: skip
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    from robodistill.deploy import deploy_sim
+    from robodistill.export import export_run
+    from robodistill.runtime.artifact import load_artifact
+
+    s = sizes(quick)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = train_students(s, out_dir)
+    parity, lat = {}, {}
+    for kind, run_dir in runs.items():
+        export_run(run_dir, samples=s["samples"], progress=False)
+        parity[kind] = json.loads((run_dir / "export_onnx" / "parity.json").read_text())
+        lat[kind] = latency(run_dir, run_dir / "export_onnx", s["calls"])
+    mlp = runs["gaussian_mlp"] / "export_onnx"
+    loop = jitter(mlp, s["ticks"], out_dir)
+    rtt = server_rtt(mlp, s["requests"])
+    eval_success = json.loads((runs["gaussian_mlp"] / "eval.json").read_text())["success_rate"]
+    deployed = deploy_sim(load_artifact(mlp), s["deploy"], seed=100_000, log_dir=out_dir / "deploy", progress=False)
+    misses = sum(v["misses"] for v in loop.values())
+    loop_ticks = sum(v["ticks"] for v in loop.values())
+
+    payload: dict[str, Any] = {
+        "onnx_over_torch_latency": {k: v["ratio"] for k, v in lat.items()},
+        "latency_ms": lat,
+        "parity_max_abs_diff": {k: v["max_abs_diff"] for k, v in parity.items()},
+        "parity_samples": {k: v["samples"] for k, v in parity.items()},
+        "jitter_p50_ms": {r: v["late_ms_p50"] for r, v in loop.items()},
+        "jitter_p99_ms": {r: v["late_ms_p99"] for r, v in loop.items()},
+        "deadline_misses_per_10k": 1e4 * misses / max(loop_ticks, 1),
+        "loop": loop,
+        "server_rtt_ms": {k: v["p50_ms"] for k, v in rtt.items()},
+        "server": rtt,
+        "deploy_success": deployed["success_rate"],
+        "eval_success": eval_success,
+        "deploy": {k: v for k, v in deployed.items() if k != "per_episode"},
+        "episodes": s["deploy"],
+    }
+    lines = [f"{'student kind':<16}{'torch ms':>10}{'onnx ms':>10}{'onnx/torch':>12}{'parity max |diff|':>20}"]
+    for kind, v in lat.items():
+        lines.append(f"{kind:<16}{v['torch_ms']:>10.3f}{v['onnx_ms']:>10.3f}{v['ratio']:>12.2f}"
+                     f"{parity[kind]['max_abs_diff']:>20.2e}")  # fmt: skip
+    for rate, v in loop.items():
+        lines.append(f"control loop {rate:>3} Hz, other core busy: late p50 {v['late_ms_p50']:.3f} ms, p99 "
+                     f"{v['late_ms_p99']:.3f} ms, max {v['late_ms_max']:.3f} ms; deadline misses {v['misses']} in "
+                     f"{v['ticks']} ticks")  # fmt: skip
+    lines.append(f"deadline misses per 10k ticks: {payload['deadline_misses_per_10k']:.1f}")
+    for k, v in rtt.items():
+        lines.append(f"server round trip, {k} client{'s' if k != '1' else ''}: p50 {v['p50_ms']:.3f} ms, p99 "
+                     f"{v['p99_ms']:.3f} ms, {v['requests_per_s']:.0f} requests/s")  # fmt: skip
+    lines.append(f"sim robot (real time, {deployed['rate_hz']:.0f} Hz): deployed success {deployed['success_rate']:.2f}"
+                 f" vs the run's evaluation {eval_success:.2f} ({s['deploy']} episodes, the same seeds); "
+                 f"{deployed['misses']} misses in {deployed['ticks']} ticks")  # fmt: skip
+    lines.append("(latency: batch 1, median over interleaved calls, 1 thread each; jitter: tick wake-up minus its "
+                 "scheduled time)")  # fmt: skip
+    return payload, lines

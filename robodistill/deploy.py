@@ -19,7 +19,7 @@ from tqdm import tqdm
 from robodistill.errors import UserError
 from robodistill.observations import as_dict, obs_mode_for
 from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
-from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter
+from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, percentile
 from robodistill.runtime.robots import CallbackRobot
 from robodistill.tasks import make_env
 from robodistill.teachers import load_callable
@@ -76,15 +76,12 @@ def loop_summary(runs: list[LoopStats]) -> dict[str, Any]:
         for k, v in s.interventions.items():
             counts[k] = counts.get(k, 0) + v
 
-    def pct(xs: list[float], q: float) -> float | None:
-        return float(np.percentile(xs, q)) if xs else None
-
     misses = sum(s.misses for s in runs)
     return {
         "ticks": ticks, "misses": misses, "misses_per_10k": 1e4 * misses / max(ticks, 1),
         "errors": sum(s.errors for s in runs), "dropped": sum(s.dropped for s in runs), "interventions": counts,
-        "late_ms_p50": pct(late, 50), "late_ms_p99": pct(late, 99), "latency_ms_p50": pct(latency, 50),
-        "latency_ms_p99": pct(latency, 99),
+        "late_ms_p50": percentile(late, 50), "late_ms_p99": percentile(late, 99),
+        "latency_ms_p50": percentile(latency, 50), "latency_ms_p99": percentile(latency, 99),
     }  # fmt: skip
 
 
@@ -125,7 +122,7 @@ def deploy_callback(artifact: Artifact, cfg: Mapping[str, Any], rate_hz: float |
                     log_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Drive the user's robot (`cfg.read_obs`, `cfg.send_action`, optional `cfg.done`: 'package.module:function')
     for `cfg.duration_s` seconds or until done."""
-    fns = {k: load_callable(cfg[k]) for k in ("read_obs", "send_action", "done") if cfg.get(k)}
+    fns = {k: load_callable(cfg[k], f"robot.{k}") for k in ("read_obs", "send_action", "done") if cfg.get(k)}
     if "read_obs" not in fns or "send_action" not in fns:
         raise UserError("robot=callback needs robot.read_obs=<package.module:function> and "
                         "robot.send_action=<package.module:function>")  # fmt: skip

@@ -56,15 +56,15 @@ class CallableTeacher:
         return TeacherOutput(action=np.asarray(self.fn(x), dtype=np.float32))
 
 
-def load_callable(target: str) -> Callable:
-    """Import `package.module:function`."""
-    module, _, name = target.partition(":")
+def load_callable(target: str, what: str = "teacher.target") -> Callable:
+    """Import `package.module:function` (the config key `what` names it in errors)."""
+    module, _, name = str(target).partition(":")
     if not module or not name:
-        raise UserError(f"teacher.target must look like 'package.module:function', got {target!r}")
+        raise UserError(f"{what} must look like 'package.module:function', got {target!r}")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise UserError(f"cannot import teacher.target {target!r}: {exc}") from exc
+        raise UserError(f"cannot import {what} {target!r}: {exc}") from exc
 
 
 class ImperfectTeacher:

@@ -76,3 +76,17 @@ def test_opd_quick_bench_writes_json_and_pngs(tmp_path):
     for name in ("opd_entropy.png", "opd_success.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     assert "labels to 90%" in p.stdout
+
+
+@pytest.mark.slow  # ~90 s: export, runtime, control loop, server and deploy are covered by test_export.py and test_control.py
+def test_deploy_quick_bench_writes_json(tmp_path):
+    out = tmp_path / "deploy.json"
+    p = run_script("scripts/bench.py", "deploy", "--quick", "--out", str(out), timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["onnx_over_torch_latency"]) == {"gaussian_mlp", "gaussian_cnn", "vla", "diffusion", "consistency"}
+    assert all(r > 0 for r in data["onnx_over_torch_latency"].values())
+    assert all(d <= 1e-4 for d in data["parity_max_abs_diff"].values())
+    assert set(data["jitter_p99_ms"]) == {"50", "100"} and set(data["server_rtt_ms"]) == {"1", "8"}
+    assert data["deadline_misses_per_10k"] >= 0 and 0 <= data["deploy_success"] <= 1 and 0 <= data["eval_success"] <= 1
+    assert len(data["commit"]) >= 7 and "server round trip" in p.stdout

@@ -191,6 +191,37 @@ def test_deploy_on_the_sim_robot_reports_success_and_logs_ticks(mlp_artifact, tm
     assert json.loads((logs / "deploy.json").read_text())["per_episode"][1]["seed"] == 100001
 
 
+ROBOT_MODULE = """
+import numpy as np
+
+sent = []
+
+def read_obs():
+    return {"state": np.full(38, 0.1, np.float32)}
+
+def send_action(action):
+    sent.append(action)
+
+def done():
+    return len(sent) >= 12
+"""
+
+
+def test_deploy_drives_a_callback_robot(mlp_artifact, tmp_path):
+    (tmp_path / "my_robot.py").write_text(ROBOT_MODULE)
+    logs = tmp_path / "logs"
+    p = run_script("scripts/deploy.py", f"artifact={mlp_artifact}", "robot=callback", "robot.read_obs=my_robot:read_obs",
+                   "robot.send_action=my_robot:send_action", "robot.done=my_robot:done", "rate_hz=50",
+                   f"log_dir={logs}", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(p.stdout)
+    assert result["ticks"] == 12 and result["misses"] == 0 and result["rate_hz"] == 50.0
+    assert len((logs / "callback.jsonl").read_text().splitlines()) == 12
+    p = run_script("scripts/deploy.py", f"artifact={mlp_artifact}", "robot=callback", "robot.read_obs=my_robot:nothing",
+                   "robot.send_action=my_robot:send_action", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    one_clear_error(p, "my_robot:nothing")
+
+
 def test_serve_artifact_round_trip_and_malformed_messages(mlp_artifact):
     from websockets.sync.client import connect
 

@@ -137,6 +137,11 @@ class LoopStats:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "log"}
 
 
+def percentile(xs: list[float], q: float) -> float | None:
+    """The q-th percentile of xs, None for no data."""
+    return float(np.percentile(xs, q)) if xs else None
+
+
 class _Chunk(NamedTuple):
     actions: np.ndarray  # (T, A)
     tick: int  # tick of the observation it was computed from
@@ -351,7 +356,8 @@ class ControlLoop:
             self._tick_error = self._last_error = text
             return
         self._dropped += min(len(actions), max(0, k - self._future_tick))  # meant for ticks already gone
-        self._chunk = _Chunk(actions, self._future_tick, latency)
+        if k - self._future_tick < len(actions) or self._action_index(k) is None:
+            self._chunk = _Chunk(actions, self._future_tick, latency)  # else all stale: keep the current chunk
         self._latency_est = (
             latency if not self._latencies else (1 - LATENCY_EMA) * self._latency_est + LATENCY_EMA * latency
         )
@@ -360,10 +366,6 @@ class ControlLoop:
     def _stats(self) -> LoopStats:
         late = [e["late_ms"] for e in self.log]
         latency = [s * 1000 for s in self._latencies]
-
-        def pct(xs: list[float], q: float) -> float | None:
-            return float(np.percentile(xs, q)) if xs else None
-
         n = len(self.log)
         return LoopStats(
             ticks=n,
@@ -374,11 +376,11 @@ class ControlLoop:
             dropped=self._dropped,
             inferences=len(self._latencies),
             interventions=dict(self._interventions),
-            late_ms_p50=pct(late, 50),
-            late_ms_p99=pct(late, 99),
+            late_ms_p50=percentile(late, 50),
+            late_ms_p99=percentile(late, 99),
             late_ms_max=max(late) if late else None,
-            latency_ms_p50=pct(latency, 50),
-            latency_ms_p99=pct(latency, 99),
+            latency_ms_p50=percentile(latency, 50),
+            latency_ms_p99=percentile(latency, 99),
             misses_per_10k=self._misses / n * 1e4 if n else 0.0,
             last_error=self._last_error,
             log=self.log,

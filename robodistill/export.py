@@ -6,7 +6,8 @@ observations with torch's actions, so a robot computer can check the artifact). 
 directory and moved into place only when parity holds: a failed export leaves nothing half-written.
 
 Per student kind:
-- `gaussian` (MLP or CNN): the deterministic mean, clipped to the action bounds; a chunk of 1.
+- `gaussian` (MLP or CNN): the deterministic mean, clipped to the action bounds; a chunk of 1. An SB3 run's state
+  policy (ppo, rpd, sac) is exported the same way, with its running observation normalisation.
 - `vla` (token policy): the argmax tokens decoded to actions, plus the logits; word ids in, the split into words
   runs in the runtime.
 - `consistency`: the one-step head from noise (an input, so the runtime draws it) to the executed chunk.
@@ -122,6 +123,50 @@ class DecoderGraph(nn.Module):
         return p.unnormalize_actions(x)[:, p.first_action : p.first_action + p.action_horizon]
 
 
+class SB3Student(nn.Module):
+    """An SB3 run's state policy (ppo, rpd, sac) as an exportable student: its deterministic action, clipped into
+    the action bounds (Gaussian policies) or mapped from tanh's [-1, 1] onto them (squashed, SAC), as SB3's
+    `predict` does. The observation normalisation (`NormalizedFlatten`) is part of the policy, so of the graph."""
+
+    kind = "gaussian"
+
+    def __init__(self, model: Any, meta: dict[str, Any]):
+        super().__init__()
+        self.model, self.policy = model, model.policy
+        self.obs_keys, self.shape_meta = ["state"], meta
+        self.action_dim = int(meta["action"]["shape"][0])
+        self.register_buffer("low", torch.as_tensor(model.action_space.low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(model.action_space.high, dtype=torch.float32))
+        self.squash = bool(getattr(self.policy, "squash_output", False))
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        a = self.policy._predict(state, deterministic=True)
+        a = self.low + 0.5 * (a + 1.0) * (self.high - self.low) if self.squash else a.clamp(self.low, self.high)
+        return a[:, None]
+
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """SB3's own inference path (`model.predict`): the reference the graph is checked against."""
+        action, _ = self.model.predict(np.asarray(obs["state"]), deterministic=deterministic)
+        return np.asarray(action, dtype=np.float32), None
+
+
+def load_sb3_student(run_dir: Path, cfg: Any, task: dict[str, Any]) -> SB3Student:
+    """The SB3 model of a ppo / rpd / sac run (best, else final) as an SB3Student; state policies only."""
+    from robodistill.sb3 import load_sb3_model
+    from robodistill.tasks import shape_meta
+
+    keys = list(cfg.student.obs_keys)
+    if keys != ["state"]:
+        raise UserError(f"{run_dir} is an SB3 run on {keys}: export covers SB3 state policies (student=mlp); "
+                        f"image policies are SB3's own preprocessing and are not exported")  # fmt: skip
+    env = make_env(task, "state")
+    try:
+        meta = shape_meta(env)
+    finally:
+        env.close()
+    return SB3Student(load_sb3_model(run_dir), meta).eval()
+
+
 # ---- recorded observations ----------------------------------------------------------------------------------------
 def record_observations(policy: nn.Module, task: dict[str, Any], n: int, seed: int, sampler: dict | None = None,
                         progress: bool = True) -> list[dict[str, np.ndarray]]:  # fmt: skip
@@ -172,11 +217,11 @@ def windows(episodes: list[dict[str, np.ndarray]], horizon: int) -> dict[str, np
 # ---- export -------------------------------------------------------------------------------------------------------
 def kind_of(policy: nn.Module) -> str:
     for cls, kind in ((ConsistencyPolicy, "consistency"), (DiffusionPolicy, "diffusion"), (VLAPolicy, "vla"),
-                      (GaussianPolicy, "gaussian")):  # fmt: skip
+                      (GaussianPolicy, "gaussian"), (SB3Student, "gaussian")):  # fmt: skip
         if isinstance(policy, cls):
             return kind
-    raise UserError(f"cannot export a {type(policy).__name__}: export covers gaussian, vla, consistency and "
-                    f"diffusion students")  # fmt: skip
+    raise UserError(f"cannot export a {type(policy).__name__}: export covers gaussian (and SB3 state policies), "
+                    f"vla, consistency and diffusion students")  # fmt: skip
 
 
 def graphs(policy: nn.Module, obs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, tuple]:
@@ -184,6 +229,8 @@ def graphs(policy: nn.Module, obs: dict[str, np.ndarray], rng: np.random.Generat
     inputs are the recorded observations (and sampled noise and steps) parity is checked on."""
     kind = kind_of(policy)
     keys = sorted(policy.obs_keys)
+    if isinstance(policy, SB3Student):
+        return {"policy": (policy, keys, ["actions"], {k: obs[k] for k in keys})}
     if kind == "gaussian":
         return {"policy": (GaussianGraph(policy), keys, ["actions"], {k: obs[k] for k in keys})}
     if kind == "vla":
@@ -279,13 +326,13 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
     if not config.exists():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = OmegaConf.load(config)
+    task = OmegaConf.to_container(cfg.task, resolve=True)
     if (run_dir / "sb3").exists():
-        raise UserError(f"{run_dir} is an SB3 run ({cfg.algo.name}); export covers robodistill students (bc, dagger, "
-                        f"sft, opd, diffusion, consistency runs)")  # fmt: skip
-    policy = load_policy(str(run_dir), checkpoint)
+        policy = load_sb3_student(run_dir, cfg, task)
+    else:
+        policy = load_policy(str(run_dir), checkpoint)
     kind = kind_of(policy)
     torch.set_num_threads(1)
-    task = OmegaConf.to_container(cfg.task, resolve=True)
     out = Path(out) if out is not None else run_dir / f"export_{fmt}"
     rng = np.random.default_rng(seed)
 

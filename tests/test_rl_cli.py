@@ -1,4 +1,5 @@
-"""algo=ppo/sac/rpd from the command line: runs that become teachers, pixel students, resume, bad teachers."""
+"""algo=ppo/sac/rpd from the command line: runs that become teachers, pixel students, resume, bad teachers, and
+exports of their policies."""
 
 import json
 
@@ -8,6 +9,8 @@ import torch
 from conftest import one_clear_error, run_script
 
 from robodistill.errors import UserError
+from robodistill.export import export_run
+from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
 from robodistill.sb3 import load_sb3_model
 from robodistill.tasks import make_env
 from robodistill.teachers import make_teacher
@@ -86,6 +89,20 @@ def test_sac_trains_and_its_model_loads_as_a_sac_teacher(train_cli, tmp_path):
     state = last_ckpt(run)["train_state"]
     assert state["num_timesteps"] == 200 and "log_ent_coef" in state
     assert type(load_sb3_model(run)).__name__ == "SAC"
+    # its tanh-squashed policy exports: the graph maps [-1, 1] onto the action bounds as SB3's predict does
+    assert export_run(run, samples=100, progress=False)["parity"]["passed"]
+
+
+def test_ppo_run_exports_with_its_observation_normalisation(ppo_run):
+    contract = export_run(ppo_run, samples=200, progress=False)
+    assert contract["kind"] == "gaussian" and list(contract["observations"]) == ["state"]
+    assert contract["parity"]["passed"] and contract["parity"]["max_abs_diff"] <= 1e-4
+    model = load_sb3_model(ppo_run)
+    assert float(model.policy.features_extractor.count) > 0  # running statistics, now inside the graph
+    artifact = load_artifact(ppo_run / "export_onnx")
+    states = np.load(ppo_run / "export_onnx" / "selftest.npz")["obs/state"]
+    expected, _ = model.predict(states, deterministic=True)
+    np.testing.assert_allclose(ArtifactPolicy(artifact).infer({"state": states})[:, 0], expected, atol=1e-4)
 
 
 def test_rpd_pixel_student_with_a_privileged_state_teacher(train_cli, tmp_path):

@@ -111,7 +111,8 @@ def deploy_sim(artifact: Artifact, episodes: int, seed: int, rate_hz: float | No
     finally:
         robot.close()
     return {
-        "artifact": str(artifact.path), "kind": artifact.kind, "rate_hz": rate, "episodes": episodes,
+        "artifact": str(artifact.path), "kind": artifact.kind, "task": task.get("env_id"), "rate_hz": rate,
+        "episodes": episodes,
         "success_rate": float(np.mean([e["success"] for e in per_episode])), **loop_summary(runs),
         "per_episode": per_episode,
     }  # fmt: skip

@@ -1,18 +1,19 @@
 """Deployment figures: exported students under onnxruntime vs torch, the control loop's timing, the policy server's
 round trip, and success on the sim robot vs the run's own evaluation.
 
-1. Students, one per exported kind, trained on PushCube: a DAgger Gaussian MLP on the state (the deployed one,
-   trained as `make train` does), a Gaussian CNN (BC, image + proprio), a token policy (SFT), a diffusion policy
-   (DDIM-10 in the runtime) and a consistency head distilled from it. Only the MLP's training matters for success;
-   the others are trained briefly, as latency and parity do not depend on how well a network is trained.
+1. Students, one per exported kind: on PushCube a DAgger Gaussian MLP on the state (trained as `make train` does),
+   a Gaussian CNN (BC, image + proprio) and a token policy (SFT); on PickCube a diffusion policy (100 demos, 3000
+   updates, as the diffusion bench trains it) and a consistency head distilled from it. The CNN, the token policy
+   and the consistency head are trained briefly: latency and parity do not depend on how well a network is trained.
 2. Each is exported (parity on 1000 recorded observations) and timed at batch 1: torch eager (the student's own
    inference path, 1 thread) vs the runtime (`ArtifactPolicy`, onnxruntime with 1 thread), calls interleaved.
 3. The control loop (`ControlLoop` on a robot replaying recorded observations, the MLP artifact) at 50 and
    100 Hz while another process keeps the second core busy: lateness of each tick's wake-up against its
    scheduled time (p50, p99) and deadline misses per 10 000 ticks.
 4. The artifact served by `scripts/serve.py` on loopback: round trip per request with 1 and with 8 clients at once.
-5. The MLP artifact deployed on the sim robot (`scripts/deploy.py robot=sim`: real time at 20 Hz) on the same
-   seeded episodes as the run's evaluation.
+5. The MLP and the diffusion policy (DDIM-10 in the runtime, chunks of 8 with latency compensation) deployed on
+   the sim robot (`scripts/deploy.py robot=sim`: real time at 20 Hz) on the same seeded episodes as their runs'
+   evaluations (the diffusion run evaluated with DDIM-10 too).
 """
 
 from __future__ import annotations
@@ -37,33 +38,55 @@ TASK = "task=pushcube"
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"dagger": ["algo.rounds=2", "algo.episodes_per_round=4", "algo.updates_per_round=50"],
-                "eval": 4, "demos": 6, "updates": 10, "calls": 30, "ticks": {"50": 100, "100": 200},
-                "requests": 40, "deploy": 4, "samples": 200, "net": ["student.down_dims=[16,32]"]}  # fmt: skip
-    return {"dagger": [], "eval": 50, "demos": 10, "updates": 100, "calls": 1000,
-            "ticks": {"50": 3000, "100": 10000}, "requests": 500, "deploy": 50, "samples": 1000, "net": []}  # fmt: skip
+                "eval": 4, "demos": 6, "updates": 10, "dp_demos": 6, "dp_updates": 20, "calls": 30,
+                "ticks": {"50": 100, "100": 200}, "requests": 40, "deploy": 4, "samples": 200,
+                "net": ["student.down_dims=[16,32]"]}  # fmt: skip
+    return {"dagger": [], "eval": 50, "demos": 10, "updates": 100, "dp_demos": 100, "dp_updates": 3000,
+            "calls": 1000, "ticks": {"50": 3000, "100": 10000}, "requests": 500, "deploy": 50, "samples": 1000,
+            "net": []}  # fmt: skip
 
 
 def train_students(s: dict[str, Any], out: Path) -> dict[str, Path]:
-    """One run per exported kind; returns {kind: run dir}."""
-    common = [TASK, "eval.videos=0", "eval.num_envs=10"]
-    short = [*common, "eval.episodes=2", f"algo.num_demos={s['demos']}"]
+    """One run per exported kind; returns {kind: run dir}. The MLP (PushCube) and the diffusion policy (PickCube,
+    evaluated with DDIM-10 as the runtime samples it) are trained fully and deployed; the rest only for timing."""
+    common = ["eval.videos=0", "eval.num_envs=10"]
+    short = [TASK, *common, "eval.episodes=2", f"algo.num_demos={s['demos']}", f"algo.updates={s['updates']}"]
+    full = [*common, f"eval.episodes={s['eval']}"]
     runs = {
-        "gaussian_mlp": ([*common, "algo=dagger", f"eval.episodes={s['eval']}", *s["dagger"]], out / "mlp"),
-        "gaussian_cnn": ([*short, "algo=bc", "student=cnn", f"algo.updates={s['updates']}"], out / "cnn"),
-        "vla": ([*short, "algo=sft", "student=vla", f"algo.updates={s['updates']}"], out / "vla"),
+        "gaussian_mlp": ([TASK, *full, "algo=dagger", *s["dagger"]], out / "mlp"),
+        "gaussian_cnn": ([*short, "algo=bc", "student=cnn"], out / "cnn"),
+        "vla": ([*short, "algo=sft", "student=vla"], out / "vla"),
         "diffusion": (
-            [*short, "algo=diffusion", "student=diffusion", *s["net"], f"algo.updates={s['updates']}", "sampler=ddim"],
+            [
+                "task=pickcube",
+                *full,
+                "algo=diffusion",
+                "student=diffusion",
+                *s["net"],
+                f"algo.num_demos={s['dp_demos']}",
+                f"algo.updates={s['dp_updates']}",
+                "sampler=ddim",
+                "sampler.num_inference_steps=10",
+            ],
             out / "dp",
         ),  # fmt: skip
+        "consistency": (
+            [
+                "task=pickcube",
+                *common,
+                "eval.episodes=2",
+                "algo=consistency",
+                "teacher=diffusion",
+                f"teacher.path={out / 'dp'}",
+                f"algo.updates={s['updates']}",
+            ],
+            out / "cd",
+        ),  # fmt: skip
     }
-    for overrides, run_dir in runs.values():
+    for overrides, run_dir in runs.values():  # in order: the consistency head distils the diffusion policy
         if not (run_dir / "eval.json").exists():
             train_once(overrides, run_dir)
-    cd = ([*short, "algo=consistency", "teacher=diffusion", f"teacher.path={out / 'dp'}",
-           f"algo.updates={s['updates']}"], out / "cd")  # fmt: skip
-    if not (cd[1] / "eval.json").exists():
-        train_once(*cd)
-    return {**{k: v[1] for k, v in runs.items()}, "consistency": cd[1]}
+    return {k: v[1] for k, v in runs.items()}
 
 
 def latency(run: Path, artifact: Path, calls: int) -> dict[str, float]:
@@ -185,8 +208,11 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     mlp = runs["gaussian_mlp"] / "export_onnx"
     loop = jitter(mlp, s["ticks"], out_dir)
     rtt = server_rtt(mlp, s["requests"])
-    eval_success = json.loads((runs["gaussian_mlp"] / "eval.json").read_text())["success_rate"]
-    deployed = deploy_sim(load_artifact(mlp), s["deploy"], seed=100_000, log_dir=out_dir / "deploy", progress=False)
+    deployed, eval_success = {}, {}
+    for kind in ("gaussian_mlp", "diffusion"):  # the fully trained students, on their evaluation's seeds
+        eval_success[kind] = json.loads((runs[kind] / "eval.json").read_text())["success_rate"]
+        deployed[kind] = deploy_sim(load_artifact(runs[kind] / "export_onnx"), s["deploy"], seed=100_000,
+                                    log_dir=out_dir / f"deploy_{kind}", progress=False)  # fmt: skip
     misses = sum(v["misses"] for v in loop.values())
     loop_ticks = sum(v["ticks"] for v in loop.values())
 
@@ -201,9 +227,11 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "loop": loop,
         "server_rtt_ms": {k: v["p50_ms"] for k, v in rtt.items()},
         "server": rtt,
-        "deploy_success": deployed["success_rate"],
-        "eval_success": eval_success,
-        "deploy": {k: v for k, v in deployed.items() if k != "per_episode"},
+        "deploy_success": deployed["gaussian_mlp"]["success_rate"],
+        "eval_success": eval_success["gaussian_mlp"],
+        "deploy_success_by_student": {k: v["success_rate"] for k, v in deployed.items()},
+        "eval_success_by_student": eval_success,
+        "deploy": {kind: {k: v for k, v in d.items() if k != "per_episode"} for kind, d in deployed.items()},
         "episodes": s["deploy"],
     }
     lines = [f"{'student kind':<16}{'torch ms':>10}{'onnx ms':>10}{'onnx/torch':>12}{'parity max |diff|':>20}"]
@@ -219,9 +247,11 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     for k, v in rtt.items():
         lines.append(f"server round trip, {k} client{'s' if k != '1' else ''}: p50 {v['p50_ms']:.3f} ms, p99 "
                      f"{v['p99_ms']:.3f} ms, {v['requests_per_s']:.0f} requests/s")  # fmt: skip
-    lines.append(f"sim robot (real time, {deployed['rate_hz']:.0f} Hz): deployed success {deployed['success_rate']:.2f}"
-                 f" vs the run's evaluation {eval_success:.2f} ({s['deploy']} episodes, the same seeds); "
-                 f"{deployed['misses']} misses in {deployed['ticks']} ticks")  # fmt: skip
+    for kind, d in deployed.items():
+        lines.append(f"sim robot, {kind} on {d['task']} (real time, {d['rate_hz']:.0f} Hz): deployed success "
+                     f"{d['success_rate']:.2f} vs the run's evaluation {eval_success[kind]:.2f} ({s['deploy']} "
+                     f"episodes, the same seeds); {d['misses']} misses in {d['ticks']} ticks, inference p99 "
+                     f"{d['latency_ms_p99']:.1f} ms, {d['dropped']} chunk actions dropped")  # fmt: skip
     lines.append("(latency: batch 1, median over interleaved calls, 1 thread each; jitter: tick wake-up minus its "
                  "scheduled time)")  # fmt: skip
     return payload, lines

@@ -182,6 +182,33 @@ def test_chunks_join_time_aligned_with_latency_compensation():
     assert_held_repeat_previous(log)
 
 
+class HistoryPolicy(RampPolicy):
+    """Keeps the last 2 observed ticks (observe, on the loop thread); plans from that snapshot (plan, on the worker),
+    its chunk computed from the newest tick, after `delay_s`."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.observed, self.planned = [], []
+
+    def observe(self, obs: dict) -> list[int]:
+        self.observed.append(int(obs["tick"][0]))
+        return list(self.observed[-2:])  # a fresh list: later observations do not change it
+
+    def plan(self, history: list[int]) -> np.ndarray:
+        self.planned.append(history)
+        return super().__call__({"tick": np.array([history[-1]])})
+
+
+def test_a_history_policy_observes_every_tick_and_plans_from_a_snapshot():
+    policy = HistoryPolicy(horizon=8, delay_s=0.025)
+    stats = ControlLoop(policy, TickRobot(), 100.0, wide_filter()).run(ticks=40)
+    assert policy.observed == list(range(stats.ticks))  # every tick's observation, not only the planned ones
+    assert len(policy.planned) >= 3 and all(h == [h[-1] - 1, h[-1]] for h in policy.planned[1:])
+    used = [e for e in stats.log if not e["miss"]]
+    if stats.overruns == 0:  # grid ticks are read counts: every action used is the one planned for its tick
+        assert all(abs(e["action"][0] - e["tick"] * 0.01) < 1e-9 for e in used)
+
+
 def test_watchdog_holds_on_slow_inference_and_keeps_the_rate():
     n = 50
     policy = RampPolicy(kind=lambda call: "slow" if call % 5 == 4 else None, slow_s=3 * PERIOD)

@@ -112,6 +112,37 @@ def recorded(artifact: Path) -> dict[str, np.ndarray]:
     return {k[4:]: data[k][:, -1] if history else data[k] for k in data.files if k.startswith("obs/")}
 
 
+def test_history_policy_sees_consecutive_steps_in_the_loop_and_on_the_server(tmp_path):
+    from robodistill.runtime.client import PolicyClient
+    from robodistill.runtime.control import ControlLoop, SafetyFilter
+    from robodistill.runtime.robots import CallbackRobot
+    from robodistill.runtime.server import PolicyServer
+
+    run = fake_run(tmp_path, "diffusion")
+    export_run(run, samples=100, progress=False)
+    artifact = load_artifact(run / "export_onnx")
+    states = recorded(run / "export_onnx")["state"][:30]
+    policy = ArtifactPolicy(artifact)
+    for i in range(5):  # observe keeps the last obs_horizon (2) steps; the first is repeated at the start
+        inputs = policy.observe({"state": states[i]})
+        np.testing.assert_array_equal(inputs["state"][0], states[[max(i - 1, 0), i]])
+    # in the control loop it sees every tick's observation, though it plans only when a chunk runs out
+    frames = iter(states)
+    seen = []
+    observe = policy.observe
+    policy.observe = lambda obs: seen.append(obs["state"]) or observe(obs)
+    stats = ControlLoop(policy, CallbackRobot(lambda: {"state": next(frames)}, lambda a: None, 4), 50.0,
+                        SafetyFilter([-1] * 4, [1] * 4)).run(ticks=20)  # fmt: skip
+    assert len(seen) == stats.ticks == 20 and stats.inferences < 20
+    # the server takes the whole history in one request (no state kept) or one observation per request
+    with PolicyServer(ArtifactPolicy(artifact).answer, {}, port=0) as server:
+        client = PolicyClient(server.url, retries=0)
+        assert client.infer({"state": states[:2].astype(np.float64)})["actions"].shape == (4, 4)
+        assert client.infer({"state": states[0]})["actions"].shape == (4, 4)
+        with pytest.raises(Exception, match="history of 2"):
+            client.infer({"state": states[:3]})
+
+
 def test_torchscript_export(tmp_path):
     run = fake_run(tmp_path, "mlp")
     export_run(run, fmt="torchscript", samples=100, progress=False)

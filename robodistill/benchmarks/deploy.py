@@ -39,11 +39,11 @@ def sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"dagger": ["algo.rounds=2", "algo.episodes_per_round=4", "algo.updates_per_round=50"],
                 "eval": 4, "demos": 6, "updates": 10, "dp_demos": 6, "dp_updates": 20, "calls": 30,
-                "ticks": {"50": 100, "100": 200}, "requests": 40, "deploy": 4, "samples": 200,
+                "ticks": {"50": 100, "100": 200}, "requests": 40, "deploy": 4, "dp_episodes": 4, "samples": 200,
                 "net": ["student.down_dims=[16,32]"]}  # fmt: skip
     return {"dagger": [], "eval": 50, "demos": 10, "updates": 100, "dp_demos": 100, "dp_updates": 3000,
-            "calls": 1000, "ticks": {"50": 3000, "100": 10000}, "requests": 500, "deploy": 50, "samples": 1000,
-            "net": []}  # fmt: skip
+            "calls": 1000, "ticks": {"50": 3000, "100": 10000}, "requests": 500, "deploy": 50,
+            "dp_episodes": 100, "samples": 1000, "net": []}  # fmt: skip
 
 
 def train_students(s: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -59,7 +59,8 @@ def train_students(s: dict[str, Any], out: Path) -> dict[str, Path]:
         "diffusion": (
             [
                 "task=pickcube",
-                *full,
+                *common,
+                f"eval.episodes={s['dp_episodes']}",
                 "algo=diffusion",
                 "student=diffusion",
                 *s["net"],
@@ -209,9 +210,10 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     loop = jitter(mlp, s["ticks"], out_dir)
     rtt = server_rtt(mlp, s["requests"])
     deployed, eval_success = {}, {}
-    for kind in ("gaussian_mlp", "diffusion"):  # the fully trained students, on their evaluation's seeds
+    episodes = {"gaussian_mlp": s["deploy"], "diffusion": s["dp_episodes"]}  # the sampled policy: more episodes
+    for kind, n in episodes.items():  # the fully trained students, on their evaluation's seeds
         eval_success[kind] = json.loads((runs[kind] / "eval.json").read_text())["success_rate"]
-        deployed[kind] = deploy_sim(load_artifact(runs[kind] / "export_onnx"), s["deploy"], seed=100_000,
+        deployed[kind] = deploy_sim(load_artifact(runs[kind] / "export_onnx"), n, seed=100_000,
                                     log_dir=out_dir / f"deploy_{kind}", progress=False)  # fmt: skip
     misses = sum(v["misses"] for v in loop.values())
     loop_ticks = sum(v["ticks"] for v in loop.values())
@@ -232,7 +234,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "deploy_success_by_student": {k: v["success_rate"] for k, v in deployed.items()},
         "eval_success_by_student": eval_success,
         "deploy": {kind: {k: v for k, v in d.items() if k != "per_episode"} for kind, d in deployed.items()},
-        "episodes": s["deploy"],
+        "episodes": episodes,
     }
     lines = [f"{'student kind':<16}{'torch ms':>10}{'onnx ms':>10}{'onnx/torch':>12}{'parity max |diff|':>20}"]
     for kind, v in lat.items():
@@ -249,7 +251,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                      f"{v['p99_ms']:.3f} ms, {v['requests_per_s']:.0f} requests/s")  # fmt: skip
     for kind, d in deployed.items():
         lines.append(f"sim robot, {kind} on {d['task']} (real time, {d['rate_hz']:.0f} Hz): deployed success "
-                     f"{d['success_rate']:.2f} vs the run's evaluation {eval_success[kind]:.2f} ({s['deploy']} "
+                     f"{d['success_rate']:.2f} vs the run's evaluation {eval_success[kind]:.2f} ({d['episodes']} "
                      f"episodes, the same seeds); {d['misses']} misses in {d['ticks']} ticks, inference p99 "
                      f"{d['latency_ms_p99']:.1f} ms, {d['dropped']} chunk actions dropped")  # fmt: skip
     lines.append("(latency: batch 1, median over interleaved calls, 1 thread each; jitter: tick wake-up minus its "

@@ -188,21 +188,30 @@ class ArtifactPolicy:
         """Forget the observation history (call at the start of an episode)."""
         self.history.clear()
 
-    def __call__(self, obs: dict[str, Any]) -> np.ndarray:
-        frame = {k: np.asarray(obs[k], dtype=self.contract["observations"][k]["dtype"]) for k in self.obs_keys}
+    def observe(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Add one observation to the history; the graph inputs (1, ...) or (1, T_o, ...) of the history now. Call it
+        at every control step (ControlLoop does), so the history holds consecutive steps."""
+        frame = self.cast({k: obs[k] for k in self.obs_keys})
         if not self.history:  # a new episode repeats its first observation (as training windows do)
             self.history.extend([frame] * self.horizon)
         else:
             self.history.append(frame)
         if self.horizon > 1:
-            batch = {k: np.stack([f[k] for f in self.history])[None] for k in self.obs_keys}  # (1, T_o, ...)
-        else:
-            batch = {k: frame[k][None] for k in self.obs_keys}  # (1, ...)
-        return self.infer(batch)[0]
+            return {k: np.stack([f[k] for f in self.history])[None] for k in self.obs_keys}
+        return {k: frame[k][None] for k in self.obs_keys}
+
+    def plan(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The chunk (T, A) for graph inputs from `observe`."""
+        return self.infer(inputs)[0]
+
+    def __call__(self, obs: dict[str, Any]) -> np.ndarray:
+        """observe + plan: the chunk (T, A) for this observation (and the ones observed before it)."""
+        return self.plan(self.observe(obs))
 
     def answer(self, request: dict[str, Any]) -> dict[str, np.ndarray]:
         """A policy-server request. One observation {key: array of the contract's shape} (openpi's convention) ->
-        {"actions": (T, A)}, the history kept between requests; or, for a policy without history, a batch
+        {"actions": (T, A)}, the history kept between requests (send every step's observation, or the whole
+        history {key: (T_o, ...)}, to a policy with obs_horizon > 1); or, for a policy without history, a batch
         {key: (N, ...)} -> {"actions": (N, A), "chunk": (N, T, A)}. A "prompt" string stands in for a token
         policy's instruction bytes. ValueError on a request that does not fit the contract."""
         from robodistill.runtime.server import observation_batch
@@ -214,13 +223,21 @@ class ArtifactPolicy:
         shapes = {k: v["shape"] for k, v in self.contract["observations"].items()}
         key = self.obs_keys[0]
         if key in obs and np.ndim(obs[key]) == len(shapes[key]):  # one observation
-            one = {k: np.asarray(v)[None] for k, v in obs.items() if k in self.obs_keys}
-            return {"actions": self({k: v[0] for k, v in observation_batch(one, self.obs_keys, shapes).items()})}
+            one = observation_batch({k: np.asarray(v)[None] for k, v in obs.items()}, self.obs_keys, shapes)
+            return {"actions": self({k: v[0] for k, v in one.items()})}
+        batch = self.cast(observation_batch(obs, self.obs_keys, shapes))  # (N, ...): a batch, or a whole history
         if self.horizon > 1:
-            raise ValueError(f"this policy keeps a history of {self.horizon} observations: send one observation per "
-                             f"request (shapes {shapes}), not a batch")  # fmt: skip
-        chunk = self.infer(observation_batch(obs, self.obs_keys, shapes))
+            if len(batch[key]) != self.horizon:
+                raise ValueError(f"this policy reads a history of {self.horizon} observations: send one observation "
+                                 f"per request (shapes {shapes}) or the history ({self.horizon}, ...), not "
+                                 f"{len(batch[key])}")  # fmt: skip
+            return {"actions": self.plan({k: v[None] for k, v in batch.items()})}  # explicit history, no state
+        chunk = self.infer(batch)
         return {"actions": chunk[:, 0], "chunk": chunk}
+
+    def cast(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Observations in the contract's dtypes (a client may send float64)."""
+        return {k: np.asarray(v, dtype=self.contract["observations"][k]["dtype"]) for k, v in batch.items()}
 
     def infer(self, batch: dict[str, np.ndarray], noise: np.ndarray | None = None) -> np.ndarray:
         """Batched inference on graph-shaped inputs (B, ...) or (B, T_o, ...): chunks (B, T, A). `noise`

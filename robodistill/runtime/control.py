@@ -9,6 +9,10 @@ for tick j + i. Inference runs on one background thread, so the loop keeps its r
 chunk is used on the time grid it was planned for (actions for ticks already gone are dropped), a new one is asked
 for early enough to cover the measured latency, and a tick with no action by its deadline holds the last safe one.
 Every action passes through a SafetyFilter on its way to the robot.
+
+A policy that reads an observation history (a diffusion policy's T_o frames) must see every tick's observation,
+not only those it plans from: if it has `observe(obs) -> inputs`, the loop calls it at every tick (on the loop
+thread) and plans with `policy.plan(inputs)` on the worker, from a snapshot that later ticks cannot change.
 """
 
 from __future__ import annotations
@@ -192,6 +196,12 @@ class ControlLoop:
         if not spin_s >= 0:
             raise ControlError(f"spin_s must be >= 0, got {spin_s}")
         self.policy, self.robot, self.safety = policy, robot, safety
+        observe = getattr(policy, "observe", None)
+        if callable(observe) and not callable(getattr(policy, "plan", None)):
+            raise ControlError(
+                f"{type(policy).__name__} has observe() but no plan(inputs): a history policy needs both"
+            )
+        self._observe = observe if callable(observe) else None
         self.rate_hz, self.period, self.deadline_s, self.spin_s = rate_hz, period, deadline_s, float(spin_s)
         self.log_path = None if log_path is None else Path(log_path)
         self.log: list[dict[str, Any]] = []  # the latest run's ticks, also after it raised
@@ -268,6 +278,8 @@ class ControlLoop:
         t_start = time.perf_counter()
         self._tick_error = None
         obs = self.robot.read_obs()
+        if self._observe is not None:  # a history policy sees every observation; it plans from this snapshot
+            obs = self._observe(obs)
         self._collect(k)
         self._maybe_submit(k, obs)
         if self._action_index(k) is None and self._future is not None:
@@ -317,12 +329,12 @@ class ControlLoop:
         if left > math.ceil(self._latency_est / self.period):
             return
         assert self._executor is not None
-        self._future = self._executor.submit(self._infer, dict(obs), time.perf_counter())
+        self._future = self._executor.submit(self._infer, obs if self._observe else dict(obs), time.perf_counter())
         self._future_tick = k
 
     def _infer(self, obs: dict[str, np.ndarray], t_submit: float) -> tuple[np.ndarray, float]:
         """On the worker thread: the policy's checked chunk and its latency since submission."""
-        out = self.policy(obs)
+        out = self.policy.plan(obs) if self._observe is not None else self.policy(obs)
         latency = time.perf_counter() - t_submit
         try:
             chunk = np.asarray(out, dtype=np.float64)

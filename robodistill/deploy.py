@@ -127,8 +127,9 @@ def deploy_callback(artifact: Artifact, cfg: Mapping[str, Any], rate_hz: float |
     if "read_obs" not in fns or "send_action" not in fns:
         raise UserError("robot=callback needs robot.read_obs=<package.module:function> and "
                         "robot.send_action=<package.module:function>")  # fmt: skip
-    robot = CallbackRobot(fns["read_obs"], fns["send_action"], artifact.action_dim, fns.get("done"))
-    artifact.check_robot(robot.read_obs(), int(cfg.get("action_dim") or artifact.action_dim))
+    robot = CallbackRobot(fns["read_obs"], fns["send_action"], int(cfg.get("action_dim") or artifact.action_dim),
+                          fns.get("done"))  # fmt: skip
+    artifact.check_robot(robot.read_obs(), robot.action_dim)
     rate = float(rate_hz or artifact.rate_hz)
     log = Path(log_dir) / "callback.jsonl" if log_dir is not None else None
     if log is not None:

@@ -42,6 +42,7 @@ from robodistill.observations import as_dict, obs_mode_for
 from robodistill.runtime.artifact import FORMAT_VERSION, IDS_KEY, ArtifactPolicy, load_artifact, sha256
 from robodistill.tasks import make_env
 from robodistill.teachers import load_policy
+from robodistill.training import windows
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
@@ -123,7 +124,7 @@ class DecoderGraph(nn.Module):
         return p.unnormalize_actions(x)[:, p.first_action : p.first_action + p.action_horizon]
 
 
-class SB3Student(nn.Module):
+class SB3Graph(nn.Module):
     """An SB3 run's state policy (ppo, rpd, sac) as an exportable student: its deterministic action, clipped into
     the action bounds (Gaussian policies) or mapped from tanh's [-1, 1] onto them (squashed, SAC), as SB3's
     `predict` does. The observation normalisation (`NormalizedFlatten`) is part of the policy, so of the graph."""
@@ -131,8 +132,10 @@ class SB3Student(nn.Module):
     kind = "gaussian"
 
     def __init__(self, model: Any, meta: dict[str, Any]):
+        from robodistill.sb3 import SB3Student
+
         super().__init__()
-        self.model, self.policy = model, model.policy
+        self.student, self.policy = SB3Student(model, ["state"]), model.policy
         self.obs_keys, self.shape_meta = ["state"], meta
         self.action_dim = int(meta["action"]["shape"][0])
         self.register_buffer("low", torch.as_tensor(model.action_space.low, dtype=torch.float32))
@@ -146,12 +149,11 @@ class SB3Student(nn.Module):
 
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
         """SB3's own inference path (`model.predict`): the reference the graph is checked against."""
-        action, _ = self.model.predict(np.asarray(obs["state"]), deterministic=deterministic)
-        return np.asarray(action, dtype=np.float32), None
+        return self.student.act(obs, deterministic)
 
 
-def load_sb3_student(run_dir: Path, cfg: Any, task: dict[str, Any]) -> SB3Student:
-    """The SB3 model of a ppo / rpd / sac run (best, else final) as an SB3Student; state policies only."""
+def load_sb3_graph(run_dir: Path, cfg: Any, task: dict[str, Any]) -> SB3Graph:
+    """The SB3 model of a ppo / rpd / sac run (best, else final) as an exportable SB3Graph; state policies only."""
     from robodistill.sb3 import load_sb3_model
     from robodistill.tasks import shape_meta
 
@@ -164,7 +166,7 @@ def load_sb3_student(run_dir: Path, cfg: Any, task: dict[str, Any]) -> SB3Studen
         meta = shape_meta(env)
     finally:
         env.close()
-    return SB3Student(load_sb3_model(run_dir), meta).eval()
+    return SB3Graph(load_sb3_model(run_dir), meta).eval()
 
 
 # ---- recorded observations ----------------------------------------------------------------------------------------
@@ -200,24 +202,18 @@ def record_observations(policy: nn.Module, task: dict[str, Any], n: int, seed: i
     return episodes
 
 
-def windows(episodes: list[dict[str, np.ndarray]], horizon: int) -> dict[str, np.ndarray]:
-    """Every step's observation history {key: (N, T_o, ...)} (the first observation repeated before it, as the
-    runtime and training do), or the plain observations {key: (N, ...)} for a horizon of 1."""
-    out: dict[str, list[np.ndarray]] = {k: [] for k in episodes[0]}
-    for ep in episodes:
-        for k, v in ep.items():
-            if horizon == 1:
-                out[k].append(v)
-                continue
-            padded = np.concatenate([np.repeat(v[:1], horizon - 1, 0), v])
-            out[k].append(np.stack([padded[i : i + horizon] for i in range(len(v))]))
-    return {k: np.concatenate(v) for k, v in out.items()}
+def histories(episodes: list[dict[str, np.ndarray]], horizon: int) -> dict[str, np.ndarray]:
+    """Every step's observation history {key: (N, T_o, ...)} (the first observation repeated before it, as training
+    windows and the runtime do), or the plain observations {key: (N, ...)} for a horizon of 1."""
+    if horizon == 1:
+        return {k: np.concatenate([ep[k] for ep in episodes]) for k in episodes[0]}
+    return {k: np.concatenate([windows(ep[k], 1 - horizon, horizon) for ep in episodes]) for k in episodes[0]}
 
 
 # ---- export -------------------------------------------------------------------------------------------------------
 def kind_of(policy: nn.Module) -> str:
     for cls, kind in ((ConsistencyPolicy, "consistency"), (DiffusionPolicy, "diffusion"), (VLAPolicy, "vla"),
-                      (GaussianPolicy, "gaussian"), (SB3Student, "gaussian")):  # fmt: skip
+                      (GaussianPolicy, "gaussian"), (SB3Graph, "gaussian")):  # fmt: skip
         if isinstance(policy, cls):
             return kind
     raise UserError(f"cannot export a {type(policy).__name__}: export covers gaussian (and SB3 state policies), "
@@ -229,7 +225,7 @@ def graphs(policy: nn.Module, obs: dict[str, np.ndarray], rng: np.random.Generat
     inputs are the recorded observations (and sampled noise and steps) parity is checked on."""
     kind = kind_of(policy)
     keys = sorted(policy.obs_keys)
-    if isinstance(policy, SB3Student):
+    if isinstance(policy, SB3Graph):
         return {"policy": (policy, keys, ["actions"], {k: obs[k] for k in keys})}
     if kind == "gaussian":
         return {"policy": (GaussianGraph(policy), keys, ["actions"], {k: obs[k] for k in keys})}
@@ -296,16 +292,21 @@ def run_exported(file: Path, fmt: str, names: list[str], outputs: list[str], fee
     return [np.concatenate(p) for p in zip(*parts)]
 
 
-def compare(name: str, outputs: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol: float) -> dict:
+def argmax_ties(logits: np.ndarray, tol: float) -> np.ndarray:
+    """(N, A) True where a token policy's top two logits are within 2 tol: a tie that torch and onnxruntime may
+    break either way, so the decoded actions may differ there by a bin."""
+    top2 = np.sort(logits, -1)[..., -2:]
+    return (top2[..., 1] - top2[..., 0]) <= 2 * tol
+
+
+def compare(outputs: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol: float) -> dict:
     """Parity of one graph: max |torch - exported| per output; for a token policy's actions, the argmax may differ
     only where the top two logits are within the tolerance (a tie the two runtimes may break either way)."""
     report: dict[str, Any] = {}
     for out, a, b in zip(outputs, ref, got):
         report[out] = float(np.abs(a.astype(np.float64) - b).max())
     if outputs == ["actions", "logits"]:
-        logits = ref[1]
-        top2 = np.sort(logits, -1)[..., -2:]
-        tie = (top2[..., 1] - top2[..., 0]) <= 2 * tol  # (N, A)
+        tie = argmax_ties(ref[1], tol)
         differs = np.abs(ref[0][:, 0] - got[0][:, 0]) > tol
         report["argmax_disagreements"] = int(differs.sum())
         report["argmax_disagreements_not_ties"] = int((differs & ~tie).sum())
@@ -328,7 +329,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
     cfg = OmegaConf.load(config)
     task = OmegaConf.to_container(cfg.task, resolve=True)
     if (run_dir / "sb3").exists():
-        policy = load_sb3_student(run_dir, cfg, task)
+        policy = load_sb3_graph(run_dir, cfg, task)
     else:
         policy = load_policy(str(run_dir), checkpoint)
     kind = kind_of(policy)
@@ -339,7 +340,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
     sampler = {"kind": "ddim", "num_inference_steps": sampler_steps} if kind == "diffusion" else None
     episodes = record_observations(policy, task, samples, int(cfg.eval.seed) + 10_000, sampler, progress)
     horizon = int(getattr(policy, "obs_horizon", 1))
-    obs = windows(episodes, horizon)
+    obs = histories(episodes, horizon)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -352,7 +353,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
             file = tmp / f"{name}{suffix}"
             write_graph(module, names, outputs, feeds, file, fmt)
             ref = run_torch(module, names, feeds)
-            parity[name] = compare(name, outputs, ref, run_exported(file, fmt, names, outputs, feeds), tolerance)
+            parity[name] = compare(outputs, ref, run_exported(file, fmt, names, outputs, feeds), tolerance)
             models[name] = {"file": file.name, "sha256": sha256(file), "inputs": names, "outputs": outputs}
         contract = make_contract(policy, kind, cfg, config, task, models, fmt, sampler_steps, tolerance)
         (tmp / "contract.json").write_text(json.dumps(contract, indent=2))
@@ -379,10 +380,8 @@ def runtime_parity(path: Path, policy: nn.Module, kind: str, obs: dict[str, np.n
                    tol: float) -> dict[str, Any]:  # fmt: skip
     """torch's whole policy vs `ArtifactPolicy.infer` (tokeniser, sampler loop and all) on the recorded
     observations with the same noise; writes selftest.npz from the first of them."""
-    contract = json.loads((path / "contract.json").read_text())
-    contract["parity"] = {"tolerance": tol}
-    (path / "contract.json").write_text(json.dumps(contract))
     runtime = ArtifactPolicy(load_artifact(path))
+    contract = runtime.contract
     n = len(next(iter(obs.values())))
     if kind == "diffusion":
         n = min(n, 200)  # each sample is a whole sampler loop
@@ -395,10 +394,7 @@ def runtime_parity(path: Path, policy: nn.Module, kind: str, obs: dict[str, np.n
                                         None if noise is None else noise[i : i + 100]) for i in range(0, n, 100)])  # fmt: skip
     diff = np.abs(expected - got)
     if kind == "vla":  # argmax ties, as in `compare`
-        logits = run_torch(VLAGraph(policy), ["rgb", IDS_KEY, *policy.low_dim],
-                           graphs(policy, feeds, rng)["policy"][3])[1]  # fmt: skip
-        top2 = np.sort(logits, -1)[..., -2:]
-        diff = np.where((top2[..., 1] - top2[..., 0] <= 2 * tol)[:, None], 0.0, diff)
+        diff = np.where(argmax_ties(policy.label(feeds)[1], tol)[:, None], 0.0, diff)
     m = min(SELFTEST_SAMPLES, n)
     np.savez_compressed(path / "selftest.npz", actions=expected[:m], **{f"obs/{k}": v[:m] for k, v in feeds.items()},
                         **({"noise": noise[:m]} if noise is not None else {}))  # fmt: skip
@@ -409,16 +405,14 @@ def runtime_parity(path: Path, policy: nn.Module, kind: str, obs: dict[str, np.n
 def torch_actions(policy: nn.Module, kind: str, obs: dict[str, np.ndarray], noise: np.ndarray | None,
                   contract: dict[str, Any]) -> np.ndarray:  # fmt: skip
     """The chunks (N, T, A) torch gives: the reference for the runtime's whole path."""
-    if kind == "gaussian":
+    if kind in ("gaussian", "vla"):
         return policy.act(obs, deterministic=True)[0][:, None]
-    if kind == "vla":
-        return policy.act(obs, deterministic=True)[0][:, None]
-    cond = policy.condition({k: torch.as_tensor(obs[k]) for k in policy.obs_keys})
     x = torch.as_tensor(noise)
     if kind == "consistency":
         return ConsistencyGraph(policy)(*[torch.as_tensor(obs[k]) for k in sorted(policy.obs_keys)], x).numpy()
     from policies.samplers import ddim_denoise
 
+    cond = policy.condition({k: torch.as_tensor(obs[k]) for k in policy.obs_keys})
     x = ddim_denoise(policy, x, cond, contract["sampler"]["timesteps"])
     return DecoderGraph(policy)(x).numpy()
 

@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from robodistill.benchmarks.runs import train_once
+from robodistill.benchmarks.runs import served, train_once
 
-ROOT = Path(__file__).resolve().parents[2]
 TASK = "task=pushcube"
 
 
@@ -159,10 +158,7 @@ def server_rtt(artifact: Path, requests: int) -> dict[str, Any]:
 
     data = np.load(artifact / "selftest.npz")
     obs = {k[4:]: data[k][0] for k in data.files if k.startswith("obs/")}
-    proc = subprocess.Popen([sys.executable, "scripts/serve.py", f"artifact={artifact}", "port=0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    try:
-        url = proc.stdout.readline().split(" on ")[1].split()[0]
+    with served(f"artifact={artifact}") as url:
 
         def client(n: int, out: list[float]) -> None:
             with PolicyClient(url, retries=0) as c:
@@ -187,9 +183,6 @@ def server_rtt(artifact: Path, requests: int) -> dict[str, Any]:
             result[str(clients)] = {"p50_ms": float(np.median(flat)), "p99_ms": float(np.percentile(flat, 99)),
                                     "requests": len(flat), "requests_per_s": len(flat) / wall}  # fmt: skip
         return result
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:

@@ -16,17 +16,12 @@ against SFT on the teacher's demonstrations; forgetting of another task; remote 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from robodistill.benchmarks.runs import call_job, map_jobs, train_once
+from robodistill.benchmarks.runs import call_job, map_jobs, served, train_once
 
 TASKS = {"pushcube": "robodistill/PushCube-v0", "pickcube": "robodistill/PickCube-v0"}
 # Both policies read the camera image, the instruction and the state vector (the two tasks' are alike in shape):
@@ -34,7 +29,6 @@ TASKS = {"pushcube": "robodistill/PushCube-v0", "pickcube": "robodistill/PickCub
 OBS_KEYS = "[rgb,state,instruction]"
 LOSSES = ("rkl", "fkl", "ce")
 VARIANTS = (*LOSSES, "sft")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def sizes(quick: bool) -> dict[str, Any]:
@@ -84,12 +78,6 @@ def labels_to(target: float, base: float, labels: list[int], success: list[float
     return next((n for n, s in zip(labels, success) if s >= target), None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def throughput(teacher_run: Path, student_run: Path, task: dict[str, Any], episodes: int, reps: int = 2
                ) -> dict[str, float]:  # fmt: skip
     """Collection steps/s with the VLA teacher in this process vs behind scripts/serve.py on loopback, interleaved."""
@@ -101,25 +89,11 @@ def throughput(teacher_run: Path, student_run: Path, task: dict[str, Any], episo
     from robodistill.teachers import VLATeacher, load_policy
 
     torch.set_num_threads(1)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "scripts/serve.py", f"task.env_id={task['env_id']}",
-         f"task.kwargs.image_size={task['kwargs']['image_size']}", "teacher=vla", f"teacher.path={teacher_run}",
-         f"teacher.obs_keys={OBS_KEYS}",
-         f"port={port}", "torch_threads=1"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise RuntimeError(f"scripts/serve.py exited: {server.stderr.read()[-2000:]}") from None
-                time.sleep(0.2)
+    with served(f"task.env_id={task['env_id']}", f"task.kwargs.image_size={task['kwargs']['image_size']}",
+                "teacher=vla", f"teacher.path={teacher_run}", f"teacher.obs_keys={OBS_KEYS}",
+                "torch_threads=1") as url:  # fmt: skip
         local = VLATeacher(load_policy(str(teacher_run)))
-        remote = RemoteTeacher.from_config({"uri": f"ws://127.0.0.1:{port}", "obs_keys": local.obs_keys})
+        remote = RemoteTeacher.from_config({"uri": url, "obs_keys": local.obs_keys})
         student = load_policy(str(student_run))
         venv = make_vector_env(env_fns(task, 8, "state+rgb+language"))
         rates: dict[str, list[float]] = {"local": [], "remote": []}
@@ -130,9 +104,6 @@ def throughput(teacher_run: Path, student_run: Path, task: dict[str, Any], episo
                 rates[name].append(stats.env_steps / stats.wall_s)
         venv.close()
         remote.client.close()
-    finally:
-        server.terminate()
-        server.wait(30)
     return {k: float(np.mean(v)) for k, v in rates.items()}
 
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = str(ROOT / "conf")
 
 
 def train_once(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
@@ -46,3 +51,22 @@ def call_job(fn: Callable[..., Any], args: tuple) -> Any:
 def train_many(jobs: Sequence[tuple[Sequence[str], Path]], workers: int = 1) -> list[dict[str, Any]]:
     """Run `train_once` for each (overrides, run_dir), `workers` at a time."""
     return map_jobs(train_once, jobs, workers)
+
+
+@contextmanager
+def served(*overrides: str) -> Iterator[str]:
+    """`scripts/serve.py <overrides>` on a free loopback port in a subprocess; yields its ws:// URL once it listens,
+    stops it afterwards."""
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen([sys.executable, "scripts/serve.py", *overrides, "port=0"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=errors, text=True)  # fmt: skip
+        try:
+            line = proc.stdout.readline()  # "serving ... on ws://host:port (health: ...)", or EOF if it died
+            if " on ws://" not in line:
+                proc.wait(30)
+                errors.seek(0)
+                raise RuntimeError(f"scripts/serve.py did not start: {errors.read()[-2000:]}")
+            yield line.split(" on ")[1].split()[0]
+        finally:
+            proc.terminate()
+            proc.wait(30)

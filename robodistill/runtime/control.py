@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from robodistill.runtime.robots import Robot
+
 logger = logging.getLogger(__name__)
 
 INTERVENTIONS = ("nonfinite", "hold", "clip", "rate")  # what SafetyFilter can do to an action
@@ -173,7 +175,7 @@ class ControlLoop:
     def __init__(
         self,
         policy: Callable[[dict[str, np.ndarray]], np.ndarray],
-        robot: Any,
+        robot: Robot,
         rate_hz: float,
         safety: SafetyFilter,
         deadline_s: float | None = None,
@@ -241,8 +243,7 @@ class ControlLoop:
         self._future_tick = -1
         self._latency_est = 0.0
         self._latencies: list[float] = []
-        self._misses = self._errors = self._overruns = self._dropped = 0
-        self._interventions = dict.fromkeys(INTERVENTIONS, 0)
+        self._errors = self._overruns = self._dropped = 0
         self._last_error: str | None = None
         self._tick_error: str | None = None
 
@@ -287,14 +288,11 @@ class ControlLoop:
         index, chunk = self._action_index(k), self._chunk
         held = index is None or chunk is None
         if held:
-            self._misses += 1
             action, done = self.safety.hold()
         else:
             action, done = self.safety(chunk.actions[index])
         self.robot.send_action(action)
         t_sent = time.perf_counter()
-        for name in done:
-            self._interventions[name] += 1
         since = t_start - t0
         return {
             "tick": k,
@@ -378,22 +376,22 @@ class ControlLoop:
     def _stats(self) -> LoopStats:
         late = [e["late_ms"] for e in self.log]
         latency = [s * 1000 for s in self._latencies]
-        n = len(self.log)
+        n, misses = len(self.log), sum(e["miss"] for e in self.log)  # from the ticks: no second counter
         return LoopStats(
             ticks=n,
             rate_hz=self.rate_hz,
-            misses=self._misses,
+            misses=misses,
             errors=self._errors,
             overruns=self._overruns,
             dropped=self._dropped,
             inferences=len(self._latencies),
-            interventions=dict(self._interventions),
+            interventions={n: sum(n in e["interventions"] for e in self.log) for n in INTERVENTIONS},
             late_ms_p50=percentile(late, 50),
             late_ms_p99=percentile(late, 99),
             late_ms_max=max(late) if late else None,
             latency_ms_p50=percentile(latency, 50),
             latency_ms_p99=percentile(latency, 99),
-            misses_per_10k=self._misses / n * 1e4 if n else 0.0,
+            misses_per_10k=misses / n * 1e4 if n else 0.0,
             last_error=self._last_error,
             log=self.log,
         )

@@ -15,8 +15,6 @@ import numpy as np
 class Robot(Protocol):
     """What ControlLoop needs from a robot; an optional `done` attribute ends an episode."""
 
-    action_dim: int
-
     def read_obs(self) -> dict[str, np.ndarray]: ...
 
     def send_action(self, action: np.ndarray) -> None: ...

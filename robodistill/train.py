@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from robodistill.components import build
 from robodistill.errors import UserError
 from robodistill.learners import LEARNERS
-from robodistill.run import Run, seed_everything
+from robodistill.learners.components import build
+from robodistill.rundir import RunDir, seed_everything
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"unknown algo {name!r}; available: {', '.join(LEARNERS)}")
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     seed_everything(int(cfg.seed))
-    run = Run(cfg, run_dir)
+    run = RunDir.create(cfg, run_dir, resume=bool(cfg.resume))
     learner_class = LEARNERS[name]
     comps = build(cfg, teacher=learner_class.uses_teacher, student=learner_class.builds_student)
     learner = learner_class(cfg, comps)

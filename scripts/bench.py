@@ -11,7 +11,7 @@ import resource
 import time
 from pathlib import Path
 
-from robodistill.export import git_commit
+from robodistill.export.exporter import git_commit
 
 SUITES = ("foundation", "rpd", "diffusion", "opd", "deploy")
 

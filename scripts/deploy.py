@@ -19,7 +19,7 @@ from robodistill.errors import report_errors
 @hydra.main(version_base=None, config_path="../conf", config_name="deploy")
 @report_errors
 def main(cfg: DictConfig) -> None:
-    from robodistill.deploy import deploy
+    from robodistill.deploy.deployment import deploy
 
     result = deploy(OmegaConf.to_container(cfg, resolve=True))
     print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}, indent=2))

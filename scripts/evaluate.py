@@ -28,7 +28,7 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from robodistill.evaluate_run import evaluate_run
+    from robodistill.evaluation.rerun import evaluate_run
 
     config = args.run_dir / "config.yaml"
     if not config.exists():

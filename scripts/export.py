@@ -19,7 +19,7 @@ from robodistill.errors import report_errors
 @hydra.main(version_base=None, config_path="../conf", config_name="export")
 @report_errors
 def main(cfg: DictConfig) -> None:
-    from robodistill.export import export_run
+    from robodistill.export.exporter import export_run
 
     contract = export_run(
         cfg.run, cfg.out, str(cfg.format), int(cfg.samples), float(cfg.tolerance), str(cfg.checkpoint),

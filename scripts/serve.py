@@ -26,11 +26,11 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("artifact"):
         return serve_artifact(str(cfg.artifact), str(cfg.host), int(cfg.port))
     # imported here so a missing GL backend is reported as one line
-    from robodistill.components import check_teacher, to_dict
+    from robodistill.config import to_dict
     from robodistill.observations import obs_mode_for
     from robodistill.runtime.server import PolicyServer, observation_batch
     from robodistill.tasks import make_env, shape_meta
-    from robodistill.teachers import OPTIONAL_LABELS, make_teacher, query_teacher, reset_episode
+    from robodistill.teachers import OPTIONAL_LABELS, check_teacher, make_teacher, query_teacher, reset_episode
 
     teacher_cfg = to_dict(cfg.teacher)
     kind = teacher_cfg.get("kind")

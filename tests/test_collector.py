@@ -8,8 +8,8 @@ import torch
 
 import envs
 from policies import GaussianPolicy
-from robodistill.collector import Collector, make_vector_env
-from robodistill.dataset import EpisodeWriter
+from robodistill.data.collector import Collector, make_vector_env
+from robodistill.data.dataset import EpisodeWriter
 from robodistill.observations import as_dict
 from robodistill.tasks import env_fns, env_meta, shape_meta
 from robodistill.teachers import CallableTeacher, TeacherError

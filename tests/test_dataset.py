@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import envs
-from robodistill.collector import Collector, make_vector_env
-from robodistill.dataset import DatasetError, EpisodeWriter, dataset_summary, iter_demos
+from robodistill.data.collector import Collector, make_vector_env
+from robodistill.data.dataset import DatasetError, EpisodeWriter, dataset_summary, iter_demos
 from robodistill.tasks import env_fns, env_meta
 from robodistill.teachers import CallableTeacher
 
@@ -52,8 +52,8 @@ def test_robomimic_sequence_dataset_reads_collector_output(tmp_path):
 WRITER_SCRIPT = textwrap.dedent(
     """
     import sys, time, gymnasium as gym, envs
-    from robodistill.collector import Collector, make_vector_env
-    from robodistill.dataset import BackgroundEpisodeWriter, EpisodeWriter
+    from robodistill.data.collector import Collector, make_vector_env
+    from robodistill.data.dataset import BackgroundEpisodeWriter, EpisodeWriter
     from robodistill.tasks import env_fns, env_meta
     from robodistill.teachers import CallableTeacher
     task = {"env_id": "robodistill/Reach-v0"}

@@ -15,9 +15,9 @@ from conftest import ROOT, one_clear_error, run_script
 from omegaconf import OmegaConf
 
 import policies
-from robodistill.components import make_student
 from robodistill.errors import UserError
-from robodistill.export import export_run
+from robodistill.export.exporter import export_run
+from robodistill.learners.components import make_student
 from robodistill.runtime.artifact import ArtifactError, ArtifactPolicy, load_artifact, selftest
 from robodistill.tasks import make_env, shape_meta
 

@@ -14,8 +14,8 @@ from conftest import one_clear_error, run_script
 from hydra import compose, initialize_config_dir
 
 from robodistill.benchmarks.runs import CONF_DIR
-from robodistill.components import build
 from robodistill.errors import UserError
+from robodistill.learners.components import build
 from robodistill.learners.opd import OPDLearner
 from robodistill.runtime.server import PolicyServer
 from robodistill.teachers import VLATeacher, load_policy

@@ -20,11 +20,11 @@ from websockets.sync.server import serve as sync_serve
 
 import envs
 from robodistill.errors import UserError
-from robodistill.remote import RemoteTeacher
 from robodistill.runtime.client import PolicyClient, RemoteError
 from robodistill.runtime.server import PolicyServer
 from robodistill.runtime.wire import packb, unpackb
 from robodistill.teachers import TeacherError
+from robodistill.teachers.remote import RemoteTeacher
 
 
 def double_state(obs: dict) -> dict:

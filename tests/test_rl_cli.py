@@ -9,11 +9,11 @@ import torch
 from conftest import one_clear_error, run_script
 
 from robodistill.errors import UserError
-from robodistill.export import export_run
+from robodistill.export.exporter import export_run
 from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
-from robodistill.sb3 import load_sb3_model
 from robodistill.tasks import make_env
 from robodistill.teachers import make_teacher
+from robodistill.teachers.sb3 import load_sb3_model
 
 TINY = ["task=reach", "algo.num_envs=2", "algo.eval_every=0", "algo.eval_episodes=2", "eval.episodes=2",
         "eval.num_envs=2", "eval.videos=0"]  # fmt: skip

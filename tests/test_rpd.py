@@ -10,8 +10,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import envs  # noqa: F401  (registers the tasks)
 from robodistill.learners.rpd import RPD, LabelledSamples
-from robodistill.sb3 import StudentView
-from robodistill.schedules import DistillWeight
+from robodistill.learners.sb3 import StudentView
+from robodistill.learners.schedules import DistillWeight
 from robodistill.teachers import CallableTeacher
 
 TARGET = np.array([0.3, -0.2, 0.1, 0.5], np.float32)

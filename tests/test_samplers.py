@@ -8,7 +8,7 @@ import torch
 from policies.consistency import ConsistencyPolicy, pseudo_huber
 from policies.diffusion_policy import DiffusionPolicy
 from policies.samplers import ChunkRunner, DDIMSampler, RTISampler, SDPSampler, make_sampler
-from robodistill.training import sequence_labels, windows
+from robodistill.data.labels import sequence_labels, windows
 
 META = {"obs": {"state": {"shape": [5], "type": "low_dim"}}, "action": {"shape": [3], "gripper_dims": [2]}}
 SMALL = {"down_dims": [16, 32], "step_embed_dim": 16}

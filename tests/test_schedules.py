@@ -1,6 +1,6 @@
 import pytest
 
-from robodistill.schedules import BetaSchedule
+from robodistill.learners.schedules import BetaSchedule
 
 
 def test_linear_goes_from_start_to_end_over_horizon():

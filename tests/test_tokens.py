@@ -11,10 +11,10 @@ import envs
 from envs.base import encode_instruction
 from policies.tokens import UNK, ActionTokenizer, InstructionTokenizer, build_vocab
 from policies.vla import VLAPolicy
-from robodistill.buffer import LabelBuffer
+from robodistill.data.buffer import LabelBuffer
+from robodistill.learners.fitting import regress
 from robodistill.learners.opd import LOGITS, token_entropy, token_loss
 from robodistill.tasks import make_env, shape_meta
-from robodistill.training import regress
 
 
 def test_action_tokens_round_trip_within_half_a_bin_and_edges_land_in_the_upper_bin():

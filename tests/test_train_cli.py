@@ -11,7 +11,7 @@ import h5py
 import torch
 from conftest import ROOT, run_script
 
-from robodistill.dataset import dataset_summary
+from robodistill.data.dataset import dataset_summary
 
 TINY = ("algo.updates_per_round=50", "algo.episodes_per_round=4", "eval.episodes=3", "eval.num_envs=3",
         "collector.num_envs=2")  # fmt: skip

@@ -93,7 +93,7 @@ def latency(run: Path, artifact: Path, calls: int) -> dict[str, float]:
     """Median batch-1 inference time (ms) of torch eager and of the runtime, calls interleaved on one input."""
     import torch
 
-    from robodistill.export import kind_of, torch_actions
+    from robodistill.export.exporter import kind_of, torch_actions
     from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
     from robodistill.teachers import load_policy
 
@@ -126,7 +126,7 @@ def busy_core() -> subprocess.Popen:
 
 def jitter(artifact: Path, ticks: dict[str, int], log_dir: Path) -> dict[str, Any]:
     """The control loop on a robot replaying recorded observations, at each rate, with the other core busy."""
-    from robodistill.deploy import safety_filter
+    from robodistill.deploy.deployment import safety_filter
     from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
     from robodistill.runtime.control import ControlLoop
     from robodistill.runtime.robots import CallbackRobot
@@ -186,8 +186,8 @@ def server_rtt(artifact: Path, requests: int) -> dict[str, Any]:
 
 
 def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    from robodistill.deploy import deploy_sim
-    from robodistill.export import export_run
+    from robodistill.deploy.deployment import deploy_sim
+    from robodistill.export.exporter import export_run
     from robodistill.runtime.artifact import load_artifact
 
     s = sizes(quick)

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from policies.samplers import ChunkRunner, make_sampler
 from robodistill.benchmarks.runs import call_job, map_jobs, train_once
-from robodistill.evaluate_run import evaluate_run
+from robodistill.evaluation.rerun import evaluate_run
 from robodistill.observations import as_dict
 from robodistill.tasks import make_env
 from robodistill.teachers import load_policy

@@ -15,8 +15,8 @@ import torch
 import envs
 from policies import GaussianPolicy
 from robodistill.benchmarks.runs import train_once
-from robodistill.collector import Collector, make_vector_env
-from robodistill.dataset import BackgroundEpisodeWriter
+from robodistill.data.collector import Collector, make_vector_env
+from robodistill.data.dataset import BackgroundEpisodeWriter
 from robodistill.tasks import env_fns, env_meta, shape_meta
 from robodistill.teachers import CallableTeacher
 

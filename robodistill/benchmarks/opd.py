@@ -55,7 +55,7 @@ def sft_job(overrides: list[str], run_dir: Path) -> dict[str, Any]:
 def opd_job(overrides: list[str], run_dir: Path, heldout: dict[str, Any], heldout_episodes: int) -> dict[str, Any]:
     """One post-training run (OPD with a loss, or SFT on teacher demos); per round its success (argmax), student
     entropy, KL to the teacher and teacher labels so far; then its success on the held-out task."""
-    from robodistill.evaluation import evaluate, student_policy
+    from robodistill.evaluation.rollouts import evaluate, student_policy
     from robodistill.teachers import load_policy
 
     summary = train_once(overrides, run_dir)
@@ -83,10 +83,10 @@ def throughput(teacher_run: Path, student_run: Path, task: dict[str, Any], episo
     """Collection steps/s with the VLA teacher in this process vs behind scripts/serve.py on loopback, interleaved."""
     import torch
 
-    from robodistill.collector import Collector, make_vector_env
-    from robodistill.remote import RemoteTeacher
+    from robodistill.data.collector import Collector, make_vector_env
     from robodistill.tasks import env_fns
     from robodistill.teachers import VLATeacher, load_policy
+    from robodistill.teachers.remote import RemoteTeacher
 
     torch.set_num_threads(1)
     with served(f"task.env_id={task['env_id']}", f"task.kwargs.image_size={task['kwargs']['image_size']}",

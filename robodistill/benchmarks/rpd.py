@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from robodistill.benchmarks.runs import train_many
-from robodistill.curves import plot_compared, steps_to_success
+from robodistill.evaluation.curves import plot_compared, steps_to_success
 
 # task config -> teacher noise that brings the scripted expert to roughly 55-65 % success
 TASKS = {"pushcube": 0.6, "pickcube": 0.4}

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from robodistill.buffer import LabelBuffer
-from robodistill.components import Components
+from robodistill.data.buffer import LabelBuffer
+from robodistill.data.labels import episode_labels, load_labels
 from robodistill.errors import UserError
-from robodistill.evaluation import evaluate, student_policy
-from robodistill.run import Run, restore_rng
-from robodistill.training import episode_labels, load_labels
+from robodistill.evaluation.rollouts import evaluate, student_policy
+from robodistill.learners.components import Components
+from robodistill.rundir import RunDir, restore_rng
 
 
 class Learner:
@@ -32,7 +32,7 @@ class Learner:
         self.student = comps.student
         self.progress = bool(cfg.get("progress", True))
 
-    def fit(self, run: Run) -> dict[str, Any]:
+    def fit(self, run: RunDir) -> dict[str, Any]:
         raise NotImplementedError
 
     # ---- hooks: what a supervised learner fits, on which samples (overridden by the diffusion learners) ----------
@@ -69,7 +69,7 @@ class Learner:
         """Restore what extra_state saved."""
 
     # ---- services -------------------------------------------------------------------------------------------
-    def evaluate_student(self, run: Run, step: int, final: bool = False, episodes: int | None = None) -> dict[str, Any]:
+    def evaluate_student(self, run: RunDir, step: int, final: bool = False, episodes: int | None = None) -> dict[str, Any]:
         """Evaluate the student over the eval config's seeded episodes (or the first `episodes` of them); the final
         call films and writes eval.json."""
         result = self.evaluate_on(self.comps.task, episodes, run.video_dir if final else None)
@@ -111,7 +111,7 @@ class Learner:
             )
         self.student.load_state_dict(ckpt["policy"])
 
-    def resume_from(self, run: Run, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    def resume_from(self, run: RunDir, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         """With `resume=true`, restore student, optimizer and RNGs from checkpoints/last.pt; returns the checkpoint."""
         if not self.cfg.get("resume", False):
             return None

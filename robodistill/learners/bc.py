@@ -13,22 +13,22 @@ from typing import Any
 import numpy as np
 from tqdm import trange
 
-from robodistill.buffer import LabelBuffer
-from robodistill.collector import Collector, make_vector_env
-from robodistill.components import to_dict
-from robodistill.dataset import BackgroundEpisodeWriter
+from robodistill.config import to_dict
+from robodistill.data.buffer import LabelBuffer
+from robodistill.data.collector import Collector, make_vector_env
+from robodistill.data.dataset import BackgroundEpisodeWriter
 from robodistill.errors import UserError
 from robodistill.learners.base import Learner
-from robodistill.run import Run
+from robodistill.learners.fitting import lr_scheduler, regress
+from robodistill.rundir import RunDir
 from robodistill.tasks import env_fns, env_meta, make_env
 from robodistill.teachers import make_teacher
-from robodistill.training import lr_scheduler, regress
 
 
 class BCLearner(Learner):
     name = "bc"
 
-    def fit(self, run: Run) -> dict[str, Any]:
+    def fit(self, run: RunDir) -> dict[str, Any]:
         a, student = self.algo, self.student
         buffers = []
         for path, task in self.sources(run):
@@ -69,14 +69,14 @@ class BCLearner(Learner):
         run.save_checkpoint({**self.student_payload(), "update": updates}, "best")
         return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}
 
-    def sources(self, run: Run) -> list[tuple[Path, Mapping[str, Any] | None]]:
+    def sources(self, run: RunDir) -> list[tuple[Path, Mapping[str, Any] | None]]:
         """The demonstrations, each a dataset path with the task to collect it on (None: given, not collected):
         `algo.dataset`, else the run's own dataset (collected unless resuming)."""
         if self.algo.get("dataset"):
             return [(Path(self.algo.dataset), None)]
         return [(run.dataset_path, self.comps.task)]
 
-    def collect_demos(self, run: Run, path: Path, task: Mapping[str, Any]) -> None:
+    def collect_demos(self, run: RunDir, path: Path, task: Mapping[str, Any]) -> None:
         """Teacher-driven demonstrations of `task` into `path`: `num_demos` episodes, or episodes until `labels`
         samples. The run's task uses the run's teacher; another task gets the same kind of teacher for its env."""
         a, comps = self.algo, self.comps

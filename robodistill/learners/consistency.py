@@ -26,15 +26,16 @@ from omegaconf import DictConfig
 
 from policies.consistency import ConsistencyPolicy, pseudo_huber
 from policies.samplers import ChunkRunner
-from robodistill.buffer import LabelBuffer
-from robodistill.components import Components, to_dict
+from robodistill.config import to_dict
+from robodistill.data.buffer import LabelBuffer
+from robodistill.data.labels import load_labels, sequence_labels
 from robodistill.errors import UserError
-from robodistill.evaluation import student_policy
+from robodistill.evaluation.rollouts import student_policy
 from robodistill.learners.bc import BCLearner
+from robodistill.learners.components import Components
 from robodistill.learners.dagger import DAggerLearner
-from robodistill.run import Run
+from robodistill.rundir import RunDir
 from robodistill.teachers import DiffusionTeacher
-from robodistill.training import load_labels, sequence_labels
 
 
 def unwrap_diffusion_teacher(teacher: Any) -> DiffusionTeacher:
@@ -67,13 +68,13 @@ class ConsistencyLearner(DAggerLearner, BCLearner):
         self.target = copy.deepcopy(student).requires_grad_(False)
         self.runner = student_policy(student, to_dict(cfg.sampler))  # the one-step head that drives on-policy
 
-    def fit(self, run: Run) -> dict[str, Any]:
+    def fit(self, run: RunDir) -> dict[str, Any]:
         return DAggerLearner.fit(self, run) if self.algo.on_policy else BCLearner.fit(self, run)
 
     # ---- samples ----------------------------------------------------------------------------------------------
-    def sources(self, run: Run) -> list[tuple[Path, Mapping[str, Any] | None]]:
+    def sources(self, run: RunDir) -> list[tuple[Path, Mapping[str, Any] | None]]:
         """`algo.dataset`, else the teacher run's demonstrations, else demonstrations collected here."""
-        teacher_data = Path(str(self.cfg.teacher.path)) / "data" / "dataset.hdf5"
+        teacher_data = RunDir(str(self.cfg.teacher.path)).dataset_path
         if not self.algo.get("dataset") and teacher_data.exists():
             return [(teacher_data, None)]
         return super().sources(run)

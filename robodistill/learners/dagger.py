@@ -11,14 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from robodistill.buffer import LabelBuffer
-from robodistill.collector import Collector, make_vector_env
-from robodistill.dataset import BackgroundEpisodeWriter
+from robodistill.data.buffer import LabelBuffer
+from robodistill.data.collector import Collector, make_vector_env
+from robodistill.data.dataset import BackgroundEpisodeWriter
+from robodistill.data.labels import LABEL
 from robodistill.learners.base import Learner
-from robodistill.run import Run
-from robodistill.schedules import BetaSchedule
+from robodistill.learners.fitting import lr_scheduler, regress
+from robodistill.learners.schedules import BetaSchedule
+from robodistill.rundir import RunDir
 from robodistill.tasks import env_fns, env_meta
-from robodistill.training import LABEL, lr_scheduler, regress
 
 
 class DAggerLearner(Learner):
@@ -34,7 +35,7 @@ class DAggerLearner(Learner):
         """Logged each round from the round's samples, before the update."""
         return {}
 
-    def fit(self, run: Run) -> dict[str, Any]:
+    def fit(self, run: RunDir) -> dict[str, Any]:
         a, comps, student = self.algo, self.comps, self.student
         schedule = BetaSchedule(**a.beta)
         optimizer = self.make_optimizer()

@@ -18,10 +18,10 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from policies.diffusion_policy import DiffusionPolicy
-from robodistill.buffer import LabelBuffer
+from robodistill.data.buffer import LabelBuffer
+from robodistill.data.labels import LABEL, load_labels, sequence_labels
 from robodistill.errors import UserError
 from robodistill.learners.bc import BCLearner
-from robodistill.training import LABEL, load_labels, sequence_labels
 
 
 def ema_model(policy: torch.nn.Module, max_decay: float) -> AveragedModel:

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from robodistill.buffer import LabelBuffer
-from robodistill.components import Components
-from robodistill.dataset import iter_demos
+from robodistill.data.buffer import LabelBuffer
+from robodistill.data.dataset import iter_demos
 from robodistill.errors import UserError
+from robodistill.learners.components import Components
 from robodistill.learners.dagger import DAggerLearner
 from robodistill.teachers import check_policy_shapes, load_policy
 

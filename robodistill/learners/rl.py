@@ -14,16 +14,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 
-from robodistill.components import to_dict
-from robodistill.curves import plot_learning_curves, steps_to_success
+from robodistill.config import to_dict
 from robodistill.errors import UserError
-from robodistill.evaluation import evaluate, teacher_policy
+from robodistill.evaluation.curves import plot_learning_curves, steps_to_success
+from robodistill.evaluation.rollouts import evaluate, teacher_policy
 from robodistill.learners.base import Learner
-from robodistill.run import Run, restore_rng
-from robodistill.sb3 import (
-    SB3_ALGOS,
+from robodistill.learners.sb3 import (
     RunCallback,
-    SB3Student,
     StudentView,
     load_training_state,
     make_vec_env,
@@ -31,6 +28,8 @@ from robodistill.sb3 import (
     save_model_zip,
     training_state,
 )
+from robodistill.rundir import RunDir, restore_rng
+from robodistill.teachers.sb3 import SB3_ALGOS, SB3Student
 
 
 class RLLearner(Learner):
@@ -56,11 +55,11 @@ class RLLearner(Learner):
     def summary(self) -> dict[str, Any]:
         return {}
 
-    def log_rollout(self, run: Run) -> None:
+    def log_rollout(self, run: RunDir) -> None:
         """Called after every update (a PPO rollout, or SAC's train_freq steps)."""
 
     # ---- the run --------------------------------------------------------------------------------------------------
-    def fit(self, run: Run) -> dict[str, Any]:
+    def fit(self, run: RunDir) -> dict[str, Any]:
         a, comps, cfg = self.algo, self.comps, self.cfg
         total, seed = int(a.total_timesteps), int(cfg.seed)
         sampler = (cfg.get("sampler") or {}).get("kind", "auto")
@@ -137,7 +136,7 @@ class RLLearner(Learner):
         }
 
     # ---- evaluation -----------------------------------------------------------------------------------------------
-    def record_eval(self, run: Run, step: int, result: dict[str, Any]) -> float:
+    def record_eval(self, run: RunDir, step: int, result: dict[str, Any]) -> float:
         """Keep the point for the learning curve (and the teacher's line in TensorBoard)."""
         self.history.append({"env_steps": step, "success_rate": result["success_rate"],
                              "return_mean": result["return_mean"]})  # fmt: skip

@@ -24,13 +24,12 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
-from robodistill.components import check_teacher
 from robodistill.errors import UserError
 from robodistill.learners.rl import RLLearner
-from robodistill.run import Run
-from robodistill.sb3 import StudentView
-from robodistill.schedules import DistillWeight
-from robodistill.teachers import CountingTeacher, Teacher, query_teacher
+from robodistill.learners.sb3 import StudentView
+from robodistill.learners.schedules import DistillWeight
+from robodistill.rundir import RunDir
+from robodistill.teachers import CountingTeacher, Teacher, check_teacher, query_teacher
 
 DISTILL_LOSSES = ("mse", "kl", "nll")
 
@@ -298,7 +297,7 @@ class RPDLearner(RLLearner):
             "steps_annealed": steps["annealed"],
         }
 
-    def log_rollout(self, run: Run) -> None:
+    def log_rollout(self, run: RunDir) -> None:
         stats = getattr(self.model, "last_train_stats", None)
         if stats:
             run.log(self.model.num_timesteps, stats)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from robodistill.learners.bc import BCLearner
-from robodistill.run import Run
+from robodistill.rundir import RunDir
 
 
 class SFTLearner(BCLearner):
@@ -28,12 +28,12 @@ class SFTLearner(BCLearner):
         return [main if env_id == main["env_id"] else {**main, "name": env_id.split("/")[-1], "env_id": env_id}
                 for env_id in ids]  # fmt: skip
 
-    def sources(self, run: Run) -> list[tuple[Path, Mapping[str, Any] | None]]:
+    def sources(self, run: RunDir) -> list[tuple[Path, Mapping[str, Any] | None]]:
         if self.algo.get("datasets"):
             return [(Path(p), None) for p in self.algo.datasets]
         return [(run.dir / "demos" / f"{t['env_id'].split('/')[-1]}.hdf5", t) for t in self.task_configs()]
 
-    def evaluate_student(self, run: Run, step: int, final: bool = False, episodes: int | None = None) -> dict[str, Any]:
+    def evaluate_student(self, run: RunDir, step: int, final: bool = False, episodes: int | None = None) -> dict[str, Any]:
         """The run's task as BC evaluates it; at the end also every other task of `algo.tasks` (no videos)."""
         result = super().evaluate_student(run, step, final, episodes)
         if final:

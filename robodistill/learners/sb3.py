@@ -1,4 +1,5 @@
-"""Stable-Baselines3 plumbing: our tasks as SB3 vector envs, SB3 models as students and teachers, run callback.
+"""Stable-Baselines3 training plumbing for the RL learners (ppo, sac, rpd): our tasks as SB3 vector envs, the
+student's policy spec with its running observation normalisation, state_dict training state, and the run callback.
 
 The vector env hands the student only the observation keys it reads (a pixel student never sees the privileged
 state), while `StudentView` keeps the teacher's view of every state the student acted on, so RPD can label a
@@ -8,8 +9,6 @@ whole rollout in one batched teacher call.
 from __future__ import annotations
 
 import io
-import json
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
@@ -29,14 +26,7 @@ from tqdm import tqdm
 from robodistill.errors import UserError
 from robodistill.observations import STATE_KEY, as_dict, view
 from robodistill.tasks import env_fns
-from robodistill.teachers import TeacherOutput
-
-SB3_ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3, "a2c": A2C, "ddpg": DDPG}
-
-
-def model_input(obs: dict[str, np.ndarray], keys: list[str]) -> Any:
-    """What an SB3 model on `keys` takes: the bare array for a state model (Box), else the dict of its keys."""
-    return obs[STATE_KEY] if list(keys) == [STATE_KEY] else view(obs, keys)
+from robodistill.teachers.sb3 import model_input
 
 
 class StudentView(VecEnvWrapper):
@@ -90,6 +80,7 @@ class StudentView(VecEnvWrapper):
         return self._seen(obs), rewards, dones, infos
 
 
+
 class AbsorbingSuccess(gym.Wrapper):
     """For RL training: an episode that ends in success is worth staying in success for ever.
 
@@ -110,6 +101,7 @@ class AbsorbingSuccess(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+
 def make_vec_env(
     task: Mapping[str, Any],
     obs_mode: str,
@@ -124,6 +116,7 @@ def make_vec_env(
         fns = [lambda f=f: AbsorbingSuccess(f(), absorbing_success_gamma) for f in fns]
     student_view = StudentView(DummyVecEnv(fns), student_keys, teacher_keys)
     return VecMonitor(student_view, info_keywords=("success",)), student_view
+
 
 
 class NormalizedFlatten(BaseFeaturesExtractor):
@@ -157,6 +150,7 @@ class NormalizedFlatten(BaseFeaturesExtractor):
         return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip)
 
 
+
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU, "gelu": torch.nn.GELU}
 
 
@@ -178,89 +172,6 @@ def policy_spec(
     return "MultiInputPolicy", kwargs
 
 
-class SB3Student:
-    """An SB3 model seen through our student interface: `obs_keys` and batched `act(obs, deterministic)`."""
-
-    def __init__(self, model: BaseAlgorithm, obs_keys: list[str]):
-        self.model, self.obs_keys = model, list(obs_keys)
-
-    def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
-        x = model_input(obs, self.obs_keys)
-        action, _ = self.model.predict(x, deterministic=deterministic)
-        return np.asarray(action, dtype=np.float32), None
-
-
-class SB3Teacher:
-    """A trained SB3 model as a teacher: its deterministic action, plus mean and std for Gaussian (PPO/A2C) policies."""
-
-    def __init__(self, model: BaseAlgorithm):
-        self.model = model
-        space = model.observation_space
-        self.obs_keys = list(space.spaces) if isinstance(space, gym.spaces.Dict) else [STATE_KEY]
-        if not isinstance(model.action_space, gym.spaces.Box):
-            raise UserError(f"an SB3 teacher needs a continuous (Box) action space, this one has {model.action_space}")
-
-    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
-        x = model_input(obs, self.obs_keys)
-        action, _ = self.model.predict(x, deterministic=True)
-        out = TeacherOutput(action=np.asarray(action, dtype=np.float32))
-        policy = self.model.policy
-        if isinstance(getattr(policy, "action_dist", None), DiagGaussianDistribution):
-            with torch.no_grad():
-                dist = policy.get_distribution(policy.obs_to_tensor(x)[0]).distribution
-            out.mean, out.std = dist.mean.numpy().astype(np.float32), dist.stddev.numpy().astype(np.float32)
-        return out
-
-
-def find_model_zip(path: str | Path) -> Path:
-    """A run directory's SB3 model (best, else final) or the given .zip."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("sb3/best_model.zip", "sb3/final_model.zip"):
-            if (path / name).exists():
-                return path / name
-        raise UserError(
-            f"{path} holds no SB3 model (sb3/best_model.zip or sb3/final_model.zip): is it a ppo/sac/rpd run?"
-        )
-    if not path.exists():
-        raise UserError(f"SB3 model {path} does not exist")
-    return path
-
-
-def algo_of(data: dict[str, Any]) -> str:
-    """Which SB3 algorithm wrote a model zip's `data`: from its policy module, else its hyperparameter names."""
-    module = str(data.get("policy_class", {}).get("__module__", ""))
-    for name in ("sac", "td3"):
-        if f".{name}." in module:
-            return name
-    if "clip_range" in data:
-        return "ppo"  # also RPD's models: the same policy, saved without the teacher
-    return "a2c" if "n_steps" in data else ""
-
-
-def load_sb3_model(path: str | Path, algo: str = "auto") -> BaseAlgorithm:
-    """Load an SB3 .zip (or a run's) for inference; `algo=auto` reads the algorithm from the zip's policy class."""
-    path = find_model_zip(path)
-    try:
-        with zipfile.ZipFile(path) as z:
-            data = json.loads(z.read("data").decode())
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise UserError(f"{path} is not a Stable-Baselines3 model zip: {exc}") from exc
-    if algo == "auto":
-        algo = algo_of(data)
-        if not algo:
-            raise UserError(
-                f"cannot tell which SB3 algorithm saved {path}; set teacher.algo to one of {list(SB3_ALGOS)}"
-            )
-    if algo not in SB3_ALGOS:
-        raise UserError(f"unknown SB3 algorithm {algo!r}; available: {', '.join(SB3_ALGOS)}")
-    # schedules are only needed for training: replacing them avoids unpickling functions saved by another version
-    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
-    try:
-        return SB3_ALGOS[algo].load(path, device="cpu", custom_objects=custom)
-    except Exception as exc:
-        raise UserError(f"cannot load {path} as an SB3 {algo.upper()} model: {type(exc).__name__}: {exc}") from exc
-
 
 def training_state(model: BaseAlgorithm) -> dict[str, Any]:
     """Everything to continue training, as state_dicts and tensors: networks, optimizers, counters, entropy coef."""
@@ -269,6 +180,7 @@ def training_state(model: BaseAlgorithm) -> dict[str, Any]:
     if getattr(model, "log_ent_coef", None) is not None:  # SAC's learned entropy coefficient
         state["log_ent_coef"] = model.log_ent_coef.detach().clone()
     return state
+
 
 
 def load_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
@@ -280,6 +192,7 @@ def load_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
             model.log_ent_coef.copy_(state["log_ent_coef"])
 
 
+
 def save_model_zip(model: BaseAlgorithm, path: Path) -> None:
     """SB3's own .zip (for `PPO.load` and `teacher=sb3`), written atomically."""
     buf = io.BytesIO()
@@ -288,6 +201,7 @@ def save_model_zip(model: BaseAlgorithm, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
+
 
 
 class RunCallback(BaseCallback):

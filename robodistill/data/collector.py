@@ -15,9 +15,9 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from robodistill.dataset import EpisodeWriter
+from robodistill.data.dataset import EpisodeWriter
 from robodistill.observations import as_dict, stack, view
-from robodistill.teachers import OPTIONAL_LABELS, Teacher, query_teacher, reset_episode
+from robodistill.teachers.protocol import OPTIONAL_LABELS, Teacher, query_teacher, reset_episode
 
 
 @dataclass

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from tqdm import tqdm
 
@@ -36,13 +35,16 @@ from policies.consistency import ConsistencyPolicy
 from policies.diffusion_policy import DiffusionPolicy
 from policies.gaussian import GaussianPolicy
 from policies.vla import INSTRUCTION_KEY, VLAPolicy
+from robodistill.config import to_dict
+from robodistill.data.labels import windows
 from robodistill.errors import UserError
-from robodistill.evaluation import student_policy
+from robodistill.evaluation.rollouts import student_policy
 from robodistill.observations import as_dict, obs_mode_for
+from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import FORMAT_VERSION, IDS_KEY, ArtifactPolicy, load_artifact, sha256
-from robodistill.tasks import make_env
+from robodistill.tasks import make_env, shape_meta
 from robodistill.teachers import load_policy
-from robodistill.training import windows
+from robodistill.teachers.sb3 import SB3Student, load_sb3_model
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
@@ -132,8 +134,6 @@ class SB3Graph(nn.Module):
     kind = "gaussian"
 
     def __init__(self, model: Any, meta: dict[str, Any]):
-        from robodistill.sb3 import SB3Student
-
         super().__init__()
         self.student, self.policy = SB3Student(model, ["state"]), model.policy
         self.obs_keys, self.shape_meta = ["state"], meta
@@ -152,21 +152,19 @@ class SB3Graph(nn.Module):
         return self.student.act(obs, deterministic)
 
 
-def load_sb3_graph(run_dir: Path, cfg: Any, task: dict[str, Any]) -> SB3Graph:
-    """The SB3 model of a ppo / rpd / sac run (best, else final) as an exportable SB3Graph; state policies only."""
-    from robodistill.sb3 import load_sb3_model
-    from robodistill.tasks import shape_meta
-
+def load_sb3_graph(run: RunDir, cfg: Any, task: dict[str, Any], which: str = "best") -> SB3Graph:
+    """The SB3 model of a ppo / rpd / sac run (`which`: best, else final; last: final) as an exportable SB3Graph;
+    state policies only."""
     keys = list(cfg.student.obs_keys)
     if keys != ["state"]:
-        raise UserError(f"{run_dir} is an SB3 run on {keys}: export covers SB3 state policies (student=mlp); "
+        raise UserError(f"{run.dir} is an SB3 run on {keys}: export covers SB3 state policies (student=mlp); "
                         f"image policies are SB3's own preprocessing and are not exported")  # fmt: skip
     env = make_env(task, "state")
     try:
         meta = shape_meta(env)
     finally:
         env.close()
-    return SB3Graph(load_sb3_model(run_dir), meta).eval()
+    return SB3Graph(load_sb3_model(run.dir, which=which), meta).eval()
 
 
 # ---- recorded observations ----------------------------------------------------------------------------------------
@@ -322,19 +320,14 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
     `samples` recorded observations; the export is refused (UserError, nothing written) beyond `tolerance`."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    run_dir = Path(run_dir)
-    config = run_dir / "config.yaml"
-    if not config.exists():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = OmegaConf.load(config)
-    task = OmegaConf.to_container(cfg.task, resolve=True)
-    if (run_dir / "sb3").exists():
-        policy = load_sb3_graph(run_dir, cfg, task)
-    else:
-        policy = load_policy(str(run_dir), checkpoint)
+    run = RunDir(run_dir).require()
+    config = run.config_path
+    cfg = run.config()
+    task = to_dict(cfg.task)
+    policy = load_sb3_graph(run, cfg, task, checkpoint) if run.is_sb3() else load_policy(run.dir, checkpoint)
     kind = kind_of(policy)
     torch.set_num_threads(1)
-    out = Path(out) if out is not None else run_dir / f"export_{fmt}"
+    out = Path(out) if out is not None else run.dir / f"export_{fmt}"
     rng = np.random.default_rng(seed)
 
     sampler = {"kind": "ddim", "num_inference_steps": sampler_steps} if kind == "diffusion" else None

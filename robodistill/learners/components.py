@@ -7,18 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 import envs
 import policies
 from policies.tokens import build_vocab
+from robodistill.config import to_dict
 from robodistill.errors import UserError
-from robodistill.evaluation import student_policy
-from robodistill.observations import as_dict, obs_mode_for, view
+from robodistill.evaluation.rollouts import student_policy
+from robodistill.observations import obs_mode_for
 from robodistill.tasks import make_env, shape_meta
-from robodistill.teachers import Teacher, TeacherError, TeacherOutput, check_labels, make_teacher, reset_episode
+from robodistill.teachers import Teacher, TeacherOutput, check_teacher, make_teacher
 
 
 @dataclass
@@ -32,10 +32,6 @@ class Components:
     teacher_probe: TeacherOutput | None = None  # the teacher's labels for one reset observation (what it gives)
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Module:
     """A fresh student network for the task's shapes."""
     cfg = to_dict(student_cfg)
@@ -47,25 +43,6 @@ def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Mod
         return policies.build_policy({"kind": kind, "shape_meta": meta, **cfg})
     except (TypeError, ValueError) as exc:
         raise UserError(f"cannot build student {kind!r}: {exc}") from exc
-
-
-def check_teacher(teacher: Teacher, env: gym.Env) -> TeacherOutput:
-    """Query the teacher once on a reset observation: its actions must fit the task's action space; returns its
-    labels so callers can check what else it gives (a std, logits)."""
-    obs, _ = env.reset(seed=0)
-    batch = {k: np.asarray(v)[None] for k, v in as_dict(obs).items()}
-    missing = [k for k in teacher.obs_keys if k not in batch]
-    if missing:
-        raise UserError(f"teacher observes {missing}, but the task offers {sorted(batch)}")
-    try:
-        out = teacher.act(view(batch, teacher.obs_keys))
-        check_labels(out, 1, int(env.action_space.shape[0]))
-        reset_episode(teacher, None)  # a stateful teacher forgets this probe
-        return out
-    except TeacherError as exc:
-        raise UserError(f"teacher and task do not fit: {exc}") from exc
-    except Exception as exc:
-        raise UserError(f"teacher failed on the task's first observation: {type(exc).__name__}: {exc}") from exc
 
 
 def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Components:

@@ -10,7 +10,7 @@ import numpy as np
 from robodistill.errors import UserError
 from robodistill.observations import INSTRUCTION_KEY
 from robodistill.runtime.client import PolicyClient, RemoteError
-from robodistill.teachers import OPTIONAL_LABELS, TeacherError, TeacherOutput
+from robodistill.teachers.protocol import OPTIONAL_LABELS, TeacherError, TeacherOutput
 
 LABEL_KEYS = ("actions", *OPTIONAL_LABELS)  # reply keys read; "actions" is required
 

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from robodistill.config import load_callable
 from robodistill.errors import UserError
 from robodistill.observations import as_dict, obs_mode_for
 from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
 from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, percentile
 from robodistill.runtime.robots import CallbackRobot
 from robodistill.tasks import make_env
-from robodistill.teachers import load_callable
 
 ROBOTS = ("sim", "callback")
 

@@ -10,9 +10,9 @@ import numpy as np
 from tqdm import tqdm
 
 from robodistill.errors import UserError
+from robodistill.evaluation.video import overlay, write_video
 from robodistill.observations import as_dict, view
 from robodistill.tasks import make_env
-from robodistill.video import overlay, write_video
 
 PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]  # batched obs dict -> actions (B, A)
 

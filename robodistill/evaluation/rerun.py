@@ -1,0 +1,42 @@
+"""Re-evaluate a finished run's student from its checkpoint, as `scripts/evaluate.py` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from robodistill.config import to_dict
+from robodistill.evaluation.rollouts import evaluate, student_policy
+from robodistill.observations import obs_mode_for
+from robodistill.rundir import RunDir
+from robodistill.teachers import load_run_policy
+
+
+def evaluate_run(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    episodes: int | None = None,
+    videos: int = 2,
+    seed: int | None = None,
+    num_envs: int | None = None,
+) -> dict[str, Any]:
+    """Load the run's student (best, else last) and evaluate it; writes eval_<checkpoint>.json and videos."""
+    run = RunDir(run_dir).require()
+    torch.set_num_threads(int(cfg.torch_threads))
+    student = load_run_policy(run.dir, checkpoint)
+    result = evaluate(
+        student_policy(student, to_dict(cfg.sampler)),
+        to_dict(cfg.task),
+        obs_mode_for(set(student.obs_keys)),
+        episodes=int(episodes if episodes is not None else cfg.eval.episodes),
+        seed=int(seed if seed is not None else cfg.eval.seed),
+        num_envs=int(num_envs or cfg.eval.num_envs),
+        video_dir=run.video_dir / f"eval_{checkpoint}",
+        num_videos=videos,
+    )
+    run.write_json(f"eval_{checkpoint}.json", result)
+    return result

@@ -1,0 +1,169 @@
+"""Teachers: one protocol (`protocol.py`), one module per source, and `make_teacher` with a registry kind -> factory.
+
+| kind | source |
+|---|---|
+| `scripted` | the task's scripted privileged expert (`envs.make_expert`) |
+| `callable` | any batched `package.module:function` (`obs -> action`) |
+| `sb3` | a Stable-Baselines3 model or a ppo/sac/rpd run |
+| `checkpoint` | a robodistill Gaussian student (bc, dagger run) |
+| `diffusion` | a diffusion policy or consistency head run, sampled per step |
+| `vla` | a token policy run (sft, opd): argmax actions and logits |
+| `remote` | a policy server speaking openpi's websocket + msgpack-numpy protocol |
+
+Every kind takes `noise_std` / `wrong_action_rate` (an `ImperfectTeacher` around it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs
+from robodistill.config import load_callable, option_defaults
+from robodistill.errors import UserError
+from robodistill.observations import as_dict, view
+from robodistill.rundir import RunDir
+from robodistill.teachers.callable import CallableTeacher
+from robodistill.teachers.checkpoint import (
+    DiffusionTeacher,
+    PolicyTeacher,
+    VLATeacher,
+    check_policy_shapes,
+    load_policy,
+)
+from robodistill.teachers.imperfect import CountingTeacher, ImperfectTeacher
+from robodistill.teachers.protocol import (
+    OPTIONAL_LABELS,
+    Teacher,
+    TeacherError,
+    TeacherOutput,
+    check_labels,
+    query_teacher,
+    reset_episode,
+)
+from robodistill.teachers.remote import RemoteTeacher
+from robodistill.teachers.sb3 import SB3Student, SB3Teacher, load_sb3_model
+
+TeacherFactory = Callable[[Mapping[str, Any], gym.Env, list[str]], Teacher]
+
+
+def _scripted(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+    try:
+        return CallableTeacher(envs.make_expert(env), obs_keys)
+    except TypeError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _callable(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+    return CallableTeacher(load_callable(str(cfg["target"])), obs_keys)
+
+
+def _sb3(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+    return SB3Teacher(load_sb3_model(str(cfg["path"]), str(cfg["algo"]), str(cfg["checkpoint"])))
+
+
+def _checkpoint(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+    teacher = PolicyTeacher.load(str(cfg["path"]), str(cfg["checkpoint"]))
+    check_policy_shapes(teacher.policy, env)
+    return teacher
+
+
+def _diffusion(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+    teacher = DiffusionTeacher.load(str(cfg["path"]), str(cfg["checkpoint"]), dict(cfg["sampler"]))
+    check_policy_shapes(teacher.policy, env)
+    return teacher
+
+
+def _vla(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+    teacher = VLATeacher.load(str(cfg["path"]), str(cfg["checkpoint"]))
+    check_policy_shapes(teacher.policy, env)
+    return teacher
+
+
+def _remote(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+    return RemoteTeacher.from_config(cfg)
+
+
+TEACHERS: dict[str, TeacherFactory] = {
+    "scripted": _scripted,
+    "callable": _callable,
+    "sb3": _sb3,
+    "checkpoint": _checkpoint,
+    "diffusion": _diffusion,
+    "vla": _vla,
+    "remote": _remote,
+}
+
+
+def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher:
+    """Build the teacher named by `cfg.kind` for `env` (a single env of the task), made imperfect if asked."""
+    kind = cfg.get("kind")
+    if kind not in TEACHERS:
+        raise UserError(f"unknown teacher kind {kind!r}; available: {', '.join(TEACHERS)}")
+    cfg = {**option_defaults("teacher", kind), **cfg}  # a config built in code gets conf/teacher/<kind>.yaml's defaults
+    for key in ("path", "target", "uri"):
+        if str(cfg.get(key, "")) == "???":
+            raise UserError(f"teacher={kind} needs teacher.{key}=...")
+    teacher = TEACHERS[kind](cfg, env, list(cfg.get("obs_keys") or ["state"]))
+    noise_std, wrong_rate = float(cfg["noise_std"]), float(cfg["wrong_action_rate"])
+    if noise_std > 0 or wrong_rate > 0:
+        teacher = ImperfectTeacher(teacher, noise_std, wrong_rate, seed=seed)
+    return teacher
+
+
+def load_run_policy(path: str | Path, which: str = "best") -> Any:
+    """The policy a run trained, ready to act: a robodistill policy from its checkpoint, or for an SB3 run (ppo,
+    sac, rpd) its SB3 model (best: sb3/best_model.zip, else final; last: sb3/final_model.zip) as an SB3Student."""
+    run = RunDir(path)
+    if run.is_sb3():
+        keys = list(run.config().student.obs_keys)
+        return SB3Student(load_sb3_model(run.dir, which=which), keys)
+    return load_policy(path, which)
+
+
+def check_teacher(teacher: Teacher, env: gym.Env) -> TeacherOutput:
+    """Query the teacher once on a reset observation: its actions must fit the task's action space; returns its
+    labels so callers can check what else it gives (a std, logits)."""
+    obs, _ = env.reset(seed=0)
+    batch = {k: np.asarray(v)[None] for k, v in as_dict(obs).items()}
+    missing = [k for k in teacher.obs_keys if k not in batch]
+    if missing:
+        raise UserError(f"teacher observes {missing}, but the task offers {sorted(batch)}")
+    try:
+        out = teacher.act(view(batch, teacher.obs_keys))
+        check_labels(out, 1, int(env.action_space.shape[0]))
+        reset_episode(teacher, None)  # a stateful teacher forgets this probe
+        return out
+    except TeacherError as exc:
+        raise UserError(f"teacher and task do not fit: {exc}") from exc
+    except Exception as exc:
+        raise UserError(f"teacher failed on the task's first observation: {type(exc).__name__}: {exc}") from exc
+
+
+__all__ = [
+    "OPTIONAL_LABELS",
+    "TEACHERS",
+    "CallableTeacher",
+    "CountingTeacher",
+    "DiffusionTeacher",
+    "ImperfectTeacher",
+    "PolicyTeacher",
+    "RemoteTeacher",
+    "SB3Teacher",
+    "Teacher",
+    "TeacherError",
+    "TeacherOutput",
+    "VLATeacher",
+    "check_labels",
+    "check_policy_shapes",
+    "check_teacher",
+    "load_policy",
+    "load_run_policy",
+    "make_teacher",
+    "query_teacher",
+    "reset_episode",
+]

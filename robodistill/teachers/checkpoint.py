@@ -1,0 +1,121 @@
+"""Teachers from robodistill checkpoints: a Gaussian student (`checkpoint`), a diffusion policy or consistency head
+(`diffusion`), a token policy (`vla`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import policies
+from policies.diffusion_policy import DiffusionPolicy
+from policies.samplers import ChunkRunner, make_sampler
+from robodistill.errors import UserError
+from robodistill.rundir import policy_checkpoint
+from robodistill.tasks import shape_meta
+from robodistill.teachers.protocol import TeacherOutput
+
+DEFAULT_SAMPLER = {"kind": "ddim", "num_inference_steps": 10}  # a teacher's sampler unless teacher.sampler says
+
+
+def load_policy(path: str | Path, which: str = "best") -> Any:
+    """A robodistill policy from a run directory (checkpoints/<which>.pt, else last.pt) or a checkpoint file."""
+    ckpt = policy_checkpoint(path, which)
+    if "policy_config" not in ckpt:
+        raise UserError(f"{path} holds no robodistill policy (for SB3 runs use teacher=sb3)")
+    try:
+        policy = policies.build_policy(ckpt["policy_config"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: {exc}") from exc
+    policy.load_state_dict(ckpt["policy"])
+    return policy.eval()
+
+
+def check_policy_shapes(policy: Any, env: gym.Env) -> None:
+    """A saved policy must observe and act in this task's shapes."""
+    meta = shape_meta(env)
+    saved = {k: policy.shape_meta["obs"][k]["shape"] for k in policy.obs_keys}
+    task = {k: meta["obs"][k]["shape"] if k in meta["obs"] else None for k in policy.obs_keys}
+    if saved != task or policy.shape_meta["action"]["shape"] != meta["action"]["shape"]:
+        raise UserError(f"the teacher checkpoint was trained for observations {saved} and actions "
+                        f"{policy.shape_meta['action']['shape']}, but this task has {task} and "
+                        f"{meta['action']['shape']}")  # fmt: skip
+
+
+class PolicyTeacher:
+    """A robodistill student (BC, DAgger, ... checkpoint) as a teacher: its mean action and its std."""
+
+    def __init__(self, policy: Any):
+        self.policy = policy.eval()
+        self.obs_keys = list(policy.obs_keys)
+
+    @classmethod
+    def load(cls, path: str, which: str = "best") -> PolicyTeacher:
+        policy = load_policy(path, which)
+        if not hasattr(policy, "log_std"):
+            raise UserError(f"{path} holds a {policy.kind} policy: use teacher=diffusion for diffusion-family runs")
+        return cls(policy)
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        with torch.inference_mode():
+            mean, log_std = self.policy({k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys})
+        mean = mean.numpy().astype(np.float32)
+        return TeacherOutput(action=np.clip(mean, -1.0, 1.0), mean=mean, std=np.exp(log_std.numpy()).astype(np.float32))
+
+
+class DiffusionTeacher:
+    """A diffusion policy (or consistency head) as a teacher: at every step and for every env a freshly sampled
+    action chunk from the env's observation history; the label is the chunk's action for the current step.
+
+    `chunk` holds the whole predicted window (N, T_p, A) (it starts `policy.first_action` steps in the past).
+    The collector resets an env's history when its episode ends.
+    """
+
+    def __init__(self, policy: Any, sampler: Mapping[str, Any]):
+        if not isinstance(policy, DiffusionPolicy):
+            raise UserError(f"teacher=diffusion needs a diffusion-family run, got a {policy.kind!r} policy")
+        kind = sampler.get("kind", "auto")
+        if kind == "sdp" or (kind == "auto" and policy.noise_levels == "sdp"):
+            raise UserError(
+                "a teacher re-plans at every step; sampler=sdp streams chunks: use teacher.sampler.kind=ddim"
+            )
+        try:
+            self.runner = ChunkRunner(policy, make_sampler(policy, sampler))
+        except ValueError as exc:
+            raise UserError(f"teacher sampler: {exc}") from exc
+        self.policy, self.obs_keys = policy, list(policy.obs_keys)
+
+    @classmethod
+    def load(cls, path: str, which: str = "best", sampler: Mapping[str, Any] | None = None) -> DiffusionTeacher:
+        return cls(load_policy(path, which), sampler or DEFAULT_SAMPLER)
+
+    def reset(self, slot: int | None = None) -> None:
+        self.runner.reset(slot)
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        chunk = self.runner.label(obs)  # (N, T_p, A)
+        return TeacherOutput(action=chunk[:, self.policy.first_action], chunk=chunk)
+
+
+class VLATeacher:
+    """A trained token policy (algo=sft) as a teacher: its argmax action and its per-dimension logits."""
+
+    def __init__(self, policy: Any):
+        self.policy = policy.eval()
+        self.obs_keys = list(policy.obs_keys)
+        self.bins = int(policy.bins)
+
+    @classmethod
+    def load(cls, path: str, which: str = "best") -> VLATeacher:
+        policy = load_policy(path, which)
+        if policy.kind != "vla":
+            raise UserError(f"teacher=vla needs a token-policy run (algo=sft or opd), {path} holds a {policy.kind!r}")
+        return cls(policy)
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+        action, logits = self.policy.label(obs)
+        return TeacherOutput(action=action, logits=logits)

@@ -1,0 +1,69 @@
+"""The teacher protocol: `teacher.act(obs_batch) -> TeacherOutput`, its errors and the checks on its labels.
+
+A leaf: it imports nothing of robodistill, so every layer (collector, learners, the policy server) can depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class TeacherOutput:
+    """A batch of teacher labels: the action always; a distribution or action chunk where the source gives one."""
+
+    action: np.ndarray  # (N, A)
+    mean: np.ndarray | None = None  # (N, A)
+    std: np.ndarray | None = None  # (N, A)
+    logits: np.ndarray | None = None  # (N, A, V) per-dimension token logits
+    chunk: np.ndarray | None = None  # (N, T_p, A)
+
+
+OPTIONAL_LABELS = ("mean", "std", "logits", "chunk")  # the TeacherOutput fields a source may leave None
+
+
+class Teacher(Protocol):
+    obs_keys: list[str]
+
+    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput: ...
+
+
+class TeacherError(RuntimeError):
+    """The teacher failed or returned unusable labels during a run."""
+
+    user_facing = True  # entry points print it as one line; checkpoints already written stay as they are
+
+
+def reset_episode(policy: Any, slot: int | None) -> None:
+    """Reset the per-episode state of env `slot` (all: None) in a stateful policy, looking through wrappers."""
+    while policy is not None:
+        if hasattr(policy, "reset"):
+            policy.reset(slot)
+            return
+        policy = getattr(policy, "teacher", None)
+
+
+def query_teacher(teacher: Teacher, obs: dict[str, np.ndarray], action_dim: int) -> TeacherOutput:
+    """One batched teacher call on the teacher's view of `obs`; any failure or bad label becomes a TeacherError."""
+    n = len(next(iter(obs.values())))
+    try:
+        out = teacher.act({k: obs[k] for k in teacher.obs_keys})
+    except Exception as exc:  # any failure inside a user's teacher becomes one clear error
+        raise TeacherError(f"teacher raised {type(exc).__name__}: {exc}") from exc
+    check_labels(out, n, action_dim)
+    return out
+
+
+def check_labels(out: TeacherOutput, n: int, action_dim: int) -> None:
+    """Raise TeacherError unless the teacher returned finite actions of shape (n, action_dim)."""
+    a = out.action
+    if a.shape != (n, action_dim):
+        raise TeacherError(
+            f"teacher returned actions of shape {a.shape}, but the task's action space needs ({n}, {action_dim}): "
+            "teacher and student action spaces do not match"
+        )
+    if not np.all(np.isfinite(a)):
+        raise TeacherError("teacher returned NaN or inf actions")

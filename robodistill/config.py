@@ -11,7 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from robodistill.errors import UserError
 
-
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config groups: every default is written there
 
 

@@ -1,12 +1,17 @@
-"""Config plumbing shared by every entry point: plain dicts from OmegaConf nodes, `package.module:function` targets."""
+"""Config plumbing shared by every entry point: composing conf/ with Hydra, plain dicts from OmegaConf nodes,
+one clear error for values the user must give, `package.module:function` targets."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from robodistill.errors import UserError
@@ -15,16 +20,44 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config grou
 
 
 def group_options(group: str) -> list[str]:
-    """The options of a config group (conf/<group>/*.yaml)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The options of a config group (conf/<group>/*.yaml; `_base.yaml` and the like are parts, not options)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+@contextmanager
+def _conf_search_path() -> Iterator[None]:
+    """Hydra looking at conf/: the app's own setup inside a Hydra app (scripts/*.py), else one for this block."""
+    if GlobalHydra.instance().is_initialized():
+        yield
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            yield
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """conf/<config_name>.yaml composed with command-line style `overrides`, as `scripts/train.py` composes it."""
+    with _conf_search_path():
+        try:
+            return compose(config_name, overrides=list(overrides))
+        except HydraException as exc:  # e.g. an unknown option: Hydra's message lists the available ones
+            raise UserError(" ".join(str(exc).split("Config search path")[0].split())) from exc
 
 
 def option_defaults(group: str, name: str) -> dict[str, Any]:
-    """conf/<group>/<name>.yaml as a plain dict: the defaults a config built in code is completed from."""
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.exists():
+    """conf/<group>/<name>.yaml composed (its own defaults list included) as a plain dict: the defaults a config
+    built in code is completed from."""
+    if name not in group_options(group):
         raise UserError(f"unknown {group} {name!r}; available: {', '.join(group_options(group))}")
-    return to_dict(OmegaConf.load(path))
+    cfg = compose_config(config_name=f"{group}/{name}")
+    return to_dict(cfg[group] if group in cfg else cfg)  # a `# @package _global_` option sits at the top
+
+
+def require_values(cfg: DictConfig, what: str) -> None:
+    """One error naming every `???` value of `cfg` still unset (`what`: e.g. "robot=callback") instead of letting
+    Hydra's missing-value marker reach a later message."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(f"{what} needs {' '.join(f'{k}=...' for k in missing)}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from omegaconf import MISSING
 
 import envs
 from robodistill.errors import UserError
@@ -21,8 +22,8 @@ def is_robodistill_task(env_id: str) -> bool:
 def make_env(task: Mapping[str, Any], obs_mode: str = "state", render_mode: str | None = None) -> gym.Env:
     """One env for `task` (a config with `env_id`, optional `kwargs` and `max_episode_steps`)."""
     env_id = task.get("env_id")
-    if not env_id:
-        raise UserError("task.env_id is not set; e.g. task=gym task.env_id=Pusher-v5")
+    if not env_id or env_id == MISSING:  # Hydra's `???` (conf/task/gym.yaml) never reaches a message
+        raise UserError("task=gym needs task.env_id=<a registered Gymnasium id>, e.g. task=gym task.env_id=Pusher-v5")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

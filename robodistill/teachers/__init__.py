@@ -21,6 +21,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from omegaconf import MISSING
 
 import envs
 from robodistill.config import load_callable, option_defaults
@@ -105,10 +106,10 @@ def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher
     if kind not in TEACHERS:
         raise UserError(f"unknown teacher kind {kind!r}; available: {', '.join(TEACHERS)}")
     cfg = {**option_defaults("teacher", kind), **cfg}  # a config built in code gets conf/teacher/<kind>.yaml's defaults
-    for key in ("path", "target", "uri"):
-        if str(cfg.get(key, "")) == "???":
-            raise UserError(f"teacher={kind} needs teacher.{key}=...")
-    teacher = TEACHERS[kind](cfg, env, list(cfg.get("obs_keys") or ["state"]))
+    missing = [key for key, value in cfg.items() if value == MISSING]  # Hydra's `???`: never shown to the user
+    if missing:
+        raise UserError(f"teacher={kind} needs {' '.join(f'teacher.{key}=...' for key in missing)}")
+    teacher = TEACHERS[kind](cfg, env, list(cfg["obs_keys"]))
     noise_std, wrong_rate = float(cfg["noise_std"]), float(cfg["wrong_action_rate"])
     if noise_std > 0 or wrong_rate > 0:
         teacher = ImperfectTeacher(teacher, noise_std, wrong_rate, seed=seed)

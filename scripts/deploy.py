@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from robodistill.deploy.deployment import deploy
 from robodistill.errors import report_errors
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="deploy")
 @report_errors
 def main(cfg: DictConfig) -> None:
-    from robodistill.deploy.deployment import deploy
-
-    result = deploy(OmegaConf.to_container(cfg, resolve=True))
+    result = deploy(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}, indent=2))
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
+from omegaconf import DictConfig
 
-from robodistill.config import load_callable
+from robodistill.config import load_callable, require_values, to_dict
 from robodistill.errors import UserError
 from robodistill.observations import as_dict, obs_mode_for
+from robodistill.progress import progress_bar
 from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
 from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, percentile
 from robodistill.runtime.robots import CallbackRobot
@@ -75,21 +76,35 @@ def loop_summary(runs: list[LoopStats]) -> dict[str, Any]:
     for s in runs:
         for k, v in s.interventions.items():
             counts[k] = counts.get(k, 0) + v
-
     misses = sum(s.misses for s in runs)
     return {
-        "ticks": ticks, "misses": misses, "misses_per_10k": 1e4 * misses / max(ticks, 1),
-        "errors": sum(s.errors for s in runs), "dropped": sum(s.dropped for s in runs), "interventions": counts,
-        "late_ms_p50": percentile(late, 50), "late_ms_p99": percentile(late, 99),
-        "latency_ms_p50": percentile(latency, 50), "latency_ms_p99": percentile(latency, 99),
-    }  # fmt: skip
+        "ticks": ticks,
+        "misses": misses,
+        "misses_per_10k": 1e4 * misses / max(ticks, 1),
+        "errors": sum(s.errors for s in runs),
+        "dropped": sum(s.dropped for s in runs),
+        "interventions": counts,
+        "late_ms_p50": percentile(late, 50),
+        "late_ms_p99": percentile(late, 99),
+        "latency_ms_p50": percentile(latency, 50),
+        "latency_ms_p99": percentile(latency, 99),
+    }
 
 
-def deploy_sim(artifact: Artifact, episodes: int, seed: int, rate_hz: float | None = None,
-               deadline_s: float | None = None, max_delta: float | None = None, task: Mapping[str, Any] | None = None,
-               log_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def deploy_sim(
+    artifact: Artifact,
+    episodes: int,
+    seed: int,
+    rate_hz: float | None = None,
+    deadline_s: float | None = None,
+    max_delta: float | None = None,
+    task: Mapping[str, Any] | None = None,
+    log_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run `episodes` episodes (seeds seed, seed + 1, ...) of the artifact's task in real time; success and loop
-    figures. Each episode's ticks go to <log_dir>/episode_<i>.jsonl."""
+    figures. Each episode's ticks go to <log_dir>/episode_<i>.jsonl. None: the contract's task, rate, half a period
+    as deadline, bounds only."""
     task = dict(task or artifact.contract["task"])
     robot = SimRobot(task, list(artifact.observations))
     policy = ArtifactPolicy(artifact, seed=seed)
@@ -100,59 +115,77 @@ def deploy_sim(artifact: Artifact, episodes: int, seed: int, rate_hz: float | No
     per_episode, runs = [], []
     try:
         artifact.check_robot(robot.start_episode(seed), robot.action_dim)
-        for i in tqdm(range(episodes), desc="deploy", disable=not progress):
+        for i in progress_bar(range(episodes), enabled=progress, desc="deploy"):
             robot.start_episode(seed + i)
-            loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s,
-                               log_dir / f"episode_{i:03d}.jsonl" if log_dir else None)  # fmt: skip
+            log = log_dir / f"episode_{i:03d}.jsonl" if log_dir else None
+            loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s, log)
             stats = loop.run()  # until the episode ends (robot.done)
             runs.append(stats)
-            per_episode.append({"episode": i, "seed": seed + i, "success": robot.success, "steps": robot.steps,
-                                "return": robot.episode_return, **stats.summary()})  # fmt: skip
+            per_episode.append(
+                {
+                    "episode": i,
+                    "seed": seed + i,
+                    "success": robot.success,
+                    "steps": robot.steps,
+                    "return": robot.episode_return,
+                    **stats.summary(),
+                }
+            )
     finally:
         robot.close()
     return {
-        "artifact": str(artifact.path), "kind": artifact.kind, "task": task.get("env_id"), "rate_hz": rate,
+        "artifact": str(artifact.path),
+        "kind": artifact.kind,
+        "task": task["env_id"],
+        "rate_hz": rate,
         "episodes": episodes,
-        "success_rate": float(np.mean([e["success"] for e in per_episode])), **loop_summary(runs),
+        "success_rate": float(np.mean([e["success"] for e in per_episode])),
+        **loop_summary(runs),
         "per_episode": per_episode,
-    }  # fmt: skip
+    }
 
 
-def deploy_callback(artifact: Artifact, cfg: Mapping[str, Any], rate_hz: float | None = None,
-                    deadline_s: float | None = None, max_delta: float | None = None,
-                    log_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """Drive the user's robot (`cfg.read_obs`, `cfg.send_action`, optional `cfg.done`: 'package.module:function')
-    for `cfg.duration_s` seconds or until done."""
-    fns = {k: load_callable(cfg[k], f"robot.{k}") for k in ("read_obs", "send_action", "done") if cfg.get(k)}
-    if "read_obs" not in fns or "send_action" not in fns:
-        raise UserError("robot=callback needs robot.read_obs=<package.module:function> and "
-                        "robot.send_action=<package.module:function>")  # fmt: skip
-    robot = CallbackRobot(fns["read_obs"], fns["send_action"], int(cfg.get("action_dim") or artifact.action_dim),
-                          fns.get("done"))  # fmt: skip
+def deploy_callback(
+    artifact: Artifact,
+    cfg: Mapping[str, Any],
+    rate_hz: float | None = None,
+    deadline_s: float | None = None,
+    max_delta: float | None = None,
+    log_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Drive the user's robot (conf/robot/callback.yaml: `read_obs`, `send_action`, optional `done`, each a
+    'package.module:function') for `cfg.duration_s` seconds or until done."""
+    fns = {k: load_callable(cfg[k], f"robot.{k}") for k in ("read_obs", "send_action", "done") if cfg[k]}
+    robot = CallbackRobot(
+        fns["read_obs"], fns["send_action"], int(cfg["action_dim"] or artifact.action_dim), fns.get("done")
+    )
     artifact.check_robot(robot.read_obs(), robot.action_dim)
     rate = float(rate_hz or artifact.rate_hz)
     log = Path(log_dir) / "callback.jsonl" if log_dir is not None else None
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
     loop = ControlLoop(ArtifactPolicy(artifact), robot, rate, safety_filter(artifact, max_delta), deadline_s, log)
-    stats = loop.run(duration_s=float(cfg.get("duration_s") or 10.0))
+    stats = loop.run(duration_s=float(cfg["duration_s"]))
     return {"artifact": str(artifact.path), "kind": artifact.kind, "rate_hz": rate, **loop_summary([stats])}
 
 
-def deploy(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """`scripts/deploy.py`'s job: load and check the artifact, run it on `cfg.robot`, write deploy.json."""
-    robot = dict(cfg["robot"])
-    kind = robot.get("kind")
+def deploy(cfg: DictConfig) -> dict[str, Any]:
+    """`scripts/deploy.py`'s job (conf/deploy.yaml): load and check the artifact, run it on `cfg.robot`, write
+    deploy.json."""
+    kind = cfg.robot.kind
     if kind not in ROBOTS:
         raise UserError(f"unknown robot {kind!r}; choose one of {', '.join(ROBOTS)}")
+    require_values(cfg, f"scripts/deploy.py robot={kind}")
+    cfg = to_dict(cfg)
     artifact = load_artifact(cfg["artifact"])
-    log_dir = Path(cfg.get("log_dir") or Path(cfg["artifact"]) / "deploy")
-    common = {"rate_hz": cfg.get("rate_hz"), "deadline_s": cfg.get("deadline_s"),
-              "max_delta": cfg.get("max_delta"), "log_dir": log_dir}  # fmt: skip
+    log_dir = Path(cfg["log_dir"] or Path(cfg["artifact"]) / "deploy")
+    common = {k: cfg[k] for k in ("rate_hz", "deadline_s", "max_delta")}
     if kind == "sim":
-        result = deploy_sim(artifact, int(cfg["episodes"]), int(cfg["seed"]), task=robot.get("task"),
-                            progress=bool(cfg.get("progress", True)), **common)  # fmt: skip
+        episodes, seed, progress = int(cfg["episodes"]), int(cfg["seed"]), bool(cfg["progress"])
+        result = deploy_sim(
+            artifact, episodes, seed, task=cfg["robot"]["task"], log_dir=log_dir, progress=progress, **common
+        )
     else:
-        result = deploy_callback(artifact, robot, **common)
+        result = deploy_callback(artifact, cfg["robot"], log_dir=log_dir, **common)
     (log_dir / "deploy.json").write_text(json.dumps(result, indent=2))
     return result

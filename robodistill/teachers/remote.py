@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from robodistill.config import option_defaults
 from robodistill.errors import UserError
 from robodistill.observations import INSTRUCTION_KEY
 from robodistill.runtime.client import PolicyClient, RemoteError
@@ -33,8 +34,8 @@ class RemoteTeacher:
     def __init__(
         self,
         client: PolicyClient,
-        obs_keys: list[str] = ("state",),
-        batched: bool = True,
+        obs_keys: list[str],
+        batched: bool,
         key_map: Mapping[str, str] | None = None,
         prompt_key: str | None = None,
     ):
@@ -52,24 +53,25 @@ class RemoteTeacher:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> RemoteTeacher:
-        """Connect to `cfg.uri` (conf/teacher/remote.yaml) and check that what we send is what the server reads."""
-        uri = str(cfg.get("uri"))
+        """Connect to `cfg.uri` and check that what we send is what the server reads; keys not in `cfg` come from
+        conf/teacher/remote.yaml."""
+        cfg = {**option_defaults("teacher", "remote"), **cfg}
         try:
             client = PolicyClient(
-                uri,
-                timeout_s=float(cfg.get("timeout_s", 10.0)),
-                retries=int(cfg.get("retries", 3)),
-                backoff_s=float(cfg.get("backoff_s", 0.5)),
+                str(cfg["uri"]),
+                timeout_s=float(cfg["timeout_s"]),
+                retries=int(cfg["retries"]),
+                backoff_s=float(cfg["backoff_s"]),
             )
         except RemoteError as exc:
             raise UserError(f"cannot reach the remote teacher: {exc} (is the server running? see teacher.uri)") from exc
         try:
             teacher = cls(
                 client,
-                obs_keys=list(cfg.get("obs_keys") or ["state"]),
-                batched=bool(cfg.get("batched", True)),
-                key_map=cfg.get("key_map"),
-                prompt_key=cfg.get("prompt_key"),
+                obs_keys=list(cfg["obs_keys"]),
+                batched=bool(cfg["batched"]),
+                key_map=cfg["key_map"],
+                prompt_key=cfg["prompt_key"],
             )
             teacher.check_server()
         except UserError:

@@ -9,7 +9,12 @@ import argparse
 import json
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
+from robodistill.config import compose_config
 from robodistill.errors import UserError, report_errors
+from robodistill.evaluation.rerun import evaluate_run
+from robodistill.rundir import RunDir
 
 
 @report_errors
@@ -18,55 +23,41 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a run directory written by scripts/train.py")
     parser.add_argument("--checkpoint", default="best", help="best or last (default best, falling back to last)")
     parser.add_argument("--episodes", type=int, default=None, help="default: the run's eval.episodes")
-    parser.add_argument("--videos", type=int, default=2, help="episodes to film into <run>/videos/eval_*")
+    parser.add_argument("--videos", type=int, default=None, help="episodes filmed (default: the run's eval.videos)")
     parser.add_argument("--seed", type=int, default=None, help="first episode seed (default: the run's eval.seed)")
-    parser.add_argument("--num-envs", type=int, default=None)
+    parser.add_argument("--num-envs", type=int, default=None, help="default: the run's eval.num_envs")
     parser.add_argument(
         "overrides", nargs="*", help="sampler=<ddpm|ddim|rti|sdp|consistency> and sampler.<key>=<value>"
     )
     args = parser.parse_intermixed_args()
 
-    from omegaconf import OmegaConf
-
-    from robodistill.evaluation.rerun import evaluate_run
-
-    config = args.run_dir / "config.yaml"
-    if not config.exists():
-        raise UserError(f"{args.run_dir} is not a run directory (no config.yaml)")
-    cfg = OmegaConf.load(config)
-    cfg.sampler = sampler_config(cfg.get("sampler"), args.overrides)
+    cfg = RunDir(args.run_dir).config()
+    cfg.sampler = sampler_config(cfg.sampler, args.overrides)
     result = evaluate_run(cfg, args.run_dir, args.checkpoint, args.episodes, args.videos, args.seed, args.num_envs)
-    print(
-        json.dumps(
-            {
-                k: result[k]
-                for k in ("success_rate", "return_mean", "length_mean", "nfe_per_step", "episodes", "videos")
-                if k in result
-            },
-            indent=2,
-        )
-    )
+    keys = ("success_rate", "return_mean", "length_mean", "nfe_per_step", "episodes", "videos")
+    print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
 
 
-def sampler_config(saved, overrides: list[str]):
-    """The run's sampler config, replaced by conf/sampler/<name>.yaml for sampler=<name>, then sampler.* keys."""
-    from omegaconf import OmegaConf
-
-    cfg = saved if saved is not None else OmegaConf.create({"kind": "auto"})
-    rest = []
+def sampler_config(saved: DictConfig, overrides: list[str]) -> DictConfig:
+    """The sampler to evaluate with: `sampler=<name>` takes conf/sampler/<name>.yaml, else the run's own sampler
+    stays; `sampler.<key>=<value>` then changes single keys. Hydra composes both, as on the train.py command line."""
+    choice, keys = None, []
     for o in overrides:
         key, sep, value = o.partition("=")
         if not sep or not (key == "sampler" or key.startswith("sampler.")):
             raise UserError(f"cannot parse override {o!r}: expected sampler=<name> or sampler.<key>=<value>")
         if key == "sampler":
-            path = Path(__file__).resolve().parents[1] / "conf" / "sampler" / f"{value}.yaml"
-            if not path.exists():
-                names = sorted(p.stem for p in path.parent.glob("*.yaml"))
-                raise UserError(f"unknown sampler {value!r}; available: {', '.join(names)}")
-            cfg = OmegaConf.load(path)
+            choice = value
         else:
-            rest.append(o[len("sampler.") :])
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
+            keys.append(key.removeprefix("sampler."))
+    # the run's sampler kind names its conf/sampler option; the run's own values are kept unless a new one is chosen
+    composed = compose_config([f"sampler={choice or saved.kind}", *(o for o in overrides if o.startswith("sampler."))])
+    if choice:
+        return composed.sampler
+    sampler = saved.copy()
+    for k in keys:
+        OmegaConf.update(sampler, k, OmegaConf.select(composed.sampler, k), merge=False)
+    return sampler
 
 
 if __name__ == "__main__":

@@ -20,23 +20,26 @@ def evaluate_run(
     run_dir: str | Path,
     checkpoint: str = "best",
     episodes: int | None = None,
-    videos: int = 2,
+    videos: int | None = None,
     seed: int | None = None,
     num_envs: int | None = None,
 ) -> dict[str, Any]:
-    """Load the run's student (best, else last) and evaluate it; writes eval_<checkpoint>.json and videos."""
+    """Load the run's student (best, else last) and evaluate it with `cfg.sampler`; writes eval_<checkpoint>.json
+    and videos. None takes the run's `cfg.eval.*` value."""
     run = RunDir(run_dir).require()
     torch.set_num_threads(int(cfg.torch_threads))
     student = load_run_policy(run.dir, checkpoint)
+    ev = cfg.eval
     result = evaluate(
         student_policy(student, to_dict(cfg.sampler)),
         to_dict(cfg.task),
         obs_mode_for(set(student.obs_keys)),
-        episodes=int(episodes if episodes is not None else cfg.eval.episodes),
-        seed=int(seed if seed is not None else cfg.eval.seed),
-        num_envs=int(num_envs or cfg.eval.num_envs),
+        episodes=int(ev.episodes if episodes is None else episodes),
+        seed=int(ev.seed if seed is None else seed),
+        num_envs=int(ev.num_envs if num_envs is None else num_envs),
         video_dir=run.video_dir / f"eval_{checkpoint}",
-        num_videos=videos,
+        num_videos=int(ev.videos if videos is None else videos),
+        progress=bool(cfg.progress),
     )
     run.write_json(f"eval_{checkpoint}.json", result)
     return result

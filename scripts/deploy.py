@@ -13,13 +13,14 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from robodistill.deploy.deployment import deploy
 from robodistill.errors import report_errors
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="deploy")
 @report_errors
 def main(cfg: DictConfig) -> None:
+    from robodistill.deploy.deployment import deploy  # imported here so a missing GL backend is reported as one line
+
     result = deploy(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "per_episode"}, indent=2))
 

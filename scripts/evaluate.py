@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from robodistill.config import compose_config
 from robodistill.errors import UserError, report_errors
-from robodistill.evaluation.rerun import evaluate_run
 from robodistill.rundir import RunDir
 
 
@@ -30,6 +29,7 @@ def main() -> None:
         "overrides", nargs="*", help="sampler=<ddpm|ddim|rti|sdp|consistency> and sampler.<key>=<value>"
     )
     args = parser.parse_intermixed_args()
+    from robodistill.evaluation.rerun import evaluate_run  # imported here so a missing GL backend is one line
 
     cfg = RunDir(args.run_dir).config()
     cfg.sampler = sampler_config(cfg.sampler, args.overrides)

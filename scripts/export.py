@@ -13,18 +13,27 @@ import json
 import hydra
 from omegaconf import DictConfig
 
+from robodistill.config import require_values
 from robodistill.errors import report_errors
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="export")
 @report_errors
 def main(cfg: DictConfig) -> None:
-    from robodistill.export.exporter import export_run
+    from robodistill.export.exporter import export_run  # imported here so a missing GL backend is reported as one line
 
+    require_values(cfg, "scripts/export.py")
     contract = export_run(
-        cfg.run, cfg.out, str(cfg.format), int(cfg.samples), float(cfg.tolerance), str(cfg.checkpoint),
-        int(cfg.sampler_steps), int(cfg.seed), bool(cfg.progress),
-    )  # fmt: skip
+        cfg.run,
+        cfg.out,
+        fmt=str(cfg.format),
+        samples=int(cfg.samples),
+        tolerance=float(cfg.tolerance),
+        checkpoint=str(cfg.checkpoint),
+        sampler_steps=int(cfg.sampler_steps),
+        seed=int(cfg.seed),
+        progress=bool(cfg.progress),
+    )
     out = cfg.out or f"{cfg.run}/export_{cfg.format}"
     print(json.dumps({"artifact": str(out), "kind": contract["kind"], "parity": contract["parity"]}, indent=2))
 

@@ -1,0 +1,90 @@
+"""Training samples from datasets and collected episodes: (observation, label) pairs for a LabelBuffer.
+
+Labels are one action per state, or for chunk policies an action window per state with the observation history
+that led to it (`sequence_labels`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robodistill.data.buffer import LabelBuffer
+from robodistill.data.dataset import dataset_summary, iter_demos, live_demos, open_dataset
+from robodistill.errors import UserError
+
+LABEL = "teacher_action"
+
+
+
+def windows(x: np.ndarray, start: int, length: int) -> np.ndarray:
+    """For every step i of an episode, x[i + start : i + start + length], padded with the edge values:
+    (T, length, ...)."""
+    idx = np.clip(np.arange(len(x))[:, None] + start + np.arange(length)[None], 0, len(x) - 1)
+    return x[idx]
+
+
+
+def sequence_labels(
+    obs: dict[str, np.ndarray], actions: np.ndarray, obs_keys: list[str], horizons: tuple[int, int, int]
+) -> dict[str, np.ndarray]:
+    """Per step: the last T_o observations {key: (T, T_o, ...)} and the T_p actions from `first_action` steps
+    back (T, T_p, A); horizons = (obs_horizon, pred_horizon, first_action)."""
+    obs_horizon, pred_horizon, first = horizons
+    return {**{k: windows(obs[k], 1 - obs_horizon, obs_horizon) for k in obs_keys},
+            LABEL: windows(actions, -first, pred_horizon)}  # fmt: skip
+
+
+
+def episode_labels(episode: dict[str, Any], obs_keys: list[str]) -> dict[str, np.ndarray]:
+    """The (observation, teacher label) pairs of one collected episode, for a LabelBuffer."""
+    return {**{k: episode["obs"][k] for k in obs_keys}, LABEL: episode["teacher"]["actions"]}
+
+
+
+def load_labels(
+    path: str | Path,
+    obs_keys: list[str],
+    meta: dict[str, Any],
+    horizons: tuple[int, int, int] | None = None,
+    chunk_label: str | None = None,
+) -> LabelBuffer:
+    """Read a dataset's live demos (orphans skipped) one by one into a LabelBuffer (teacher labels, else executed
+    actions), checking shapes.
+
+    With `horizons` (obs_horizon, pred_horizon, first_action) every sample is a window (`sequence_labels`); with
+    `chunk_label` (e.g. "teacher/chunk") its label is that stored chunk instead of a window of actions.
+    """
+    with open_dataset(path) as f:
+        first = next(live_demos(f), None)
+        if first is None:
+            raise UserError(f"dataset {path} holds no demos")
+        label = "teacher/actions" if "teacher/actions" in first else "actions"
+    action_dim = int(meta["action"]["shape"][0])
+    buffer, longest = LabelBuffer(), 0
+    for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + [label] + ([chunk_label] if chunk_label else [])):
+        for k in obs_keys:
+            if list(demo[f"obs/{k}"].shape[1:]) != list(meta["obs"][k]["shape"]):
+                raise UserError(f"dataset {path} has obs/{k} of shape {demo[f'obs/{k}'].shape[1:]}, "
+                                f"the task needs {tuple(meta['obs'][k]['shape'])}")  # fmt: skip
+        if demo[label].shape[1:] != (action_dim,):
+            raise UserError(f"dataset {path} has {label} of dim {demo[label].shape[1:]}, "
+                            f"the task needs ({action_dim},)")  # fmt: skip
+        longest = max(longest, len(demo[label]))
+        obs = {k: demo[f"obs/{k}"] for k in obs_keys}
+        if not horizons:
+            buffer.add({**obs, LABEL: demo[label]})
+            continue
+        samples = sequence_labels(obs, demo[label], obs_keys, horizons)
+        if chunk_label:
+            samples[LABEL] = demo[chunk_label]
+        buffer.add(samples)
+    if horizons and longest < horizons[1]:
+        raise UserError(f"dataset {path} is too short for the horizons: its longest demo has {longest} steps, "
+                        f"pred_horizon is {horizons[1]}; collect longer demos or lower student.pred_horizon")  # fmt: skip
+    summary = dataset_summary(path)
+    if summary["samples"] != len(buffer):
+        raise UserError(f"dataset {path} says it holds {summary['samples']} samples but {len(buffer)} were read")
+    return buffer

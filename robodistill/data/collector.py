@@ -77,6 +77,34 @@ class Collector:
         self.action_dim = int(venv.single_action_space.shape[0])
         self._sim_states = [getattr(e.unwrapped, "sim_state", None) for e in venv.envs]
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the collector draws from across `collect` calls: its coin RNG and the RNGs of the teacher and its
+        wrappers (an imperfect teacher's noise).
+
+        Nothing else carries over: every `collect` resets the envs with its own seed (env i: seed + i; SAME_STEP
+        autoreset then draws from each env's reseeded RNG, and no action space is sampled), every episode starts
+        the teacher's and student's episode state afresh, and a stochastic student samples from torch's global RNG,
+        which the run's checkpoint restores.
+        """
+        return {"coins": self.rng.bit_generator.state, "teacher": [g.bit_generator.state for g in self._teacher_rngs()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["coins"]
+        rngs = self._teacher_rngs()
+        if len(rngs) != len(state["teacher"]):
+            raise ValueError(f"the collector state holds {len(state['teacher'])} teacher RNGs, this teacher has {len(rngs)}")
+        for g, s in zip(rngs, state["teacher"], strict=True):
+            g.bit_generator.state = s
+
+    def _teacher_rngs(self) -> list[np.random.Generator]:
+        """The `rng` of the teacher and of every teacher it wraps (`.teacher`), outermost first."""
+        rngs, t = [], self.teacher
+        while t is not None:
+            if isinstance(getattr(t, "rng", None), np.random.Generator):
+                rngs.append(t.rng)
+            t = getattr(t, "teacher", None)
+        return rngs
+
     def collect(
         self,
         num_episodes: int | None,

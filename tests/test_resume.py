@@ -1,0 +1,232 @@
+"""A resumed run equals the uninterrupted run: orphaned demos, writer sync, the collector's state, and whole runs
+SIGKILLed at several points and resumed."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import envs
+from policies import GaussianPolicy
+from robodistill.data.collector import Collector, make_vector_env
+from robodistill.data.dataset import (
+    BackgroundEpisodeWriter,
+    DatasetError,
+    EpisodeWriter,
+    dataset_summary,
+    iter_demos,
+    mark_orphans,
+)
+from robodistill.data.labels import load_labels
+from robodistill.tasks import env_fns, env_meta, shape_meta
+from robodistill.teachers import CallableTeacher, ImperfectTeacher
+
+ENV_ARGS = {"env_name": "test", "type": 4, "env_kwargs": {}}
+META = {"obs": {"state": {"shape": [3]}}, "action": {"shape": [2]}}
+
+
+def _episode(i: int, n: int = 5) -> dict:
+    """A small episode whose values say which one it is."""
+    obs = {"state": np.full((n, 3), i, np.float32)}
+    return {
+        "obs": obs, "next_obs": obs, "actions": np.full((n, 2), i, np.float32), "rewards": np.zeros(n, np.float32),
+        "dones": np.eye(1, n, n - 1, dtype=np.int64)[0], "teacher": {"actions": np.full((n, 2), -i, np.float32)},
+        "attrs": {"success": i % 2 == 0},
+    }  # fmt: skip
+
+
+def _write(path, ids, append=False) -> int:
+    with EpisodeWriter(path, ENV_ARGS, append=append) as w:
+        for i in ids:
+            w.write(_episode(i, n=5 + i))
+        return w.sync()
+
+
+def _masks(path) -> dict[str, list[str]]:
+    with h5py.File(path, "r") as f:
+        return {k: [x.decode() for x in f["mask"][k][()]] for k in ("train", "valid")}
+
+
+def _live_ids(path) -> list[int]:
+    return [int(d["actions"][0, 0]) for d in iter_demos(path, ["actions"])]
+
+
+def test_orphans_stay_on_disk_out_of_training_and_new_demos_number_after_them(tmp_path):
+    path = tmp_path / "d.hdf5"
+    assert _write(path, range(12)) == 12
+    assert mark_orphans(path, keep=9) == 3
+    assert mark_orphans(path, keep=9) == 0  # already marked
+    with h5py.File(path, "r") as f:
+        assert len(f["data"]) == 12  # kept on disk
+        assert [bool(f["data"][f"demo_{i}"].attrs.get("orphaned", False)) for i in range(12)] == [False] * 9 + [True] * 3
+        assert f["data"].attrs["total"] == sum(5 + i for i in range(9))
+    assert _live_ids(path) == list(range(9))
+    summary = dataset_summary(path)
+    assert summary == {"demos": 9, "samples": sum(5 + i for i in range(9)), "successes": 5, "orphaned": 3}
+    labels = load_labels(path, ["state"], META)
+    assert len(labels) == summary["samples"] and set(labels.view("state")[:, 0]) == set(range(9))
+    assert _masks(path) == {"train": [f"demo_{i}" for i in range(9)], "valid": []}
+
+    # a resumed run writes on: demo_12, demo_13, ... (never over an orphan); the masks pick by live order
+    assert _write(path, [100, 101], append=True) == 14
+    with h5py.File(path, "r") as f:
+        assert f["data/demo_12/actions"][0, 0] == 100 and f["data/demo_11/actions"][0, 0] == 11
+    assert _live_ids(path) == [*range(9), 100, 101]
+    assert _masks(path) == {"train": [f"demo_{i}" for i in range(9)] + ["demo_13"], "valid": ["demo_12"]}
+    # a second kill and resume: `keep` counts every demo in write order, orphans included
+    assert mark_orphans(path, keep=13) == 1
+    assert _live_ids(path) == [*range(9), 100]
+    assert dataset_summary(path)["orphaned"] == 4
+
+
+def test_robomimic_reads_only_live_demos_through_the_masks(tmp_path):
+    import robomimic.utils.obs_utils as ObsUtils
+    from robomimic.utils.dataset import SequenceDataset
+
+    path = tmp_path / "d.hdf5"
+    _write(path, range(6))
+    mark_orphans(path, keep=4)
+    ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["state"]}})
+    ds = SequenceDataset(
+        hdf5_path=str(path), obs_keys=("state",), dataset_keys=("actions",), seq_length=1, hdf5_cache_mode=None,
+        filter_by_attribute="train",
+    )  # fmt: skip
+    assert ds.demos == [f"demo_{i}" for i in range(4)]
+    assert ds.total_num_sequences == sum(5 + i for i in range(4))
+
+
+@pytest.mark.parametrize("broken", ["missing_datasets", "num_samples_disagrees", "no_num_samples"])
+def test_a_half_written_last_demo_is_orphaned_without_losing_complete_ones(tmp_path, broken):
+    path = tmp_path / "d.hdf5"
+    _write(path, range(3))
+    with h5py.File(path, "a") as f:  # what a writer killed inside `write` leaves
+        g = f["data"].create_group("demo_3")
+        g.create_dataset("actions", data=np.zeros((7, 2), np.float32))
+        if broken == "missing_datasets":
+            g.attrs["num_samples"] = 7
+        elif broken == "num_samples_disagrees":
+            g.attrs["num_samples"] = 9
+            for k in ("obs/state", "next_obs/state", "teacher/actions", "rewards", "dones"):
+                g.create_dataset(k, data=np.zeros((7, *([3] if "state" in k else [2] if "act" in k else []))))
+    assert mark_orphans(path, keep=3) == 1
+    assert _live_ids(path) == [0, 1, 2]
+    assert dataset_summary(path) == {"demos": 3, "samples": 18, "successes": 2, "orphaned": 1}
+    assert _write(path, [7], append=True) == 5
+    assert _live_ids(path) == [0, 1, 2, 7]
+
+
+def test_a_checkpoint_that_counts_an_incomplete_demo_is_refused(tmp_path):
+    path = tmp_path / "d.hdf5"
+    _write(path, range(2))
+    with h5py.File(path, "a") as f:
+        del f["data/demo_1/obs/state"]
+    with pytest.raises(DatasetError, match="demo_1 is incomplete"):
+        mark_orphans(path, keep=2)
+
+
+def test_background_writer_sync_puts_every_sent_episode_on_disk(tmp_path):
+    path = tmp_path / "d.hdf5"
+    w = BackgroundEpisodeWriter(path, ENV_ARGS)
+    for i in range(5):
+        w.write(_episode(i, n=200))
+    assert w.sync() == 5
+    os.kill(w.proc.pid, signal.SIGKILL)  # nothing flushes after the sync
+    w.proc.join()
+    assert _live_ids(path) == list(range(5))
+    with pytest.raises(DatasetError, match="stopped"):
+        w.sync()
+    w.conn.close()
+    w.replies.close()
+    # appending continues the numbering
+    w = BackgroundEpisodeWriter(path, ENV_ARGS, append=True)
+    w.write(_episode(9))
+    assert w.sync() == 6
+    w.close()
+    assert _live_ids(path) == [0, 1, 2, 3, 4, 9]
+
+
+BIG_WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from robodistill.data.dataset import EpisodeWriter
+    from test_resume import ENV_ARGS, _episode
+    with EpisodeWriter(sys.argv[1], ENV_ARGS) as w:
+        for i in range(3):
+            w.write(_episode(i))
+        print(w.sync(), flush=True)
+        big = _episode(3, n=4000)
+        big["obs"] = {f"k{j}": np.random.rand(4000, 64).astype(np.float32) for j in range(200)}  # 200 MB
+        w.write(big)
+    """
+)
+
+
+def test_a_writer_killed_mid_write_leaves_a_file_mark_orphans_makes_consistent(tmp_path):
+    path = tmp_path / "d.hdf5"
+    script = tmp_path / "big_writer.py"
+    script.write_text(BIG_WRITER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "3"
+    size = path.stat().st_size
+    while path.stat().st_size < size + 20_000_000 and proc.poll() is None:  # the big episode is being written
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    marked = mark_orphans(path, keep=3)
+    assert marked in (0, 1)  # the half-written demo_3, if its group reached the disk at all
+    assert _live_ids(path) == [0, 1, 2]
+    assert dataset_summary(path) == {"demos": 3, "samples": 15, "successes": 2, "orphaned": marked}
+    assert _write(path, [8], append=True) == 3 + marked + 1
+    assert _live_ids(path) == [0, 1, 2, 8]
+
+
+def test_collector_state_resumes_coins_teacher_noise_and_student_sampling(tmp_path):
+    """Round 1 collected by a fresh collector (new envs, teacher and collector objects) from round 0's state equals
+    round 1 collected by the collector that ran round 0."""
+    env = gym.make("robodistill/Reach-v0")
+    task = {"env_id": "robodistill/Reach-v0"}
+    torch.manual_seed(0)
+    student = GaussianPolicy(shape_meta(env), ["state"], hidden=[16])
+
+    def collector(seed: int = 3) -> Collector:
+        teacher = ImperfectTeacher(CallableTeacher(envs.make_expert(env), ["state"]), noise_std=0.3, seed=seed)
+        return Collector(make_vector_env(env_fns(task, 2)), teacher, student, None, seed=seed,
+                         student_deterministic=False)  # fmt: skip
+
+    def round1(c: Collector) -> list[dict]:
+        episodes = []
+        c.collect(2, beta=0.5, seed=1000, progress=False, on_episode=episodes.append)
+        return episodes
+
+    first = collector()
+    first.collect(2, beta=0.5, seed=0, progress=False)
+    state, torch_state = first.state_dict(), torch.get_rng_state()
+    uninterrupted = round1(first)
+
+    resumed = collector()
+    resumed.load_state_dict(state)
+    torch.set_rng_state(torch_state)
+    again = round1(resumed)
+    for a, b in zip(uninterrupted, again, strict=True):
+        for key in ("actions", "rewards"):
+            np.testing.assert_array_equal(a[key], b[key])
+        np.testing.assert_array_equal(a["obs"]["state"], b["obs"]["state"])
+        np.testing.assert_array_equal(a["teacher"]["actions"], b["teacher"]["actions"])
+        np.testing.assert_array_equal(a["teacher"]["acted"], b["teacher"]["acted"])
+
+    fresh = collector()  # without the state the coins and the teacher's noise start over: round 1 differs
+    torch.set_rng_state(torch_state)
+    other = round1(fresh)
+    assert not np.array_equal(other[0]["teacher"]["actions"], uninterrupted[0]["teacher"]["actions"])
+    with pytest.raises(ValueError, match="teacher RNGs"):
+        Collector(fresh.venv, CallableTeacher(envs.make_expert(env), ["state"])).load_state_dict(state)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure  # the object API draws to files without pyplot's global backend or state
 
 Curve = Sequence[Mapping[str, float]]  # [{"env_steps", "success_rate", "return_mean"}, ...]
 
@@ -16,21 +17,17 @@ def steps_to_success(history: Curve, level: float) -> int | None:
     return next((int(h["env_steps"]) for h in history if h["success_rate"] >= level), None)
 
 
-def _figure(ncols: int):
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on robots or CI
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4), squeeze=False)
-    return plt, fig, axes[0]
+def _figure(ncols: int) -> tuple[Figure, Any]:
+    """A figure of `ncols` panels in a row and its axes."""
+    fig = Figure(figsize=(5.5 * ncols, 4))
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
 def plot_learning_curves(
     history: Curve, path: str | Path, teacher_success: float | None = None, tb: Any = None
 ) -> Path:
     """One run's curves as a PNG (and as a TensorBoard figure when `tb`, a SummaryWriter, is given)."""
-    plt, fig, (ax_s, ax_r) = _figure(2)
+    fig, (ax_s, ax_r) = _figure(2)
     steps = [h["env_steps"] for h in history]
     ax_s.plot(steps, [h["success_rate"] for h in history], marker="o", label="student")
     if teacher_success is not None:
@@ -43,15 +40,15 @@ def plot_learning_curves(
     path = Path(path)
     fig.savefig(path, dpi=100)
     if tb is not None:
-        tb.add_figure("learning_curves", fig, global_step=int(steps[-1]) if steps else 0)
-    plt.close(fig)
+        tb.add_figure("learning_curves", fig, global_step=int(steps[-1]) if steps else 0, close=False)
     return path
 
 
-def plot_compared(runs: Mapping[str, Mapping[str, list[Curve]]], path: str | Path,
-                  teacher: Mapping[str, float] | None = None) -> Path:  # fmt: skip
+def plot_compared(
+    runs: Mapping[str, Mapping[str, list[Curve]]], path: str | Path, teacher: Mapping[str, float] | None = None
+) -> Path:
     """Mean +- std success curves of several methods over seeds, one panel per task: runs[task][method] = [curves]."""
-    plt, fig, axes = _figure(len(runs))
+    fig, axes = _figure(len(runs))
     for ax, (task, methods) in zip(axes, runs.items()):
         for method, curves in methods.items():
             steps = np.array([h["env_steps"] for h in curves[0]])
@@ -68,7 +65,6 @@ def plot_compared(runs: Mapping[str, Mapping[str, list[Curve]]], path: str | Pat
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from policies.diffusion_policy import DiffusionPolicy
+from policies.samplers import ChunkRunner, make_sampler
 from robodistill.errors import UserError
 from robodistill.evaluation.video import overlay, write_video
 from robodistill.observations import as_dict, view
+from robodistill.progress import progress_bar
 from robodistill.tasks import make_env
 
 PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]  # batched obs dict -> actions (B, A)
@@ -23,9 +25,6 @@ def student_policy(student: Any, sampler: Mapping[str, Any] | None = None) -> Po
     A diffusion-family student runs its chunks through `sampler` (the `sampler` config group) in a ChunkRunner,
     which keeps per-episode state; any other student is stateless and takes no sampler.
     """
-    from policies.diffusion_policy import DiffusionPolicy
-    from policies.samplers import ChunkRunner, make_sampler
-
     kind = (sampler or {}).get("kind", "auto")
     if isinstance(student, DiffusionPolicy):
         try:
@@ -33,8 +32,10 @@ def student_policy(student: Any, sampler: Mapping[str, Any] | None = None) -> Po
         except ValueError as exc:
             raise UserError(str(exc)) from exc
     if kind != "auto":
-        raise UserError(f"sampler={kind} needs a diffusion-family policy (algo=diffusion or consistency), but this "
-                        f"student is {getattr(student, 'kind', type(student).__name__)!r}")  # fmt: skip
+        name = getattr(student, "kind", type(student).__name__)
+        raise UserError(
+            f"sampler={kind} needs a diffusion-family policy (algo=diffusion or consistency), but this student is {name!r}"
+        )
 
     def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
         return student.act(view(obs, student.obs_keys), deterministic=True)[0]
@@ -76,7 +77,7 @@ def evaluate(
     slots: list[dict[str, Any] | None] = [None] * num_envs
     obs_slots: list[dict[str, np.ndarray] | None] = [None] * num_envs
     videos: list[str] = []
-    bar = tqdm(total=episodes, desc="evaluate", disable=not progress, leave=False)
+    bar = progress_bar(total=episodes, enabled=progress, desc="evaluate", leave=False)
 
     def start(slot: int) -> None:
         nonlocal next_episode

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -23,8 +24,6 @@ def overlay(frame: np.ndarray, step: int, reward: float, success: bool) -> np.nd
 
 def write_video(path: str | Path, frames: list[np.ndarray], fps: int = 20) -> Path:
     """Write frames as an mp4 (imageio + its bundled ffmpeg)."""
-    import imageio.v2 as imageio
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(path, frames, fps=fps, codec="libx264", macro_block_size=8)

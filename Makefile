@@ -20,5 +20,6 @@ test: $(STAMP)  ## the default test suite (slow tests excluded); ARGS passes pyt
 bench: $(STAMP)  ## make bench SUITE=foundation ARGS=--quick
 	$(PY) scripts/bench.py $(SUITE) $(ARGS)
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+lint: $(STAMP)  ## what .ci/run checks before the tests: ruff lint and ruff format
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

@@ -19,8 +19,9 @@ if ! "$VENV/bin/python" -c "import sys" 2>/dev/null; then
 fi
 PIP="$VENV/bin/pip --disable-pip-version-check -q"
 $PIP install "$TORCH_PIN"
-$PIP install "$TORCH_PIN" -e ".[dev]"
-# robomimic declares torchvision, whose registry build does not import beside the CPU torch: install it alone.
-$PIP install --no-deps "robomimic==0.3.0"
+$PIP install "$TORCH_PIN" -e ".[train,serve,dev]"
+# robomimic declares torchvision, whose registry build does not import beside the CPU torch: install it without
+# dependencies, with the two its dataset loaders need that the project does not (termcolor, six).
+$PIP install --no-deps "robomimic==0.3.0" termcolor six
 "$VENV/bin/python" -c "import torch, mujoco, gymnasium, robomimic.utils.dataset; print('robodistill env ready: torch', torch.__version__, 'mujoco', mujoco.__version__)"
 touch "$VENV/.installed"

@@ -92,7 +92,8 @@ class Collector:
         self.rng.bit_generator.state = state["coins"]
         rngs = self._teacher_rngs()
         if len(rngs) != len(state["teacher"]):
-            raise ValueError(f"the collector state holds {len(state['teacher'])} teacher RNGs, this teacher has {len(rngs)}")
+            n = len(state["teacher"])
+            raise ValueError(f"the collector state holds {n} teacher RNGs, this teacher has {len(rngs)}")
         for g, s in zip(rngs, state["teacher"], strict=True):
             g.bit_generator.state = s
 

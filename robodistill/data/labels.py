@@ -18,13 +18,11 @@ from robodistill.errors import UserError
 LABEL = "teacher_action"
 
 
-
 def windows(x: np.ndarray, start: int, length: int) -> np.ndarray:
     """For every step i of an episode, x[i + start : i + start + length], padded with the edge values:
     (T, length, ...)."""
     idx = np.clip(np.arange(len(x))[:, None] + start + np.arange(length)[None], 0, len(x) - 1)
     return x[idx]
-
 
 
 def sequence_labels(
@@ -37,11 +35,9 @@ def sequence_labels(
             LABEL: windows(actions, -first, pred_horizon)}  # fmt: skip
 
 
-
 def episode_labels(episode: dict[str, Any], obs_keys: list[str]) -> dict[str, np.ndarray]:
     """The (observation, teacher label) pairs of one collected episode, for a LabelBuffer."""
     return {**{k: episode["obs"][k] for k in obs_keys}, LABEL: episode["teacher"]["actions"]}
-
 
 
 def load_labels(

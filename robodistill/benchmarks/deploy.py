@@ -18,7 +18,6 @@ round trip, and success on the sim robot vs the run's own evaluation.
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import sys
@@ -28,21 +27,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from robodistill.benchmarks.runs import served, train_once
+from robodistill.deploy.deployment import deploy_sim, safety_filter
+from robodistill.export.exporter import export_run, kind_of, torch_actions
+from robodistill.rundir import RunDir
+from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
+from robodistill.runtime.client import PolicyClient
+from robodistill.runtime.control import ControlLoop
+from robodistill.runtime.robots import CallbackRobot
+from robodistill.teachers import load_policy
 
 TASK = "task=pushcube"
 
 
+SIZES = {  # name: (--quick, full)
+    "dagger": (["algo.rounds=2", "algo.episodes_per_round=4", "algo.updates_per_round=50"], []),
+    "eval": (4, 50),
+    "demos": (6, 10),
+    "updates": (10, 100),
+    "dp_demos": (6, 100),
+    "dp_updates": (20, 3000),
+    "calls": (30, 1000),
+    "ticks": ({"50": 100, "100": 200}, {"50": 3000, "100": 10000}),
+    "requests": (40, 500),
+    "deploy": (4, 50),
+    "dp_episodes": (4, 100),
+    "samples": (200, 1000),
+    "net": (["student.down_dims=[16,32]"], []),
+}
+
+
 def sizes(quick: bool) -> dict[str, Any]:
-    if quick:
-        return {"dagger": ["algo.rounds=2", "algo.episodes_per_round=4", "algo.updates_per_round=50"],
-                "eval": 4, "demos": 6, "updates": 10, "dp_demos": 6, "dp_updates": 20, "calls": 30,
-                "ticks": {"50": 100, "100": 200}, "requests": 40, "deploy": 4, "dp_episodes": 4, "samples": 200,
-                "net": ["student.down_dims=[16,32]"]}  # fmt: skip
-    return {"dagger": [], "eval": 50, "demos": 10, "updates": 100, "dp_demos": 100, "dp_updates": 3000,
-            "calls": 1000, "ticks": {"50": 3000, "100": 10000}, "requests": 500, "deploy": 50,
-            "dp_episodes": 100, "samples": 1000, "net": []}  # fmt: skip
+    return {k: quick_value if quick else full for k, (quick_value, full) in SIZES.items()}
 
 
 def train_students(s: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -51,37 +69,21 @@ def train_students(s: dict[str, Any], out: Path) -> dict[str, Path]:
     common = ["eval.videos=0", "eval.num_envs=10"]
     short = [TASK, *common, "eval.episodes=2", f"algo.num_demos={s['demos']}", f"algo.updates={s['updates']}"]
     full = [*common, f"eval.episodes={s['eval']}"]
+    pickcube = ["task=pickcube", *common]
+    dp = ["algo=diffusion", "student=diffusion", *s["net"], f"algo.num_demos={s['dp_demos']}"]
+    dp += [f"algo.updates={s['dp_updates']}", "sampler=ddim"]  # evaluated with DDIM-10, as the runtime samples it
+    consistency = [
+        "algo=consistency",
+        "teacher=diffusion",
+        f"teacher.path={out / 'dp'}",
+        f"algo.updates={s['updates']}",
+    ]
     runs = {
         "gaussian_mlp": ([TASK, *full, "algo=dagger", *s["dagger"]], out / "mlp"),
         "gaussian_cnn": ([*short, "algo=bc", "student=cnn"], out / "cnn"),
         "vla": ([*short, "algo=sft", "student=vla"], out / "vla"),
-        "diffusion": (
-            [
-                "task=pickcube",
-                *common,
-                f"eval.episodes={s['dp_episodes']}",
-                "algo=diffusion",
-                "student=diffusion",
-                *s["net"],
-                f"algo.num_demos={s['dp_demos']}",
-                f"algo.updates={s['dp_updates']}",
-                "sampler=ddim",
-                "sampler.num_inference_steps=10",
-            ],
-            out / "dp",
-        ),  # fmt: skip
-        "consistency": (
-            [
-                "task=pickcube",
-                *common,
-                "eval.episodes=2",
-                "algo=consistency",
-                "teacher=diffusion",
-                f"teacher.path={out / 'dp'}",
-                f"algo.updates={s['updates']}",
-            ],
-            out / "cd",
-        ),  # fmt: skip
+        "diffusion": ([*pickcube, f"eval.episodes={s['dp_episodes']}", *dp], out / "dp"),
+        "consistency": ([*pickcube, "eval.episodes=2", *consistency], out / "cd"),
     }
     for overrides, run_dir in runs.values():  # in order: the consistency head distils the diffusion policy
         if not (run_dir / "eval.json").exists():
@@ -91,12 +93,6 @@ def train_students(s: dict[str, Any], out: Path) -> dict[str, Path]:
 
 def latency(run: Path, artifact: Path, calls: int) -> dict[str, float]:
     """Median batch-1 inference time (ms) of torch eager and of the runtime, calls interleaved on one input."""
-    import torch
-
-    from robodistill.export.exporter import kind_of, torch_actions
-    from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
-    from robodistill.teachers import load_policy
-
     torch.set_num_threads(1)
     policy = load_policy(str(run))
     kind = kind_of(policy)
@@ -126,11 +122,6 @@ def busy_core() -> subprocess.Popen:
 
 def jitter(artifact: Path, ticks: dict[str, int], log_dir: Path) -> dict[str, Any]:
     """The control loop on a robot replaying recorded observations, at each rate, with the other core busy."""
-    from robodistill.deploy.deployment import safety_filter
-    from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
-    from robodistill.runtime.control import ControlLoop
-    from robodistill.runtime.robots import CallbackRobot
-
     art = load_artifact(artifact)
     data = np.load(artifact / "selftest.npz")
     frames = [{k[4:]: data[k][i] for k in data.files if k.startswith("obs/")} for i in range(len(data["actions"]))]
@@ -140,12 +131,20 @@ def jitter(artifact: Path, ticks: dict[str, int], log_dir: Path) -> dict[str, An
         for rate, n in ticks.items():
             count = iter(range(10**9))
             robot = CallbackRobot(lambda c=count: dict(frames[next(c) % len(frames)]), lambda a: None, art.action_dim)
-            loop = ControlLoop(ArtifactPolicy(art), robot, float(rate), safety_filter(art, None),
-                               log_path=log_dir / f"ticks_{rate}hz.jsonl")  # fmt: skip
+            loop = ControlLoop(
+                ArtifactPolicy(art),
+                robot,
+                float(rate),
+                safety_filter(art, None),
+                log_path=log_dir / f"ticks_{rate}hz.jsonl",
+            )
             stats = loop.run(ticks=n)
             sent = [1e3 * (t["t_sent"] - t["t_scheduled"]) for t in stats.log]  # observation read to action sent
-            out[rate] = {**stats.summary(), "sent_ms_p50": float(np.median(sent)),
-                         "sent_ms_p99": float(np.percentile(sent, 99))}  # fmt: skip
+            out[rate] = {
+                **stats.summary(),
+                "sent_ms_p50": float(np.median(sent)),
+                "sent_ms_p99": float(np.percentile(sent, 99)),
+            }
     finally:
         spinner.kill()
         spinner.wait()
@@ -154,8 +153,6 @@ def jitter(artifact: Path, ticks: dict[str, int], log_dir: Path) -> dict[str, An
 
 def server_rtt(artifact: Path, requests: int) -> dict[str, Any]:
     """Round trip (ms) of one observation through scripts/serve.py on loopback: 1 client, then 8 at once."""
-    from robodistill.runtime.client import PolicyClient
-
     data = np.load(artifact / "selftest.npz")
     obs = {k[4:]: data[k][0] for k in data.files if k.startswith("obs/")}
     with served(f"artifact={artifact}") as url:
@@ -171,8 +168,10 @@ def server_rtt(artifact: Path, requests: int) -> dict[str, Any]:
         result = {}
         for clients in (1, 8):
             rtts: list[list[float]] = [[] for _ in range(clients)]
-            threads = [threading.Thread(target=client, args=(requests // clients if clients > 1 else requests, r))
-                       for r in rtts]  # fmt: skip
+            threads = [
+                threading.Thread(target=client, args=(requests // clients if clients > 1 else requests, r))
+                for r in rtts
+            ]
             t0 = time.perf_counter()
             for t in threads:
                 t.start()
@@ -180,23 +179,22 @@ def server_rtt(artifact: Path, requests: int) -> dict[str, Any]:
                 t.join()
             wall = time.perf_counter() - t0
             flat = [x for r in rtts for x in r]
-            result[str(clients)] = {"p50_ms": float(np.median(flat)), "p99_ms": float(np.percentile(flat, 99)),
-                                    "requests": len(flat), "requests_per_s": len(flat) / wall}  # fmt: skip
+            result[str(clients)] = {
+                "p50_ms": float(np.median(flat)),
+                "p99_ms": float(np.percentile(flat, 99)),
+                "requests": len(flat),
+                "requests_per_s": len(flat) / wall,
+            }
         return result
 
 
 def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    from robodistill.deploy.deployment import deploy_sim
-    from robodistill.export.exporter import export_run
-    from robodistill.runtime.artifact import load_artifact
-
     s = sizes(quick)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = train_students(s, out_dir)
     parity, lat = {}, {}
     for kind, run_dir in runs.items():
-        export_run(run_dir, samples=s["samples"], progress=False)
-        parity[kind] = json.loads((run_dir / "export_onnx" / "parity.json").read_text())
+        parity[kind] = export_run(run_dir, samples=s["samples"], progress=False)["parity"]
         calls = s["calls"] if kind != "diffusion" else s["calls"] // 4  # its 10-step sampler loop is slow
         lat[kind] = latency(run_dir, run_dir / "export_onnx", calls)
     mlp = runs["gaussian_mlp"] / "export_onnx"
@@ -205,9 +203,14 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     deployed, eval_success = {}, {}
     episodes = {"gaussian_mlp": s["deploy"], "diffusion": s["dp_episodes"]}  # the sampled policy: more episodes
     for kind, n in episodes.items():  # the fully trained students, on their evaluation's seeds
-        eval_success[kind] = json.loads((runs[kind] / "eval.json").read_text())["success_rate"]
-        deployed[kind] = deploy_sim(load_artifact(runs[kind] / "export_onnx"), n, seed=100_000,
-                                    log_dir=out_dir / f"deploy_{kind}", progress=False)  # fmt: skip
+        eval_success[kind] = RunDir(runs[kind]).read_json("eval.json")["success_rate"]
+        deployed[kind] = deploy_sim(
+            load_artifact(runs[kind] / "export_onnx"),
+            n,
+            seed=100_000,
+            log_dir=out_dir / f"deploy_{kind}",
+            progress=False,
+        )
     misses = sum(v["misses"] for v in loop.values())
     loop_ticks = sum(v["ticks"] for v in loop.values())
 
@@ -231,22 +234,32 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     }
     lines = [f"{'student kind':<16}{'torch ms':>10}{'onnx ms':>10}{'onnx/torch':>12}{'parity max |diff|':>20}"]
     for kind, v in lat.items():
-        lines.append(f"{kind:<16}{v['torch_ms']:>10.3f}{v['onnx_ms']:>10.3f}{v['ratio']:>12.2f}"
-                     f"{parity[kind]['max_abs_diff']:>20.2e}")  # fmt: skip
+        lines.append(
+            f"{kind:<16}{v['torch_ms']:>10.3f}{v['onnx_ms']:>10.3f}{v['ratio']:>12.2f}"
+            f"{parity[kind]['max_abs_diff']:>20.2e}"
+        )
     for rate, v in loop.items():
-        lines.append(f"control loop {rate:>3} Hz, other core busy: late p50 {v['late_ms_p50']:.3f} ms, p99 "
-                     f"{v['late_ms_p99']:.3f} ms, max {v['late_ms_max']:.3f} ms; action sent p50 {v['sent_ms_p50']:.3f} "
-                     f"ms, p99 {v['sent_ms_p99']:.3f} ms after the scheduled time; deadline misses {v['misses']} in "
-                     f"{v['ticks']} ticks")  # fmt: skip
+        lines.append(
+            f"control loop {rate:>3} Hz, other core busy: late p50 {v['late_ms_p50']:.3f} ms, p99 "
+            f"{v['late_ms_p99']:.3f} ms, max {v['late_ms_max']:.3f} ms; action sent p50 {v['sent_ms_p50']:.3f} "
+            f"ms, p99 {v['sent_ms_p99']:.3f} ms after the scheduled time; deadline misses {v['misses']} in "
+            f"{v['ticks']} ticks"
+        )
     lines.append(f"deadline misses per 10k ticks: {payload['deadline_misses_per_10k']:.1f}")
     for k, v in rtt.items():
-        lines.append(f"server round trip, {k} client{'s' if k != '1' else ''}: p50 {v['p50_ms']:.3f} ms, p99 "
-                     f"{v['p99_ms']:.3f} ms, {v['requests_per_s']:.0f} requests/s")  # fmt: skip
+        lines.append(
+            f"server round trip, {k} client{'s' if k != '1' else ''}: p50 {v['p50_ms']:.3f} ms, p99 "
+            f"{v['p99_ms']:.3f} ms, {v['requests_per_s']:.0f} requests/s"
+        )
     for kind, d in deployed.items():
-        lines.append(f"sim robot, {kind} on {d['task']} (real time, {d['rate_hz']:.0f} Hz): deployed success "
-                     f"{d['success_rate']:.2f} vs the run's evaluation {eval_success[kind]:.2f} ({d['episodes']} "
-                     f"episodes, the same seeds); {d['misses']} misses in {d['ticks']} ticks, inference p99 "
-                     f"{d['latency_ms_p99']:.1f} ms, {d['dropped']} chunk actions dropped")  # fmt: skip
-    lines.append("(latency: batch 1, median over interleaved calls, 1 thread each; jitter: tick wake-up minus its "
-                 "scheduled time)")  # fmt: skip
+        lines.append(
+            f"sim robot, {kind} on {d['task']} (real time, {d['rate_hz']:.0f} Hz): deployed success "
+            f"{d['success_rate']:.2f} vs the run's evaluation {eval_success[kind]:.2f} ({d['episodes']} "
+            f"episodes, the same seeds); {d['misses']} misses in {d['ticks']} ticks, inference p99 "
+            f"{d['latency_ms_p99']:.1f} ms, {d['dropped']} chunk actions dropped"
+        )
+    lines.append(
+        "(latency: batch 1, median over interleaved calls, 1 thread each; jitter: tick wake-up minus its "
+        "scheduled time)"
+    )
     return payload, lines

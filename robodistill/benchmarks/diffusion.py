@@ -12,33 +12,40 @@ amortised over the actions it yields).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from policies.samplers import ChunkRunner, make_sampler
 from robodistill.benchmarks.runs import call_job, map_jobs, train_once
+from robodistill.config import option_defaults
 from robodistill.evaluation.rerun import evaluate_run
 from robodistill.observations import as_dict
+from robodistill.rundir import RunDir
 from robodistill.tasks import make_env
 from robodistill.teachers import load_policy
 
 TASKS = {"pusht": "robodistill/PushT-v0", "pickcube": "robodistill/PickCube-v0"}
 VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0", "sdp", "consistency")
 DP_VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0")  # samplers of the one trained DP
-RTI = {"kind": "rti", "num_inference_steps": 10, "gripper": "clip", "gripper_clip_factor": 2.0}
-SAMPLERS = {"ddpm100": {"kind": "ddpm"}, "ddim10": {"kind": "ddim", "num_inference_steps": 10},
-            "rti": {**RTI, "timesteps": [50, 25, 0]}, "rti_3_1_0": {**RTI, "timesteps": [3, 1, 0]},
-            "sdp": {"kind": "sdp"}, "consistency": {"kind": "consistency", "num_steps": 1}}  # fmt: skip
+# each variant's sampler as conf/sampler/ writes it (DDPM-100, DDIM-10, RTI [50, 25, 0], ...); only the example
+# RTI step list [3, 1, 0] is spelled here
+SAMPLERS = {
+    "ddpm100": option_defaults("sampler", "ddpm"),
+    "ddim10": option_defaults("sampler", "ddim"),
+    "rti": option_defaults("sampler", "rti"),
+    "rti_3_1_0": {**option_defaults("sampler", "rti"), "timesteps": [3, 1, 0]},
+    "sdp": option_defaults("sampler", "sdp"),
+    "consistency": option_defaults("sampler", "consistency"),
+}
 
 
-def eval_figures(run_dir: Path, name: str = "eval.json") -> dict[str, float]:
-    e = json.loads((run_dir / name).read_text())
+def eval_figures(run_dir: Path) -> dict[str, float]:
+    """Success and network evaluations per step of the run's final evaluation."""
+    e = RunDir(run_dir).read_json("eval.json")
     return {"success": e["success_rate"], "nfe": e["nfe_per_step"]}
 
 
@@ -46,7 +53,7 @@ def dp_job(overrides: list[str], run_dir: Path, episodes: int) -> dict[str, Any]
     """Train the DP (final evaluation with DDPM-100), then evaluate the same network with DDIM-10 and RTI."""
     summary = train_once([*overrides, "sampler=ddpm"], run_dir)
     out = {"ddpm100": eval_figures(run_dir), "train_wall_s": summary["wall_s"]}
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = RunDir(run_dir).config()
     for variant in DP_VARIANTS[1:]:
         cfg.sampler = SAMPLERS[variant]
         r = evaluate_run(cfg, run_dir, "best", episodes, videos=0)
@@ -97,58 +104,86 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     for task in tasks:
         for seed in seeds:
             base = [f"task={task}", f"seed={seed}", *common, *net, f"algo.updates={dp_updates}"]
-            jobs1.append((dp_job, ([*base, "algo=diffusion", "student=diffusion"], out_dir / f"{task}_dp_s{seed}",
-                                   episodes)))  # fmt: skip
-            jobs1.append((single_job, ([*base, "algo=diffusion", "student=sdp"], out_dir / f"{task}_sdp_s{seed}",
-                                       "sdp")))  # fmt: skip
+            jobs1.append(
+                (dp_job, ([*base, "algo=diffusion", "student=diffusion"], out_dir / f"{task}_dp_s{seed}", episodes))
+            )
+            jobs1.append(
+                (single_job, ([*base, "algo=diffusion", "student=sdp"], out_dir / f"{task}_sdp_s{seed}", "sdp"))
+            )
             keys1 += [(task, seed, "dp"), (task, seed, "sdp")]
     workers = 1 if quick else 2
     results = dict(zip(keys1, map_jobs(call_job, jobs1, workers)))
-    jobs2 = [(single_job, ([f"task={task}", f"seed={seed}", *common, "algo=consistency", "teacher=diffusion",
-                            f"teacher.path={out_dir / f'{task}_dp_s{seed}'}", f"algo.updates={cd_updates}"],
-                           out_dir / f"{task}_cd_s{seed}", "consistency"))
-             for task in tasks for seed in seeds]  # fmt: skip
-    results.update(zip([(t, s, "cd") for t in tasks for s in seeds], map_jobs(call_job, jobs2, workers)))
+    jobs2, keys2 = [], []
+    for task in tasks:
+        for seed in seeds:
+            teacher = ["teacher=diffusion", f"teacher.path={out_dir / f'{task}_dp_s{seed}'}"]
+            algo = ["algo=consistency", *teacher, f"algo.updates={cd_updates}"]
+            overrides = [f"task={task}", f"seed={seed}", *common, *algo]
+            jobs2.append((single_job, (overrides, out_dir / f"{task}_cd_s{seed}", "consistency")))
+            keys2.append((task, seed, "cd"))
+    results.update(zip(keys2, map_jobs(call_job, jobs2, workers)))
 
-    payload: dict[str, Any] = {"seeds": seeds, "episodes": episodes, "dp_updates": dp_updates,
-                               "consistency_updates": cd_updates, "samplers": SAMPLERS, "tasks": {}, "runs": {}}  # fmt: skip
-    lines = [f"{'task':<26}{'variant':<13}{'success':>16}{'nfe/step':>10}{'latency ms':>12}{'p99 ms':>9}"
-             f"{'speedup':>9}"]  # fmt: skip
+    payload: dict[str, Any] = {
+        "seeds": seeds,
+        "episodes": episodes,
+        "dp_updates": dp_updates,
+        "consistency_updates": cd_updates,
+        "samplers": SAMPLERS,
+        "tasks": {},
+        "runs": {},
+    }
+    lines = [f"{'task':<26}{'variant':<13}{'success':>16}{'nfe/step':>10}{'latency ms':>12}{'p99 ms':>9}{'speedup':>9}"]
     for task, task_id in tasks.items():
         per_seed = {v: [] for v in VARIANTS}
         for seed in seeds:
             dp, sdp, cd = results[(task, seed, "dp")], results[(task, seed, "sdp")], results[(task, seed, "cd")]
-            figures = {**{v: dp[v] for v in DP_VARIANTS}, "sdp": sdp["sdp"],
-                       "consistency": cd["consistency"]}  # fmt: skip
+            figures = {**{v: dp[v] for v in DP_VARIANTS}, "sdp": sdp["sdp"], "consistency": cd["consistency"]}
             for v in VARIANTS:
                 per_seed[v].append(figures[v])
-            payload["runs"][f"{task}_s{seed}"] = {**figures, "train_wall_s": {"dp": dp["train_wall_s"],
-                                                  "sdp": sdp["train_wall_s"], "consistency": cd["train_wall_s"]}}  # fmt: skip
+            payload["runs"][f"{task}_s{seed}"] = {
+                **figures,
+                "train_wall_s": {
+                    "dp": dp["train_wall_s"],
+                    "sdp": sdp["train_wall_s"],
+                    "consistency": cd["train_wall_s"],
+                },
+            }
         runs = {v: out_dir / f"{task}_dp_s0" for v in DP_VARIANTS}
         runs.update(sdp=out_dir / f"{task}_sdp_s0", consistency=out_dir / f"{task}_cd_s0")
         lat = latencies(runs, task_id, steps=48 if quick else 192)
         row = {}
         for v in VARIANTS:
             success = [f["success"] for f in per_seed[v]]
-            row[v] = {"success": float(np.mean(success)), "success_std": float(np.std(success)),
-                      "success_per_seed": success, "nfe": float(np.mean([f["nfe"] for f in per_seed[v]])),
-                      "latency_ms": lat[v]["mean_ms"], "latency_p99_ms": lat[v]["p99_ms"],
-                      "speedup_vs_ddpm100": lat["ddpm100"]["mean_ms"] / lat[v]["mean_ms"]}  # fmt: skip
+            row[v] = {
+                "success": float(np.mean(success)),
+                "success_std": float(np.std(success)),
+                "success_per_seed": success,
+                "nfe": float(np.mean([f["nfe"] for f in per_seed[v]])),
+                "latency_ms": lat[v]["mean_ms"],
+                "latency_p99_ms": lat[v]["p99_ms"],
+                "speedup_vs_ddpm100": lat["ddpm100"]["mean_ms"] / lat[v]["mean_ms"],
+            }
             r = row[v]
-            lines.append(f"{task_id:<26}{v:<13}{r['success']:>9.2f} ± {r['success_std']:.2f}{r['nfe']:>10.2f}"
-                         f"{r['latency_ms']:>12.2f}{r['latency_p99_ms']:>9.1f}{r['speedup_vs_ddpm100']:>8.1f}x")  # fmt: skip
+            lines.append(
+                f"{task_id:<26}{v:<13}{r['success']:>9.2f} ± {r['success_std']:.2f}{r['nfe']:>10.2f}"
+                f"{r['latency_ms']:>12.2f}{r['latency_p99_ms']:>9.1f}{r['speedup_vs_ddpm100']:>8.1f}x"
+            )
         base = row["ddpm100"]["success"]
         row["targets"] = {
             "consistency_speedup_ge_20": row["consistency"]["speedup_vs_ddpm100"] >= 20,
             "consistency_within_5_points": abs(row["consistency"]["success"] - base) <= 0.05,
-            "sdp_nfe_le_50": row["sdp"]["nfe"] <= 50, "sdp_within_5_points": abs(row["sdp"]["success"] - base) <= 0.05,
-            "rti_nfe_le_5": row["rti"]["nfe"] <= 5, "rti_within_5_points": abs(row["rti"]["success"] - base) <= 0.05,
-        }  # fmt: skip
+            "sdp_nfe_le_50": row["sdp"]["nfe"] <= 50,
+            "sdp_within_5_points": abs(row["sdp"]["success"] - base) <= 0.05,
+            "rti_nfe_le_5": row["rti"]["nfe"] <= 5,
+            "rti_within_5_points": abs(row["rti"]["success"] - base) <= 0.05,
+        }
         payload["tasks"][task_id] = row
         met = [k for k, ok in row["targets"].items() if ok]
         missed = [k for k, ok in row["targets"].items() if not ok]
         lines.append(f"  {task_id} targets met: {', '.join(met) or 'none'}; missed: {', '.join(missed) or 'none'}")
-    lines.append(f"(success: mean ± std over {len(seeds)} seeds x {episodes} episodes; nfe/step: network evaluations "
-                 f"per executed action, counted during those episodes; latency: policy call at batch 1, mean over "
-                 f"control steps of the seed-0 runs, planning amortised; speedup = DDPM-100 latency / latency)")  # fmt: skip
+    lines.append(
+        f"(success: mean ± std over {len(seeds)} seeds x {episodes} episodes; nfe/step: network evaluations "
+        f"per executed action, counted during those episodes; latency: policy call at batch 1, mean over "
+        f"control steps of the seed-0 runs, planning amortised; speedup = DDPM-100 latency / latency)"
+    )
     return payload, lines

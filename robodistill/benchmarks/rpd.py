@@ -11,7 +11,6 @@ steps or episodes, not seconds.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from robodistill.benchmarks.runs import train_many
 from robodistill.evaluation.curves import plot_compared, steps_to_success
+from robodistill.rundir import RunDir
 
 # task config -> teacher noise that brings the scripted expert to roughly 55-65 % success
 TASKS = {"pushcube": 0.6, "pickcube": 0.4}
@@ -33,11 +33,13 @@ LEVEL = 0.8
 def curve(run_dir: Path) -> list[dict[str, float]]:
     """The run's evaluation points (env steps, success, return) from metrics.jsonl; the final evaluation last."""
     points: dict[int, dict[str, float]] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        m = json.loads(line)
+    for m in RunDir(run_dir).metrics():
         if "eval/success_rate" in m:
-            points[m["step"]] = {"env_steps": m["step"], "success_rate": m["eval/success_rate"],
-                                 "return_mean": m["eval/return_mean"]}  # fmt: skip
+            points[m["step"]] = {
+                "env_steps": m["step"],
+                "success_rate": m["eval/success_rate"],
+                "return_mean": m["eval/return_mean"],
+            }
     return [points[k] for k in sorted(points)]
 
 
@@ -45,8 +47,12 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     seeds = [0] if quick else [0, 1, 2]
     tasks = {"pushcube": TASKS["pushcube"]} if quick else TASKS
     budget, eval_every = (4096, 2048) if quick else (150_000, 10_000)
-    common = [f"algo.total_timesteps={budget}", f"algo.eval_every={eval_every}", "eval.videos=0",
-              "task.kwargs.reward_mode=dense"]  # fmt: skip
+    common = [
+        f"algo.total_timesteps={budget}",
+        f"algo.eval_every={eval_every}",
+        "eval.videos=0",
+        "task.kwargs.reward_mode=dense",
+    ]
     if quick:
         common += ["algo.eval_episodes=4", "eval.episodes=4", "algo.sb3.n_steps=128"]
     else:
@@ -55,18 +61,32 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     for task, noise in tasks.items():
         for seed in seeds:
             for algo in ("rpd", "ppo"):
-                rpd = [f"teacher.noise_std={noise}", f"algo.distill_weight.value={DISTILL_WEIGHT}",
-                       "algo.distill_weight.kind=cosine", f"algo.distill_weight.anneal_steps={budget // 2}"]  # fmt: skip
+                rpd = [
+                    f"teacher.noise_std={noise}",
+                    f"algo.distill_weight.value={DISTILL_WEIGHT}",
+                    "algo.distill_weight.kind=cosine",
+                    f"algo.distill_weight.anneal_steps={budget // 2}",
+                ]
                 overrides = [f"task={task}", f"algo={algo}", f"seed={seed}", *common, *(rpd if algo == "rpd" else [])]
                 jobs.append((overrides, out_dir / f"{task}_{algo}_s{seed}"))
                 keys.append((task, algo, seed))
     results = dict(zip(keys, train_many(jobs, workers=1 if quick else 2)))
 
-    payload: dict[str, Any] = {"budget_env_steps": budget, "eval_every": eval_every, "seeds": seeds, "level": LEVEL,
-                               "teacher_noise_std": tasks, "distill_weight": DISTILL_WEIGHT, "tasks": {}, "runs": {}}  # fmt: skip
+    payload: dict[str, Any] = {
+        "budget_env_steps": budget,
+        "eval_every": eval_every,
+        "seeds": seeds,
+        "level": LEVEL,
+        "teacher_noise_std": tasks,
+        "distill_weight": DISTILL_WEIGHT,
+        "tasks": {},
+        "runs": {},
+    }
     curves: dict[str, dict[str, list]] = {}
-    lines = [f"{'task':<26}{'teacher':>9}{'ppo':>15}{'rpd':>15}{'ppo steps to 80%':>20}{'rpd steps to 80%':>20}"
-             f"{'ppo/rpd':>10}"]  # fmt: skip
+    lines = [
+        f"{'task':<26}{'teacher':>9}{'ppo':>15}{'rpd':>15}{'ppo steps to 80%':>20}{'rpd steps to 80%':>20}"
+        f"{'ppo/rpd':>10}"
+    ]
     for task in tasks:
         row: dict[str, Any] = {}
         curves[TASK_IDS[task]] = {}
@@ -107,8 +127,11 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     )
     payload["rpd_steps_with_teacher"] = int(np.mean([r["steps_distill"] for r in rpd_runs]))
     payload["rpd_steps_after_anneal"] = int(np.mean([r["steps_annealed"] for r in rpd_runs]))
-    png = plot_compared(curves, out_dir.with_name(out_dir.name.removesuffix("_work") + ".png"),
-                        {TASK_IDS[t]: payload["tasks"][TASK_IDS[t]]["teacher_success"] for t in tasks})  # fmt: skip
+    png = plot_compared(
+        curves,
+        out_dir.with_name(out_dir.name.removesuffix("_work") + ".png"),
+        {TASK_IDS[t]: payload["tasks"][TASK_IDS[t]]["teacher_success"] for t in tasks},
+    )
     payload["png"] = str(png)
     lines += [
         f"(success: mean ± std over {len(seeds)} seeds, final evaluation; steps to {LEVEL:.0%}: first evaluation "

@@ -13,18 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
+from robodistill import config
+from robodistill.config import compose_config
+from robodistill.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = str(ROOT / "conf")
+CONF_DIR = str(config.CONF_DIR)  # for tests that compose in-process with Hydra's initialize_config_dir
 
 
 def train_once(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
     """`scripts/train.py <overrides>` in this process, into `run_dir`; the learner's summary plus wall and CPU time."""
-    from robodistill.train import train
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose("config", overrides=["progress=false", *overrides])
+    cfg = compose_config(["progress=false", *overrides])
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     result = train(cfg, run_dir)
@@ -58,8 +57,8 @@ def served(*overrides: str) -> Iterator[str]:
     """`scripts/serve.py <overrides>` on a free loopback port in a subprocess; yields its ws:// URL once it listens,
     stops it afterwards."""
     with tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen([sys.executable, "scripts/serve.py", *overrides, "port=0"], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=errors, text=True)  # fmt: skip
+        cmd = [sys.executable, "scripts/serve.py", *overrides, "port=0"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True)
         try:
             line = proc.stdout.readline()  # "serving ... on ws://host:port (health: ...)", or EOF if it died
             if " on ws://" not in line:

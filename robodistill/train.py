@@ -10,7 +10,9 @@ from omegaconf import DictConfig
 
 from robodistill.errors import UserError
 from robodistill.learners import LEARNERS
+from robodistill.learners.base import Learner as HookLearner
 from robodistill.learners.components import build
+from robodistill.learners.services import Services
 from robodistill.rundir import RunDir, seed_everything
 
 
@@ -24,9 +26,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run = RunDir.create(cfg, run_dir, resume=bool(cfg.resume))
     learner_class = LEARNERS[name]
     comps = build(cfg, teacher=learner_class.uses_teacher, student=learner_class.builds_student)
-    learner = learner_class(cfg, comps)
     try:
-        result = learner.fit(run)
+        if issubclass(learner_class, HookLearner):  # not yet converted to `cls(cfg, comps, services).fit()`
+            result = learner_class(cfg, comps).fit(run)
+        else:
+            result = learner_class(cfg, comps, Services(cfg, comps, run)).fit()
     finally:
         run.close()
         comps.env.close()

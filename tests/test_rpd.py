@@ -9,8 +9,10 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import envs  # noqa: F401  (registers the tasks)
+from robodistill.config import compose_config
+from robodistill.errors import UserError
 from robodistill.learners.rpd import RPD, LabelledSamples
-from robodistill.learners.sb3 import StudentView
+from robodistill.learners.sb3 import StudentView, check_sb3_run
 from robodistill.learners.schedules import DistillWeight
 from robodistill.teachers import CallableTeacher
 
@@ -23,7 +25,18 @@ def rpd_on_reach(teacher_fn, zero_reward=True, num_envs=2, **kwargs) -> RPD:
         return gym.wrappers.TransformReward(env, lambda r: 0.0) if zero_reward else env
 
     view = StudentView(DummyVecEnv([make] * num_envs), ["state"], ["state"])
-    kwargs = {"n_steps": 64, "batch_size": 64, "n_epochs": 4, "ent_coef": 0.0, "seed": 0, "device": "cpu", **kwargs}
+    kwargs = {
+        "n_steps": 64,
+        "batch_size": 64,
+        "n_epochs": 4,
+        "ent_coef": 0.0,
+        "seed": 0,
+        "device": "cpu",
+        "distill_loss": "mse",
+        "distill_weight": DistillWeight(kind="constant", value=1.0),
+        "label_batch_size": 4096,
+        **kwargs,
+    }
     return RPD("MlpPolicy", VecMonitor(view), CallableTeacher(teacher_fn), view, **kwargs)
 
 
@@ -93,3 +106,12 @@ def test_distill_losses_against_hand_computed_values():
     assert model.distill(student, labels).item() == pytest.approx(kl, rel=1e-5)
     same = LabelledSamples(None, student.mean, student.mean, student.stddev)
     assert model.distill(student, same).item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac", "rpd"])
+def test_sb3_learners_refuse_a_sampler_or_a_student_they_cannot_train(algo):
+    check_sb3_run(compose_config([f"algo={algo}", "student=cnn"]))  # SB3's Gaussian policy: mlp or cnn
+    with pytest.raises(UserError, match=f"sampler=ddim needs a diffusion-family policy, but algo={algo}"):
+        check_sb3_run(compose_config([f"algo={algo}", "sampler=ddim"]))
+    with pytest.raises(UserError, match=f"algo={algo} trains an SB3 Gaussian policy, but student=diffusion"):
+        check_sb3_run(compose_config([f"algo={algo}", "student=diffusion"]))

@@ -10,6 +10,12 @@ lambda(t) is constant, or cosine-annealed 1 -> 0 over `anneal_steps` env steps, 
 called at all. The teacher labels every state of a rollout once, in batched calls right after the rollout, and the
 labels travel with the rollout through every epoch and minibatch (the original code re-queries the teacher for each
 minibatch of each epoch: the same labels at several times the cost).
+
+`RPD` is SB3's `PPO` with its rollout collection, rollout buffer and update extended; `RPDLearner.fit` runs it in the
+run with the plumbing PPO uses (`learners.sb3`). It relies on SB3 internals (`PPO.collect_rollouts` and `train`, the
+rollout buffers' `reset`, `get`, `_get_samples` and `swap_and_flatten`, the policy's `extract_features`,
+`mlp_extractor` and `_get_action_dist_from_latent`): written against stable-baselines3 2.x (tested with 2.9.2);
+pyproject bounds it below 3.
 """
 
 from __future__ import annotations
@@ -19,16 +25,17 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
 from robodistill.errors import UserError
-from robodistill.learners.rl import RLLearner
-from robodistill.learners.sb3 import StudentView
+from robodistill.learners.components import Components
+from robodistill.learners.sb3 import StudentView, check_sb3_run, make_model, make_vec_env, train_in_run
 from robodistill.learners.schedules import DistillWeight
-from robodistill.rundir import RunDir
+from robodistill.learners.services import Services
 from robodistill.teachers import CountingTeacher, Teacher, check_teacher, query_teacher
 
 DISTILL_LOSSES = ("mse", "kl", "nll")
@@ -90,19 +97,20 @@ class RPD(PPO):
         env: VecEnv,
         teacher: Teacher,
         student_view: StudentView,
-        distill_loss: str = "mse",
-        distill_weight: DistillWeight | None = None,
-        label_batch_size: int = 4096,
+        distill_loss: str,
+        distill_weight: DistillWeight,
+        label_batch_size: int,
         **ppo_kwargs: Any,
     ):
         if distill_loss not in DISTILL_LOSSES:
             raise UserError(f"unknown distill_loss {distill_loss!r}; choose one of {', '.join(DISTILL_LOSSES)}")
         self.teacher = CountingTeacher(teacher)  # counts every state it labels, per phase
         self.student_view = student_view
-        self.distill_loss, self.distill_weight = distill_loss, distill_weight or DistillWeight()
+        self.distill_loss, self.distill_weight = distill_loss, distill_weight
         self.label_batch_size = label_batch_size
         self.steps = {"distill": 0, "annealed": 0}  # env steps collected while lambda > 0 / after it reached 0
         self.current_lambda = self.distill_weight(0)
+        self.last_train_stats: dict[str, float] = {}  # the latest update's losses, lambda and teacher counts
         dict_obs = student_view.observation_space.__class__.__name__ == "Dict"
         buffer_class = LabelledDictRolloutBuffer if dict_obs else LabelledRolloutBuffer
         super().__init__(policy, env, rollout_buffer_class=buffer_class, **ppo_kwargs)
@@ -250,45 +258,70 @@ class RPD(PPO):
         self.teacher.calls, self.teacher.labels = dict(counters["calls"]), dict(counters["labels"])
 
 
-# ---- the learner: builds the RPD model; training plumbing is RLLearner's ------------------------------------------------
-class RPDLearner(RLLearner):
+# ---- the learner: RPD in the run, on the task's reward with the configured teacher ------------------------------------
+class RPDLearner:
     """`algo=rpd`: RPD on the task's reward with the configured teacher; a state or pixel student."""
 
     name = "rpd"
     uses_teacher = True
+    builds_student = False  # the student is an SB3 policy, built from `student.*` by `policy_spec`
 
-    def make_model(self, venv: VecEnv, student_view: StudentView, policy: str, kwargs: dict[str, Any]) -> RPD:
-        a = self.algo
+    def __init__(self, cfg: DictConfig, comps: Components, services: Services):
+        self.cfg, self.comps, self.services = cfg, comps, services
+
+    def fit(self) -> dict[str, Any]:
+        cfg, a, comps, services = self.cfg, self.cfg.algo, self.comps, self.services
+        check_sb3_run(cfg)
+        if a.distill_loss == "kl" and check_teacher(comps.teacher, comps.env).std is None:
+            raise UserError(
+                "algo.distill_loss=kl needs a teacher that gives a std (teacher=sb3 with a PPO model, "
+                "teacher=checkpoint); this teacher gives actions only: use distill_loss=mse or nll"
+            )
         try:
             weight = DistillWeight(**a.distill_weight)
         except (TypeError, ValueError) as exc:
             raise UserError(f"algo.distill_weight: {exc}") from exc
-        return RPD(
-            policy, venv, self.comps.teacher, student_view, distill_loss=str(a.distill_loss), distill_weight=weight,
-            label_batch_size=int(a.label_batch_size), **kwargs,
-        )  # fmt: skip
 
-    def check(self) -> None:
-        """Before training: `kl` needs a teacher std."""
-        if self.algo.distill_loss == "kl":
-            out = check_teacher(self.comps.teacher, self.comps.env)
-            if out.std is None:
-                raise UserError(
-                    "algo.distill_loss=kl needs a teacher that gives a std (teacher=sb3 with a PPO model, "
-                    "teacher=checkpoint); this teacher gives actions only: use distill_loss=mse or nll"
-                )
+        # the student acts on its own keys; the teacher's view of every state it acted on is kept for labelling
+        venv, student_view = make_vec_env(cfg, comps, teacher_keys=list(comps.teacher.obs_keys))
+        model = make_model(
+            RPD,
+            cfg,
+            venv,
+            teacher=comps.teacher,
+            student_view=student_view,
+            distill_loss=str(a.distill_loss),
+            distill_weight=weight,
+            label_batch_size=int(a.label_batch_size),
+        )
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"counters": self.model.counters()}
+        ckpt = services.resume()  # after the model is built: SB3 seeds the global RNGs, resume restores them
+        if ckpt is not None:
+            model.set_counters(ckpt["counters"])
+            teacher_success = ckpt["teacher_success"]
+        else:  # the teacher's own success: the line the student should cross
+            teacher_success = services.evaluate_teacher()
+            services.log(0, {"eval/teacher_success_rate": teacher_success})
 
-    def restore_extra(self, ckpt: dict[str, Any]) -> None:
-        self.model.set_counters(ckpt["counters"])
+        def log_update() -> None:  # lambda, the PPO and distillation losses and the teacher's counts of an update
+            if model.last_train_stats:
+                services.log(model.num_timesteps, model.last_train_stats)
 
-    def summary(self) -> dict[str, Any]:
-        """Teacher labels per collected env step, counted at the teacher, while lambda > 0 and after it reached 0."""
-        steps, labels = self.model.steps, self.model.teacher.labels
+        summary = train_in_run(
+            model,
+            venv,
+            services,
+            ckpt,
+            teacher_success,
+            state=lambda: {"counters": model.counters()},
+            after_update=log_update,
+        )
+
+        # teacher labels per collected env step, counted at the teacher, while lambda > 0 and after it reached 0
+        steps, labels = model.steps, model.teacher.labels
         return {
-            "teacher_calls": sum(self.model.teacher.calls.values()),
+            **summary,
+            "teacher_calls": sum(model.teacher.calls.values()),
             "teacher_labels_per_step": labels.get("distill", 0) / steps["distill"] if steps["distill"] else None,
             "teacher_labels_per_step_after_anneal": (
                 labels.get("annealed", 0) / steps["annealed"] if steps["annealed"] else None
@@ -296,8 +329,3 @@ class RPDLearner(RLLearner):
             "steps_distill": steps["distill"],
             "steps_annealed": steps["annealed"],
         }
-
-    def log_rollout(self, run: RunDir) -> None:
-        stats = getattr(self.model, "last_train_stats", None)
-        if stats:
-            run.log(self.model.num_timesteps, stats)

@@ -1,5 +1,7 @@
-"""Stable-Baselines3 training plumbing for the RL learners (ppo, sac, rpd): our tasks as SB3 vector envs, the
-student's policy spec with its running observation normalisation, state_dict training state, and the run callback.
+"""Stable-Baselines3 training plumbing for the RL learners (ppo, sac, rpd), called by each learner's `fit`: our
+tasks as SB3 vector envs, the student's policy spec with its running observation normalisation, state_dict training
+state, and `train_in_run`, which runs `model.learn` in the run (seeded evaluation, checkpoints, resume, SB3 .zip
+models, learning curves).
 
 The vector env hands the student only the observation keys it reads (a pixel student never sees the privileged
 state), while `StudentView` keeps the teacher's view of every state the student acted on, so RPD can label a
@@ -11,22 +13,28 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
-from tqdm import tqdm
 
+from robodistill.config import to_dict
 from robodistill.errors import UserError
+from robodistill.evaluation.curves import plot_learning_curves, steps_to_success
+from robodistill.learners.components import Components
+from robodistill.learners.services import Services
 from robodistill.observations import STATE_KEY, as_dict, view
+from robodistill.progress import progress_bar
 from robodistill.tasks import env_fns
-from robodistill.teachers.sb3 import model_input
+from robodistill.teachers.sb3 import SB3Student, model_input
 
 
 class StudentView(VecEnvWrapper):
@@ -80,7 +88,6 @@ class StudentView(VecEnvWrapper):
         return self._seen(obs), rewards, dones, infos
 
 
-
 class AbsorbingSuccess(gym.Wrapper):
     """For RL training: an episode that ends in success is worth staying in success for ever.
 
@@ -101,22 +108,29 @@ class AbsorbingSuccess(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+def check_sb3_run(cfg: DictConfig) -> None:
+    """An SB3 learner trains SB3's own Gaussian policy: no diffusion sampler, a `gaussian` student config."""
+    if cfg.sampler.kind != "auto":
+        raise UserError(
+            f"sampler={cfg.sampler.kind} needs a diffusion-family policy, but algo={cfg.algo.name} trains an SB3 policy"
+        )
+    if cfg.student.kind != "gaussian":
+        raise UserError(
+            f"algo={cfg.algo.name} trains an SB3 Gaussian policy, but student={cfg.student.name} is a "
+            f"{cfg.student.kind!r} policy: use student=mlp (state) or student=cnn (pixels)"
+        )
 
-def make_vec_env(
-    task: Mapping[str, Any],
-    obs_mode: str,
-    num_envs: int,
-    student_keys: list[str],
-    teacher_keys: list[str] = (),
-    absorbing_success_gamma: float | None = None,
-) -> tuple[VecEnv, StudentView]:
-    """SB3 in-process vector env of the task (VecMonitor on top for episode stats), and its StudentView."""
-    fns = env_fns(task, num_envs, obs_mode)
-    if absorbing_success_gamma is not None:
-        fns = [lambda f=f: AbsorbingSuccess(f(), absorbing_success_gamma) for f in fns]
-    student_view = StudentView(DummyVecEnv(fns), student_keys, teacher_keys)
+
+def make_vec_env(cfg: DictConfig, comps: Components, teacher_keys: list[str] = ()) -> tuple[VecEnv, StudentView]:
+    """SB3 in-process vector env of the run's task, `algo.num_envs` wide (VecMonitor on top for episode stats), and
+    its StudentView showing the student its `student.obs_keys` and recording `teacher_keys`."""
+    a = cfg.algo
+    fns = env_fns(comps.task, int(a.num_envs), comps.obs_mode)
+    if a.absorbing_success:
+        gamma = float(a.sb3.gamma)
+        fns = [lambda f=f: AbsorbingSuccess(f(), gamma) for f in fns]
+    student_view = StudentView(DummyVecEnv(fns), list(cfg.student.obs_keys), list(teacher_keys))
     return VecMonitor(student_view, info_keywords=("success",)), student_view
-
 
 
 class NormalizedFlatten(BaseFeaturesExtractor):
@@ -150,17 +164,16 @@ class NormalizedFlatten(BaseFeaturesExtractor):
         return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip)
 
 
-
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU, "gelu": torch.nn.GELU}
 
 
 def policy_spec(
-    student_cfg: Mapping[str, Any], normalize_obs: bool = True, extra: Mapping[str, Any] | None = None
+    student_cfg: Mapping[str, Any], normalize_obs: bool, extra: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     """SB3 policy name and policy_kwargs from our student config (hidden sizes, image features) and `extra`
     (SB3 policy_kwargs from the algo config; `activation_fn` by name)."""
     keys = list(student_cfg["obs_keys"])
-    kwargs: dict[str, Any] = {"net_arch": list(student_cfg.get("hidden", [256, 256])), **(extra or {})}
+    kwargs: dict[str, Any] = {"net_arch": list(student_cfg["hidden"]), **extra}
     if isinstance(kwargs.get("activation_fn"), str):
         name = kwargs["activation_fn"]
         if name not in ACTIVATIONS:
@@ -168,9 +181,25 @@ def policy_spec(
         kwargs["activation_fn"] = ACTIVATIONS[name]
     if keys == [STATE_KEY]:
         return "MlpPolicy", {**kwargs, "features_extractor_class": NormalizedFlatten} if normalize_obs else kwargs
-    kwargs["features_extractor_kwargs"] = {"cnn_output_dim": int(student_cfg.get("image_feature_dim", 128))}
+    if "image_feature_dim" not in student_cfg:
+        raise UserError(f"student.obs_keys={keys} reads images: the student config needs image_feature_dim")
+    kwargs["features_extractor_kwargs"] = {"cnn_output_dim": int(student_cfg["image_feature_dim"])}
     return "MultiInputPolicy", kwargs
 
+
+M = TypeVar("M", bound=BaseAlgorithm)
+
+
+def make_model(algorithm: type[M], cfg: DictConfig, venv: VecEnv, **extra: Any) -> M:
+    """`algorithm(policy, venv, **extra, **algo.sb3)` for the run's student (policy and policy_kwargs from
+    `student.*` and `algo.policy_kwargs`), seeded with `seed`, on the CPU."""
+    a = cfg.algo
+    policy, policy_kwargs = policy_spec(cfg.student, bool(a.normalize_obs), to_dict(a.policy_kwargs))
+    kwargs = {**to_dict(a.sb3), "policy_kwargs": policy_kwargs, "seed": int(cfg.seed), "device": "cpu", "verbose": 0}
+    try:
+        return algorithm(policy, venv, **extra, **kwargs)
+    except TypeError as exc:
+        raise UserError(f"algo.sb3 has an argument {a.name.upper()} does not take: {exc}") from exc
 
 
 def training_state(model: BaseAlgorithm) -> dict[str, Any]:
@@ -182,7 +211,6 @@ def training_state(model: BaseAlgorithm) -> dict[str, Any]:
     return state
 
 
-
 def load_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     model.set_parameters(state["sb3"], exact_match=True, device="cpu")
     model.num_timesteps = int(state["num_timesteps"])
@@ -190,7 +218,6 @@ def load_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     if "log_ent_coef" in state:
         with torch.no_grad():
             model.log_ent_coef.copy_(state["log_ent_coef"])
-
 
 
 def save_model_zip(model: BaseAlgorithm, path: Path) -> None:
@@ -201,7 +228,6 @@ def save_model_zip(model: BaseAlgorithm, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
-
 
 
 class RunCallback(BaseCallback):
@@ -217,21 +243,21 @@ class RunCallback(BaseCallback):
         eval_every: int,
         evaluate: Callable[[int], float],
         checkpoint: Callable[[str], None],
-        checkpoint_every: int = 0,
-        after_update: Callable[[int], None] | None = None,
-        progress: bool = True,
+        checkpoint_every: int,
+        after_update: Callable[[], None] | None,
+        progress: bool,
     ):
         super().__init__()
         self.total, self.eval_every, self.checkpoint_every = total_timesteps, eval_every, checkpoint_every
         self._evaluate, self._checkpoint, self._after_update = evaluate, checkpoint, after_update
         self.progress = progress
-        self.bar: tqdm | None = None
+        self.bar = None
         self.next_eval = self.next_ckpt = 0
         self.best = -1.0
 
     def _on_training_start(self) -> None:
         done = self.model.num_timesteps
-        self.bar = tqdm(total=self.total, initial=done, desc="train", unit="step", disable=not self.progress)
+        self.bar = progress_bar(total=self.total, initial=done, desc="train", unit="step", enabled=self.progress)
         self.next_eval = done + self.eval_every if self.eval_every > 0 else self.total + 1
         self.next_ckpt = done + max(self.checkpoint_every, 1)
         self.start = done
@@ -242,7 +268,7 @@ class RunCallback(BaseCallback):
         if t == self.start:
             return
         if self._after_update is not None:
-            self._after_update(t)
+            self._after_update()
         if t >= self.next_eval:
             self.next_eval = t + self.eval_every
             success = self._evaluate(t)
@@ -267,3 +293,76 @@ class RunCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def train_in_run(
+    model: BaseAlgorithm,
+    venv: VecEnv,
+    services: Services,
+    ckpt: dict[str, Any] | None,
+    teacher_success: float | None = None,
+    state: Callable[[], dict[str, Any]] = dict,
+    after_update: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Train `model` on `venv` up to `algo.total_timesteps` env steps in the run, then evaluate it; returns the
+    summary (success_rate, env_steps, teacher_success, steps_to_80).
+
+    `ckpt` is a resumed run's checkpoint (`services.resume()`): training continues from its SB3 state and learning
+    curve. Along the way: seeded evaluation every `algo.eval_every` env steps (the best model kept as
+    checkpoints/best.pt and sb3/best_model.zip), checkpoints/last.pt at rollout boundaries with `state()` added, and
+    `after_update()` after every update; at the end the final evaluation (videos, eval.json), sb3/final_model.zip and
+    learning_curves.png with `teacher_success` as the line to cross.
+    """
+    cfg, a, run = services.cfg, services.cfg.algo, services.run
+    total = int(a.total_timesteps)
+    model.set_logger(configure(str(run.dir / "tb"), ["tensorboard"]))
+    student = SB3Student(model, list(cfg.student.obs_keys))
+    history: list[dict[str, float]] = []
+    if ckpt is not None:
+        load_training_state(model, ckpt["train_state"])
+        history = ckpt["history"]
+        venv.seed(int(cfg.seed) + model.num_timesteps)  # fresh episodes, not a replay of the first ones
+
+    def checkpoint(name: str) -> None:
+        services.checkpoint(
+            name,
+            {"train_state": training_state(model), "history": history, "teacher_success": teacher_success, **state()},
+        )
+        if name == "best":
+            save_model_zip(model, run.sb3_model_path("best_model.zip"))
+
+    def evaluate(step: int, final: bool = False) -> float:
+        """Evaluate and keep the point for the learning curve (and the teacher's line in TensorBoard)."""
+        result = services.evaluate(student, step, final=final, episodes=None if final else int(a.eval_episodes))
+        history.append(
+            {"env_steps": step, "success_rate": result["success_rate"], "return_mean": result["return_mean"]}
+        )
+        if teacher_success is not None:
+            services.log(step, {"eval/teacher_success_rate": teacher_success})
+        return result["success_rate"]
+
+    callback = RunCallback(
+        total, int(a.eval_every), evaluate, checkpoint, int(a.checkpoint_every), after_update, services.progress
+    )
+    if history:
+        callback.best = max(h["success_rate"] for h in history)
+    try:
+        if total > model.num_timesteps:
+            model.learn(total - model.num_timesteps, callback=callback, reset_num_timesteps=ckpt is None)
+    finally:
+        venv.close()
+    if after_update is not None:
+        after_update()
+    checkpoint("last")
+
+    success = evaluate(model.num_timesteps, final=True)
+    save_model_zip(model, run.sb3_model_path("final_model.zip"))
+    if success >= callback.best:
+        checkpoint("best")
+    plot_learning_curves(history, run.dir / "learning_curves.png", teacher_success, tb=run.tb)
+    return {
+        "success_rate": success,
+        "env_steps": model.num_timesteps,
+        "teacher_success": teacher_success,
+        "steps_to_80": steps_to_success(history, 0.8),
+    }

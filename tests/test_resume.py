@@ -246,15 +246,22 @@ FIELDS = ["actions", "obs/state", "teacher/actions", "teacher/acted"]
 
 def _start(run, *extra: str) -> subprocess.Popen:
     """scripts/train.py in its own process group (a kill of the group takes the episode writer too)."""
-    log = open(run.parent / f"{run.name}.log", "a")
-    return subprocess.Popen([sys.executable, "scripts/train.py", *RUN, f"hydra.run.dir={run}", *extra], cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    log_path = run.parent / f"{run.name}.log"
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen([sys.executable, "scripts/train.py", *RUN, f"hydra.run.dir={run}", *extra], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc.log_path = log_path
+    return proc
+
+
+def _log(proc: subprocess.Popen) -> str:
+    return proc.log_path.read_text()[-3000:]
 
 
 def _until(proc: subprocess.Popen, condition, what: str, poll_s: float = 0.01) -> None:
     deadline = time.monotonic() + 600  # a safety net against a hung run, not a speed claim
     while not condition():
-        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before {what}"
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before {what}:\n{_log(proc)}"
         assert time.monotonic() < deadline, f"no {what} after 600 s"
         time.sleep(poll_s)
 
@@ -330,7 +337,8 @@ def test_a_run_killed_mid_collection_mid_fit_and_mid_write_and_resumed_equals_th
 
     # 4. resumed to the end
     p = _start(run, "resume=true")
-    assert p.wait() == 0 and reference.wait() == 0, (run.parent / "run.log").read_text()[-3000:]
+    assert p.wait() == 0, _log(p)
+    assert reference.wait() == 0, _log(reference)
 
     summary, expected = dataset_summary(run / "data/dataset.hdf5"), dataset_summary(ref / "data/dataset.hdf5")
     assert summary["orphaned"] >= orphans + 4 and expected["orphaned"] == 0

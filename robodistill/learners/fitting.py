@@ -1,16 +1,20 @@
-"""Supervised updates shared by the learners: regress a student onto stored labels, with an optional schedule."""
+"""The supervised-fit helper: regress a student onto stored labels, and what such a fit carries between calls
+and across checkpoints (optimizer, learning-rate schedule, minibatch RNG)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm import trange
 
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.labels import LABEL
 from robodistill.errors import UserError
+from robodistill.progress import progress_bar
+
+LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
 
 def regress(
@@ -23,7 +27,7 @@ def regress(
     progress: bool = True,
     desc: str = "fit",
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, float]]] | None = None,
+    loss_fn: LossFn | None = None,
     after_step: Callable[[], None] | None = None,
     label: str = LABEL,
 ) -> dict[str, float]:
@@ -33,7 +37,7 @@ def regress(
     totals: dict[str, float] = {}
     loss_fn = loss_fn or student.imitation_loss
     student.train()
-    for _ in trange(steps, desc=desc, disable=not progress, leave=False):
+    for _ in progress_bar(range(steps), enabled=progress, desc=desc, leave=False):
         batch = buffer.sample(batch_size, rng)
         obs = {k: torch.as_tensor(batch[k]) for k in student.obs_keys}
         loss, parts = loss_fn(obs, torch.as_tensor(batch[label]))
@@ -52,7 +56,6 @@ def regress(
     return {f"loss/{k}": v / max(steps, 1) for k, v in totals.items()}
 
 
-
 def lr_scheduler(
     optimizer: torch.optim.Optimizer, total_updates: int, kind: str, lr: float
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -63,3 +66,32 @@ def lr_scheduler(
     if kind != "cosine":
         raise UserError(f"algo.lr_schedule must be constant or cosine, got {kind!r}")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_updates, 1), eta_min=0.05 * lr)
+
+
+class FitState:
+    """A supervised fit's state: the optimizer, its learning-rate schedule over `total_updates` (`algo.lr_schedule`)
+    and the RNG that draws minibatches (seeded by the run's seed). `state_dict` is what a checkpoint stores of it."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_updates: int, lr_schedule: str, seed: int):
+        self.optimizer = optimizer
+        self.scheduler = lr_scheduler(optimizer, total_updates, lr_schedule, float(optimizer.defaults["lr"]))
+        self.rng = np.random.default_rng(seed)
+
+    def regress(
+        self, student: torch.nn.Module, buffer: LabelBuffer, steps: int, batch_size: int, **kwargs: Any
+    ) -> dict[str, float]:
+        """`regress` with this fit's optimizer, schedule and minibatch RNG; `kwargs` as `regress` takes them."""
+        return regress(student, self.optimizer, buffer, steps, batch_size, self.rng, scheduler=self.scheduler, **kwargs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "sample_rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["sample_rng"]

@@ -1,0 +1,120 @@
+"""The rounds-of-collection helper for learners that refit on the states their student visits (dagger, opd,
+on-policy consistency): the vector envs, the collector and the run's dataset, the per-round seeds, evaluation
+every `algo.eval_every` rounds with best.pt, the round's checkpoint, and resuming all of it exactly.
+
+A round's checkpoint (checkpoints/last.pt) is written after its update. It stores the number of demos on disk
+then (the writer is synced first: all of them are complete) and the collector's RNG streams; the run's global RNG
+states (torch: student sampling, diffusion noise) are saved by every checkpoint. A resumed run marks the demos a
+killed run wrote after that checkpoint orphaned (kept on disk, out of training) before anything reads the
+dataset, and restores the collector, so it collects and trains on the same episodes as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from robodistill.data.collector import Collector, CollectStats, make_vector_env
+from robodistill.data.dataset import BackgroundEpisodeWriter, mark_orphans
+from robodistill.learners.services import Services, policy_state
+from robodistill.tasks import env_fns, env_meta
+
+
+class Rounds:
+    """`for r in rounds:` runs rounds `algo.rounds` times (from the one after the checkpoint's, when resuming);
+    `collect` a round's episodes, `end` it (evaluate, log, checkpoint), `finish` the run. A context manager: the
+    envs and the episode writer close on exit."""
+
+    def __init__(self, services: Services, ckpt: dict[str, Any] | None, driver: Any, student_deterministic: bool):
+        """`driver` acts as the student in the collector (a policy, or a runner of one); `ckpt` is the checkpoint
+        the run resumes from (None: a fresh run, whose dataset is started anew)."""
+        cfg, comps = services.cfg, services.comps
+        a = cfg.algo
+        self.services, self.resumed = services, ckpt is not None
+        self.num_rounds, self.episodes, self.eval_every = int(a.rounds), int(a.episodes_per_round), int(a.eval_every)
+        self.seed, self.dataset = int(cfg.seed), services.run.dataset_path
+        self.env_args = env_meta(comps.env, comps.task, comps.obs_mode)
+        self.venv = make_vector_env(env_fns(comps.task, int(cfg.collector.num_envs), comps.obs_mode))
+        self.collector = Collector(
+            self.venv, comps.teacher, driver, None, seed=self.seed, student_deterministic=student_deterministic
+        )
+        self.writer: BackgroundEpisodeWriter | None = None
+        self.start, self.labels, self.best = 0, 0, -1.0  # first round, teacher labels so far, best eval success
+        self.collected: dict[str, Any] = {}  # the last round's beta, label count and collection stats
+        if ckpt is not None:
+            self.start, self.labels, self.best = ckpt["round"] + 1, ckpt["labels"], ckpt["best_success"]
+            self.collector.load_state_dict(ckpt["collector_rng"])
+            mark_orphans(self.dataset, keep=ckpt["dataset_demos"])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.num_rounds))
+
+    def collect(self, r: int, beta: float, on_episode: Callable[[dict[str, Any]], None]) -> CollectStats:
+        """Round `r`'s `algo.episodes_per_round` episodes with the teacher acting with probability `beta` (per env,
+        per step), each written to the dataset and handed to `on_episode` as it finishes."""
+        if self.writer is None:  # opened now, not before: the learner may first read the checkpointed episodes
+            self.writer = BackgroundEpisodeWriter(self.dataset, self.env_args, append=self.resumed)
+            self.collector.writer = self.writer
+        stats = self.collector.collect(
+            self.episodes,
+            beta,
+            seed=self.seed * 100_003 + r * 1_000,
+            on_episode=on_episode,
+            progress=self.services.progress,
+            desc=f"round {r} collect (beta={beta:.2f})",
+        )
+        self.labels += stats.steps
+        self.collected = {
+            "beta": beta,
+            "teacher_labels": self.labels,
+            **{f"collect/{k}": v for k, v in stats.as_dict().items()},
+        }
+        return stats
+
+    def end(self, r: int, policy: torch.nn.Module, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        """After round `r`'s update: every `algo.eval_every` rounds (not the last: `finish` evaluates it) evaluate
+        `policy`, keeping best.pt at a new best; log the learner's `metrics` with the round's beta, label count and
+        collection stats (collect/*) at the label count; checkpoint last.pt with the learner's `state` (policy,
+        optimizer, ...) and the rounds' own."""
+        metrics = {"round": r, **self.collected, **metrics}
+        if self.eval_every > 0 and (r + 1) % self.eval_every == 0 and r + 1 < self.num_rounds:
+            success = self.services.evaluate(policy, self.labels)["success_rate"]
+            metrics["eval/success_rate"] = success
+            if success > self.best:
+                self.best = success
+                self.services.checkpoint("best", {**policy_state(policy), "round": r})
+        self.services.log(self.labels, metrics)
+        self.services.checkpoint(
+            "last",
+            {
+                **state,
+                "round": r,
+                "labels": self.labels,
+                "best_success": self.best,
+                "collector_rng": self.collector.state_dict(),
+                "dataset_demos": self.writer.sync(),  # every episode so far is on disk: the ones a resume keeps
+            },
+        )
+
+    def finish(self, policy: torch.nn.Module, updates: int) -> dict[str, Any]:
+        """The final evaluation (videos, eval.json); best.pt unless an earlier round evaluated better. Returns the
+        run's summary."""
+        result = self.services.evaluate(policy, self.labels, final=True)
+        if result["success_rate"] >= self.best:
+            self.services.checkpoint("best", {**policy_state(policy), "round": self.num_rounds - 1})
+        return {"success_rate": result["success_rate"], "teacher_labels": self.labels, "updates": updates}
+
+    def close(self) -> None:
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        finally:
+            self.venv.close()
+
+    def __enter__(self) -> Rounds:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

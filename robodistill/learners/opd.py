@@ -4,19 +4,18 @@ Each round:
 1. The student drives every env by sampling its own tokens (beta = 0 by default: no teacher actions executed).
 2. The teacher is queried on the same observations and returns its per-dimension logits (stored with the
    episode in the dataset: `teacher/logits`).
-3. The student is updated on this round's states only (on-policy), per state summed over dimensions k:
+3. The student is updated on this round's states only (on-policy; `algo.replay=all`: on every round's), per
+   state summed over dimensions k:
    - `rkl` (default): sum_v p_s(v) [log p_s(v) - log p_T(v)]  reverse KL, mode-seeking;
    - `fkl`: sum_v p_T(v) [log p_T(v) - log p_s(v)]  forward KL, mode-covering;
    - `ce`: -log p_s(argmax_v p_T(v))  hard labels (DAgger with argmax tokens).
    No sampling enters the loss: the sums run over all bins.
 4. Logged: the student's per-token entropy and its KL to the teacher on the round's states (before the update),
    and the round's success while sampling.
-Collection, checkpoints, resume and evaluation are DAgger's (learners/dagger.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,10 @@ from robodistill.data.buffer import LabelBuffer
 from robodistill.data.dataset import iter_demos
 from robodistill.errors import UserError
 from robodistill.learners.components import Components
-from robodistill.learners.dagger import DAggerLearner
+from robodistill.learners.fitting import FitState
+from robodistill.learners.rounds import Rounds
+from robodistill.learners.schedules import BetaSchedule
+from robodistill.learners.services import Services, load_policy_state, policy_state
 from robodistill.teachers import check_policy_shapes, load_policy
 
 LOSSES = ("rkl", "fkl", "ce")
@@ -56,78 +58,116 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(-1)
 
 
-class OPDLearner(DAggerLearner):
+class OPDLearner:
     name = "opd"
-    label_key = LOGITS
+    uses_teacher = True
+    builds_student = True
 
-    def __init__(self, cfg: DictConfig, comps: Components):
-        if cfg.algo.get("init"):  # post-training: start from a trained token policy (e.g. the SFT student)
-            comps.student = load_policy(str(cfg.algo.init), "best").train()
-            check_policy_shapes(comps.student, comps.env)
-        super().__init__(cfg, comps)
-        replay = str(self.algo.get("replay", "round"))
-        if replay not in ("round", "all"):
-            raise UserError(f"algo.replay must be round (on-policy) or all (every round's states), got {replay!r}")
-        self.aggregate = replay == "all"
-        self.loss = str(cfg.get("opd", {}).get("loss", "rkl"))
+    def __init__(self, cfg: DictConfig, comps: Components, services: Services):
+        self.cfg, self.comps, self.services = cfg, comps, services
+        a = cfg.algo
+        self.student = comps.student
+        if a.init:  # post-training: start from a trained token policy (e.g. the SFT student)
+            self.student = load_policy(str(a.init), "best").train()
+            check_policy_shapes(self.student, comps.env)
+        if a.replay not in ("round", "all"):
+            raise UserError(f"algo.replay must be round (on-policy) or all (every round's states), got {a.replay!r}")
+        self.loss = str(cfg.opd.loss)
         if self.loss not in LOSSES:
             raise UserError(f"opd.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        student = comps.student
-        if getattr(student, "kind", None) != "vla":
-            raise UserError(f"algo=opd trains a token policy: use student=vla (or algo.init=<a token-policy run>), "
-                            f"not a {student.kind!r} student")  # fmt: skip
+        if getattr(self.student, "kind", None) != "vla":
+            raise UserError(
+                f"algo=opd trains a token policy: use student=vla (or algo.init=<a token-policy run>), "
+                f"not a {self.student.kind!r} student"
+            )
         logits = comps.teacher_probe.logits if comps.teacher_probe is not None else None
         if logits is None:
-            raise UserError("algo=opd needs a teacher that gives per-dimension token logits "
-                            "(teacher=vla, or teacher=remote serving a token policy)")  # fmt: skip
-        want = (student.action_dim, student.bins)
+            raise UserError(
+                "algo=opd needs a teacher that gives per-dimension token logits "
+                "(teacher=vla, or teacher=remote serving a token policy)"
+            )
+        want = (self.student.action_dim, self.student.bins)
         if tuple(logits.shape[1:]) != want:
-            raise UserError(f"teacher logits have {logits.shape[1]} action dimensions x {logits.shape[2]} bins, the "
-                            f"student has {want[0]} x {want[1]}: set student.bins to the teacher's")  # fmt: skip
+            raise UserError(
+                f"teacher logits have {logits.shape[1]} action dimensions x {logits.shape[2]} bins, the "
+                f"student has {want[0]} x {want[1]}: set student.bins to the teacher's"
+            )
 
-    def fit_normalizers(self, buffer: LabelBuffer) -> None:
-        if not self.algo.get("init"):  # a post-trained student keeps the normalisers it was trained with
-            super().fit_normalizers(buffer)
-
-    def student_deterministic(self) -> bool:
-        return False  # on-policy: the student samples its own tokens
-
-    def load_buffer(self, path: str | Path) -> LabelBuffer:
-        """A dataset's observations with the teacher's stored logits (resuming with `replay: all`)."""
+    def fit(self) -> dict[str, Any]:
+        cfg, a, student = self.cfg, self.cfg.algo, self.student
+        keys, replay_all = student.obs_keys, a.replay == "all"
+        schedule = BetaSchedule(**a.beta)
+        steps, batch = int(a.updates_per_round), int(a.batch_size)  # per round
+        updates = int(a.rounds) * steps
+        fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
         buffer = LabelBuffer()
-        for demo in iter_demos(path, [f"obs/{k}" for k in self.student.obs_keys] + ["teacher/logits"]):
-            buffer.add({**{k: demo[f"obs/{k}"] for k in self.student.obs_keys}, LOGITS: demo["teacher/logits"]})
-        return buffer
-
-    def episode_samples(self, episode: dict[str, Any]) -> dict[str, np.ndarray]:
-        return {**{k: episode["obs"][k] for k in self.student.obs_keys}, LOGITS: episode["teacher"]["logits"]}
-
-    def loss_fn(self) -> Callable:
-        student, kind = self.student, self.loss
+        ckpt = self.services.resume()
+        if ckpt is not None:
+            load_policy_state(student, ckpt)
+            fit.load_state_dict(ckpt)
 
         def loss(obs: dict[str, torch.Tensor], teacher_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-            logits = student(obs)
-            value = token_loss(logits, teacher_logits, kind).mean()
-            return value, {kind: value.item()}
+            value = token_loss(student(obs), teacher_logits, self.loss).mean()
+            return value, {self.loss: value.item()}
 
-        return loss
+        def add(episode: dict[str, Any]) -> None:
+            buffer.add({**{k: episode["obs"][k] for k in keys}, LOGITS: episode["teacher"]["logits"]})
 
-    @torch.no_grad()
-    def round_metrics(self, buffer: LabelBuffer, max_states: int = 2048) -> dict[str, float]:
-        """The student's mean per-token entropy and its per-token KL to the teacher on this round's states."""
-        idx = np.linspace(0, len(buffer) - 1, min(len(buffer), max_states)).astype(int)
-        entropy, rkl, fkl = [], [], []
-        self.student.eval()
-        for chunk in np.array_split(idx, max(1, len(idx) // 256)):
-            obs = {k: torch.as_tensor(buffer.view(k)[chunk]) for k in self.student.obs_keys}
-            logits, teacher = self.student(obs), torch.as_tensor(buffer.view(LOGITS)[chunk])
-            a = logits.shape[1]
-            entropy.append(token_entropy(logits).mean(-1))
-            rkl.append(token_loss(logits, teacher, "rkl") / a)
-            fkl.append(token_loss(logits, teacher, "fkl") / a)
-        return {
-            "opd/entropy": torch.cat(entropy).mean().item(),
-            "opd/teacher_entropy": token_entropy(torch.as_tensor(buffer.view(LOGITS)[idx])).mean().item(),
-            "opd/kl": torch.cat(rkl).mean().item(),
-            "opd/forward_kl": torch.cat(fkl).mean().item(),
-        }
+        # on-policy: the student samples its own tokens
+        with Rounds(self.services, ckpt, student, student_deterministic=False) as rounds:
+            if ckpt is not None and replay_all:  # every checkpointed round's states, with the stored logits
+                buffer = load_logits(rounds.dataset, keys)
+            for r in rounds:
+                beta = schedule(r)
+                if not replay_all:
+                    buffer = LabelBuffer()
+                rounds.collect(r, beta, add)
+                if r == 0 and not a.init:  # a post-trained student keeps the normalisers it was trained with
+                    student.fit_normalizers({k: buffer.view(k) for k in keys})
+                before = round_metrics(student, buffer)
+                losses = fit.regress(
+                    student,
+                    buffer,
+                    steps,
+                    batch,
+                    loss_fn=loss,
+                    label=LOGITS,
+                    progress=self.services.progress,
+                    desc=f"round {r} fit",
+                )
+                rounds.end(
+                    r,
+                    student,
+                    {"dataset_size": len(buffer), **before, **losses},
+                    {**policy_state(student), **fit.state_dict()},
+                )
+        return rounds.finish(student, updates)
+
+
+def load_logits(path: str | Path, obs_keys: list[str]) -> LabelBuffer:
+    """A dataset's observations with the teacher's stored logits."""
+    buffer = LabelBuffer()
+    for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + ["teacher/logits"]):
+        buffer.add({**{k: demo[f"obs/{k}"] for k in obs_keys}, LOGITS: demo["teacher/logits"]})
+    return buffer
+
+
+@torch.no_grad()
+def round_metrics(student: torch.nn.Module, buffer: LabelBuffer, max_states: int = 2048) -> dict[str, float]:
+    """The student's mean per-token entropy and its per-token KL to the teacher on this round's states."""
+    idx = np.linspace(0, len(buffer) - 1, min(len(buffer), max_states)).astype(int)
+    entropy, rkl, fkl = [], [], []
+    student.eval()
+    for chunk in np.array_split(idx, max(1, len(idx) // 256)):
+        obs = {k: torch.as_tensor(buffer.view(k)[chunk]) for k in student.obs_keys}
+        logits, teacher = student(obs), torch.as_tensor(buffer.view(LOGITS)[chunk])
+        a = logits.shape[1]
+        entropy.append(token_entropy(logits).mean(-1))
+        rkl.append(token_loss(logits, teacher, "rkl") / a)
+        fkl.append(token_loss(logits, teacher, "fkl") / a)
+    return {
+        "opd/entropy": torch.cat(entropy).mean().item(),
+        "opd/teacher_entropy": token_entropy(torch.as_tensor(buffer.view(LOGITS)[idx])).mean().item(),
+        "opd/kl": torch.cat(rkl).mean().item(),
+        "opd/forward_kl": torch.cat(fkl).mean().item(),
+    }

@@ -1,11 +1,11 @@
 """Diffusion policy from demonstrations (DP, and the streaming SDP variant with `student=sdp`).
 
-1. Demonstrations: `algo.dataset`, or teacher-driven episodes collected here (as BC does).
-2. Samples: per step, the last T_o observations and the T_p-action window (`training.sequence_labels`).
+1. Demonstrations: `algo.dataset`, or teacher-driven episodes collected here (learners/demos.py).
+2. Samples: per step, the last T_o observations and the T_p-action window (`data.labels.sequence_labels`).
 3. Normalise low-dim observations and actions to [-1, 1] from the data (saved inside the policy).
 4. Minimise the epsilon-prediction MSE at random noise levels (per horizon position for SDP); after each step
    move an EMA copy of the weights toward the online ones. The EMA copy is what is evaluated, saved and served.
-The update loop, checkpoints, resume and evaluation are BC's; `sampler=` picks how evaluation samples.
+`sampler=` picks how evaluation samples.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch.optim.swa_utils import AveragedModel
 
 from policies.diffusion_policy import DiffusionPolicy
-from robodistill.data.buffer import LabelBuffer
-from robodistill.data.labels import LABEL, load_labels, sequence_labels
+from robodistill.data.labels import LABEL, load_labels
 from robodistill.errors import UserError
-from robodistill.learners.bc import BCLearner
+from robodistill.learners.components import Components
+from robodistill.learners.demos import demonstrations
+from robodistill.learners.fitting import FitState
+from robodistill.learners.services import Services, load_policy_state, policy_state
+from robodistill.progress import progress_bar
 
 
 def ema_model(policy: torch.nn.Module, max_decay: float) -> AveragedModel:
@@ -35,38 +38,66 @@ def ema_model(policy: torch.nn.Module, max_decay: float) -> AveragedModel:
     return AveragedModel(policy, avg_fn=average, use_buffers=True)
 
 
-class DiffusionLearner(BCLearner):
+class DiffusionLearner:
     name = "diffusion"
+    uses_teacher = True
+    builds_student = True
 
-    def __init__(self, cfg, comps):
-        super().__init__(cfg, comps)
+    def __init__(self, cfg: DictConfig, comps: Components, services: Services):
+        self.cfg, self.comps, self.services = cfg, comps, services
+        self.student = comps.student
         if not isinstance(self.student, DiffusionPolicy) or self.student.kind != "diffusion":
-            raise UserError(f"algo={self.name} trains a diffusion policy: use student=diffusion, diffusion_rgb or sdp "
-                            f"(got student={cfg.student.get('name')})")  # fmt: skip
-        self.ema = ema_model(self.student, float(self.algo.ema_decay))
+            raise UserError(
+                f"algo={self.name} trains a diffusion policy: use student=diffusion, diffusion_rgb or sdp "
+                f"(got student={cfg.student.name})"
+            )
+        self.ema = ema_model(self.student, float(cfg.algo.ema_decay))
 
-    def load_buffer(self, path: str | Path) -> LabelBuffer:
-        return load_labels(path, self.student.obs_keys, self.comps.shape_meta, self.student.horizons)
+    def fit(self) -> dict[str, Any]:
+        cfg, a, student, ema = self.cfg, self.cfg.algo, self.student, self.ema
+        sources = [(Path(a.dataset), None)] if a.dataset else [(self.services.run.dataset_path, self.comps.task)]
+        ckpt = self.services.resume()
+        buffer = demonstrations(
+            self.services,
+            sources,
+            ckpt is not None,
+            lambda path: load_labels(path, student.obs_keys, self.comps.shape_meta, student.horizons),
+        )
 
-    def fit_normalizers(self, buffer: LabelBuffer) -> None:
-        self.student.fit_normalizers({k: buffer.view(k) for k in self.student.obs_keys}, buffer.view(LABEL))
+        updates, chunk = int(a.updates), int(a.log_every)
+        optimizer = torch.optim.AdamW(student.parameters(), lr=float(a.lr), weight_decay=1e-6)
+        fit = FitState(optimizer, updates, a.lr_schedule, int(cfg.seed))
+        start = 0
+        if ckpt is not None:
+            load_policy_state(ema.module, ckpt)  # the saved policy is the EMA copy
+            ema.load_state_dict(ckpt["ema"])
+            student.load_state_dict(ckpt["online_policy"])
+            fit.load_state_dict(ckpt)
+            start = ckpt["update"]
+        else:
+            student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys}, buffer.view(LABEL))
 
-    def episode_samples(self, episode: dict[str, Any]) -> dict[str, np.ndarray]:
-        return sequence_labels(episode["obs"], episode["teacher"]["actions"], self.student.obs_keys,
-                               self.student.horizons)  # fmt: skip
-
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.student.parameters(), lr=float(self.algo.lr), weight_decay=1e-6)
-
-    def after_step(self) -> None:
-        self.ema.update_parameters(self.student)
-
-    def eval_student(self) -> torch.nn.Module:
-        return self.ema.module
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"online_policy": self.student.state_dict(), "ema": self.ema.state_dict()}
-
-    def restore_extra(self, ckpt: dict[str, Any]) -> None:
-        self.student.load_state_dict(ckpt["online_policy"])
-        self.ema.load_state_dict(ckpt["ema"])
+        for done in progress_bar(range(start, updates, chunk), enabled=self.services.progress, desc=self.name):
+            steps = min(chunk, updates - done)
+            losses = fit.regress(
+                student,
+                buffer,
+                steps,
+                int(a.batch_size),
+                progress=False,
+                after_step=lambda: ema.update_parameters(student),
+            )
+            self.services.log(done + steps, {"update": done + steps, **losses})
+            self.services.checkpoint(
+                "last",
+                {
+                    **policy_state(ema.module),
+                    **fit.state_dict(),
+                    "update": done + steps,
+                    "online_policy": student.state_dict(),
+                    "ema": ema.state_dict(),
+                },
+            )
+        result = self.services.evaluate(ema.module, updates, final=True)
+        self.services.checkpoint("best", {**policy_state(ema.module), "update": updates})
+        return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}

@@ -1,50 +1,84 @@
 """SFT: supervised fine-tuning of one multi-task policy on demonstrations of several tasks (behaviour cloning).
 
-The demonstrations are `algo.datasets` (collector datasets), or are collected here: `algo.num_demos` episodes of
-the run's task and each task in `algo.tasks`, driven by that task's teacher (e.g. its scripted expert), one dataset per task under
-`<run>/demos/`. All tasks share the run's task settings (control mode, image size) and must share the student's
-observation and action shapes. A token policy (student=vla) conditions on each demo's instruction, so one model
-serves every task; it is fitted with cross-entropy to the tokenised actions. Training and evaluation are BC's; the
-final evaluation runs on every task (eval.json `tasks`).
+1. Demonstrations: `algo.datasets` (collector datasets), or collected here (learners/demos.py): `algo.num_demos`
+   episodes of the run's task and of each task in `algo.tasks`, driven by that task's teacher (e.g. its scripted
+   expert), one dataset per task under `<run>/demos/`. All tasks share the run's task settings (control mode,
+   image size) and must share the student's observation and action shapes.
+2. Fit the student on all of them at once with its own imitation loss: a token policy (student=vla) conditions
+   on each demo's instruction, so one model serves every task, and is fitted with cross-entropy to the tokenised
+   actions.
+3. Evaluate on the run's task (videos, eval.json), then on every other task; eval.json `tasks` holds each task's
+   success rate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from robodistill.learners.bc import BCLearner
-from robodistill.rundir import RunDir
+import torch
+from omegaconf import DictConfig
+
+from robodistill.data.labels import load_labels
+from robodistill.learners.components import Components
+from robodistill.learners.demos import demonstrations
+from robodistill.learners.fitting import FitState
+from robodistill.learners.services import Services, load_policy_state, policy_state
+from robodistill.progress import progress_bar
 
 
-class SFTLearner(BCLearner):
+class SFTLearner:
     name = "sft"
+    uses_teacher = True
+    builds_student = True
 
-    def task_configs(self) -> list[dict[str, Any]]:
-        """The run's task settings for the run's own task and each other env id in `algo.tasks`."""
+    def __init__(self, cfg: DictConfig, comps: Components, services: Services):
+        self.cfg, self.comps, self.services = cfg, comps, services
+        self.student = comps.student
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """The run's task, and each other env id in `algo.tasks` with the run's task settings."""
         main = dict(self.comps.task)
-        ids = [main["env_id"], *(t for t in self.algo.get("tasks") or [] if t != main["env_id"])]
-        return [main if env_id == main["env_id"] else {**main, "name": env_id.split("/")[-1], "env_id": env_id}
-                for env_id in ids]  # fmt: skip
+        ids = [main["env_id"], *(t for t in self.cfg.algo.tasks or [] if t != main["env_id"])]
+        return [
+            main if env_id == main["env_id"] else {**main, "name": env_id.split("/")[-1], "env_id": env_id}
+            for env_id in ids
+        ]
 
-    def sources(self, run: RunDir) -> list[tuple[Path, Mapping[str, Any] | None]]:
-        if self.algo.get("datasets"):
-            return [(Path(p), None) for p in self.algo.datasets]
-        return [(run.dir / "demos" / f"{t['env_id'].split('/')[-1]}.hdf5", t) for t in self.task_configs()]
+    def fit(self) -> dict[str, Any]:
+        cfg, a, student, services = self.cfg, self.cfg.algo, self.student, self.services
+        tasks = self.tasks()
+        if a.datasets:
+            sources = [(Path(p), None) for p in a.datasets]
+        else:
+            sources = [(services.run.dir / "demos" / f"{t['env_id'].split('/')[-1]}.hdf5", t) for t in tasks]
+        ckpt = services.resume()
+        buffer = demonstrations(
+            services, sources, ckpt is not None, lambda path: load_labels(path, student.obs_keys, self.comps.shape_meta)
+        )
 
-    def evaluate_student(self, run: RunDir, step: int, final: bool = False, episodes: int | None = None) -> dict[str, Any]:
-        """The run's task as BC evaluates it; at the end also every other task of `algo.tasks` (no videos)."""
-        result = super().evaluate_student(run, step, final, episodes)
-        if final:
-            per_task = {}
-            for task in self.task_configs():
-                if task["env_id"] == self.comps.task["env_id"]:
-                    per_task[task["env_id"]] = result["success_rate"]
-                    continue
-                other = self.evaluate_on(task, episodes)
-                per_task[task["env_id"]] = other["success_rate"]
-                run.log(step, {f"eval/{task['env_id'].split('/')[-1]}/success_rate": other["success_rate"]})
-            result["tasks"] = per_task
-            run.write_json("eval.json", result)
-        return result
+        updates, chunk = int(a.updates), int(a.log_every)
+        fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
+        start = 0
+        if ckpt is not None:
+            load_policy_state(student, ckpt)
+            fit.load_state_dict(ckpt)
+            start = ckpt["update"]
+        else:
+            student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
+
+        for done in progress_bar(range(start, updates, chunk), enabled=services.progress, desc=self.name):
+            steps = min(chunk, updates - done)
+            losses = fit.regress(student, buffer, steps, int(a.batch_size), progress=False)
+            services.log(done + steps, {"update": done + steps, **losses})
+            services.checkpoint("last", {**policy_state(student), **fit.state_dict(), "update": done + steps})
+
+        result = services.evaluate(student, updates, final=True)
+        result["tasks"] = {tasks[0]["env_id"]: result["success_rate"]}
+        for task in tasks[1:]:  # every other task on the same seeded episodes, without videos
+            other = services.evaluate(student, updates, task=task)["success_rate"]
+            services.log(updates, {f"eval/{task['env_id'].split('/')[-1]}/success_rate": other})
+            result["tasks"][task["env_id"]] = other
+        services.run.write_json("eval.json", result)
+        services.checkpoint("best", {**policy_state(student), "update": updates})
+        return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}

@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 
 from robodistill.errors import UserError
 from robodistill.learners import LEARNERS
-from robodistill.learners.base import Learner as HookLearner
 from robodistill.learners.components import build
 from robodistill.learners.services import Services
 from robodistill.rundir import RunDir, seed_everything
@@ -21,17 +20,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     name = cfg.algo.name
     if name not in LEARNERS:
         raise UserError(f"unknown algo {name!r}; available: {', '.join(LEARNERS)}")
-    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
+    torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(int(cfg.seed))
     run = RunDir.create(cfg, run_dir, resume=bool(cfg.resume))
     learner_class = LEARNERS[name]
     comps = build(cfg, teacher=learner_class.uses_teacher, student=learner_class.builds_student)
     try:
-        if issubclass(learner_class, HookLearner):  # not yet converted to `cls(cfg, comps, services).fit()`
-            result = learner_class(cfg, comps).fit(run)
-        else:
-            result = learner_class(cfg, comps, Services(cfg, comps, run)).fit()
+        learner = learner_class(cfg, comps, Services(cfg, comps, run))
+        return learner.fit()
     finally:
         run.close()
         comps.env.close()
-    return result

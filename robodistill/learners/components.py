@@ -47,18 +47,18 @@ def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Mod
 
 def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Components:
     """Env, shapes, teacher and student for a run, checked against each other before any training."""
-    backend = cfg.collector.get("backend", "sync")
+    backend = cfg.collector.backend
     if backend != "sync":
         raise UserError(f"collector.backend={backend!r} is not available yet; use collector.backend=sync")
     task = to_dict(cfg.task)
-    teacher_keys = list(cfg.teacher.get("obs_keys") or ["state"]) if teacher else []
+    teacher_keys = list(cfg.teacher.obs_keys) if teacher else []
     student_keys = list(cfg.student.obs_keys)
     obs_mode = obs_mode_for(set(teacher_keys) | set(student_keys))
     env = make_env(task, obs_mode)
     meta = shape_meta(env)
     the_teacher = the_student = probe = None
     if teacher:
-        the_teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.get("seed", 0)))
+        the_teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.seed))
         probe = check_teacher(the_teacher, env)
     if student:
         the_student = make_student(cfg.student, meta)
@@ -67,5 +67,5 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
                 f"student action dim {the_student.action_dim} does not match the task's {env.action_space.shape[0]}"
             )
     if the_student is not None:
-        student_policy(the_student, to_dict(cfg.sampler) if "sampler" in cfg else None)  # sampler and student fit
+        student_policy(the_student, to_dict(cfg.sampler))  # the sampler fits the student: one clear error if not
     return Components(task, obs_mode, env, meta, the_teacher, the_student, probe)

@@ -50,8 +50,10 @@ def sampler_config(saved: DictConfig, overrides: list[str]) -> DictConfig:
             choice = value
         else:
             keys.append(key.removeprefix("sampler."))
-    # the run's sampler kind names its conf/sampler option; the run's own values are kept unless a new one is chosen
-    composed = compose_config([f"sampler={choice or saved.kind}", *(o for o in overrides if o.startswith("sampler."))])
+    # with no new sampler the run's own is the base (its kind names its conf/sampler option), and a key may be one
+    # that option leaves out (sampler=auto resolves to a consistency head's sampler: sampler.num_steps=2), hence ++
+    settings = [o if choice else f"++{o}" for o in overrides if o.startswith("sampler.")]
+    composed = compose_config([f"sampler={choice or saved.kind}", *settings])
     if choice:
         return composed.sampler
     sampler = saved.copy()

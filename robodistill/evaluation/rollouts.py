@@ -23,9 +23,9 @@ def student_policy(student: Any, sampler: Mapping[str, Any] | None = None) -> Po
     """A student's deterministic action on the observations it reads, as an evaluation policy.
 
     A diffusion-family student runs its chunks through `sampler` (the `sampler` config group) in a ChunkRunner,
-    which keeps per-episode state; any other student is stateless and takes no sampler.
+    which keeps per-episode state; any other student is stateless and takes no sampler (None or conf/sampler/auto).
     """
-    kind = (sampler or {}).get("kind", "auto")
+    kind = sampler["kind"] if sampler else "auto"
     if isinstance(student, DiffusionPolicy):
         try:
             return ChunkRunner(student, make_sampler(student, sampler or {}))

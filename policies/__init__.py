@@ -1,31 +1,15 @@
-"""Student and teacher networks with their normalisers; torch + numpy only."""
+"""Student and teacher networks with their normalisers; torch + numpy only. One module per policy type, listed in
+`policies.registry` by its kind."""
 
 from __future__ import annotations
 
-from typing import Any
+from policies.base import ConfigError, Exporter, Graph, Policy, PolicyConfig, PolicyModule
+from policies.consistency import ConsistencyConfig, ConsistencyPolicy
+from policies.diffusion_policy import DiffusionConfig, DiffusionPolicy
+from policies.gaussian import GaussianConfig, GaussianPolicy
+from policies.registry import POLICY_TYPES, PolicyType, build_policy, policy_config, policy_type
+from policies.vla import VLAConfig, VLAPolicy
 
-from torch import nn
-
-from policies.consistency import ConsistencyPolicy
-from policies.diffusion_policy import DiffusionPolicy
-from policies.gaussian import GaussianPolicy
-from policies.vla import VLAPolicy
-
-POLICIES: dict[str, type[nn.Module]] = {
-    "gaussian": GaussianPolicy,
-    "diffusion": DiffusionPolicy,
-    "consistency": ConsistencyPolicy,
-    "vla": VLAPolicy,
-}
-
-
-def build_policy(config: dict[str, Any]) -> nn.Module:
-    """Rebuild a policy from the `config` it saved next to its weights."""
-    cfg = dict(config)
-    kind = cfg.pop("kind")
-    if kind not in POLICIES:
-        raise ValueError(f"unknown policy kind {kind!r}; known: {', '.join(POLICIES)}")
-    return POLICIES[kind](**cfg)
-
-
-__all__ = ["POLICIES", "ConsistencyPolicy", "DiffusionPolicy", "GaussianPolicy", "VLAPolicy", "build_policy"]
+__all__ = ["POLICY_TYPES", "ConfigError", "ConsistencyConfig", "ConsistencyPolicy", "DiffusionConfig",
+           "DiffusionPolicy", "Exporter", "GaussianConfig", "GaussianPolicy", "Graph", "Policy", "PolicyConfig",
+           "PolicyModule", "PolicyType", "VLAConfig", "VLAPolicy", "build_policy", "policy_config", "policy_type"]  # fmt: skip

@@ -13,32 +13,45 @@ it the warm-started head sampled in one step never succeeded and distillation ba
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from torch import nn
 
-from policies.diffusion_policy import DiffusionPolicy
+from policies.base import ConfigError, Graph
+from policies.diffusion_policy import ChunkExporter, DiffusionConfig, DiffusionPolicy
+
+
+@dataclass
+class ConsistencyConfig(DiffusionConfig):
+    """A diffusion policy's config plus the consistency head's: where sampling starts (t_max, default N - 1) and
+    the boundary scalings (sigma_data) and x_0 estimate (alpha_min) above."""
+
+    kind: ClassVar[str] = "consistency"
+    t_max: int | None = None
+    sigma_data: float = 0.05
+    alpha_min: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.t_max is not None and not 0 < self.t_max < self.num_train_steps:
+            raise ConfigError(f"t_max must be in (0, {self.num_train_steps}), got {self.t_max}")
 
 
 class ConsistencyPolicy(DiffusionPolicy):
     """A DiffusionPolicy whose network is read as a consistency function; sampled in 1 (or 2-3) evaluations."""
 
-    kind = "consistency"
+    Config = ConsistencyConfig
 
-    def __init__(
-        self, *args: Any, t_max: int | None = None, sigma_data: float = 0.05, alpha_min: float = 0.5, **kwargs: Any
-    ):
-        super().__init__(*args, **kwargs)
-        self.t_max = int(t_max if t_max is not None else self.num_train_steps - 1)
-        if not 0 < self.t_max < self.num_train_steps:
-            raise ValueError(f"t_max must be in (0, {self.num_train_steps}), got {self.t_max}")
-        self.sigma_data, self.alpha_min = float(sigma_data), float(alpha_min)
+    def __init__(self, shape_meta: dict[str, Any], obs_keys: list[str], **fields: Any):
+        super().__init__(shape_meta, obs_keys, **fields)
+        cfg: ConsistencyConfig = self.cfg
+        self.t_max = int(cfg.t_max if cfg.t_max is not None else self.num_train_steps - 1)
+        self.sigma_data, self.alpha_min = float(cfg.sigma_data), float(cfg.alpha_min)
         bars = self.schedule.alphas_cumprod
         self.sigmas = ((1 - bars) / bars).sqrt()  # (N,)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "t_max": self.t_max, "sigma_data": self.sigma_data, "alpha_min": self.alpha_min}
 
     def scalings(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """c_skip(t), c_out(t) as (B, 1, 1): 1 and 0 at t = 0 (the boundary), -> 0 and 1 as the noise grows."""
@@ -66,3 +79,34 @@ def pseudo_huber(diff: torch.Tensor, c: float | None = None) -> torch.Tensor:
     if c is None:
         c = 0.00054 * diff[0].numel() ** 0.5
     return (d2 + c**2).sqrt() - c
+
+
+class ConsistencyGraph(nn.Module):
+    """Observation histories (B, T_o, ...) and noise (B, T_p, A) -> the executed chunk (B, T_a, A) in one step."""
+
+    def __init__(self, policy: ConsistencyPolicy):
+        super().__init__()
+        self.policy, self.keys = policy, sorted(policy.obs_keys)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        p, noise = self.policy, inputs[-1]
+        cond = p.condition(dict(zip(self.keys, inputs[:-1])))
+        t = torch.full((noise.shape[0],), p.t_max, dtype=torch.long)
+        x0 = p.consistency(noise, t, cond).clamp(-1.0, 1.0)
+        return p.unnormalize_actions(x0)[:, p.first_action : p.first_action + p.action_horizon]
+
+
+class ConsistencyExporter(ChunkExporter):
+    """One graph: the one-step head from noise (an input, so the runtime draws it) to the executed chunk."""
+
+    def graphs(self, policy: Any, obs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Graph]:
+        keys = sorted(policy.obs_keys)
+        noise = rng.standard_normal(self.noise_shape(policy, len(obs[keys[0]]))).astype(np.float32)
+        feeds = {**{k: obs[k] for k in keys}, "noise": noise}
+        return {"policy": Graph(ConsistencyGraph(policy), list(feeds), ["actions"], feeds)}
+
+    @torch.inference_mode()
+    def reference(self, policy: Any, obs: dict[str, np.ndarray], noise: np.ndarray | None,
+                  contract: dict[str, Any]) -> np.ndarray:  # fmt: skip
+        inputs = [torch.as_tensor(obs[k]) for k in sorted(policy.obs_keys)]
+        return ConsistencyGraph(policy)(*inputs, torch.as_tensor(noise)).numpy()

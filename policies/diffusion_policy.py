@@ -8,12 +8,14 @@ Actions and low-dim observations are normalised to [-1, 1]; the normalisers are 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModule
 from policies.diffusion import ConditionalUnet1D, NoiseSchedule
 from policies.encoders import ObservationEncoder, observed
 from policies.normalizer import Normalizer
@@ -21,74 +23,65 @@ from policies.normalizer import Normalizer
 NOISE_LEVELS = ("uniform", "sdp")
 
 
-class DiffusionPolicy(nn.Module):
+@dataclass
+class DiffusionConfig(PolicyConfig):
+    """student=diffusion | diffusion_rgb | sdp: T_o observations condition a 1-D UNet denoising T_p actions, T_a of
+    them executed; DDPM with `num_train_steps` training steps."""
+
+    kind: ClassVar[str] = "diffusion"
+    obs_horizon: int = 2
+    pred_horizon: int = 16
+    action_horizon: int = 8
+    num_train_steps: int = 100
+    down_dims: list[int] = field(default_factory=lambda: [32, 64])  # sized for a CPU; the paper's: [64, 128, 256]
+    step_embed_dim: int = 32
+    kernel: int = 5
+    image_feature_dim: int = 64
+    noise_levels: str = "uniform"  # uniform: plain DP | sdp: per-position levels (streaming diffusion)
+    constant_level_prob: float = 0.2  # sdp: one level for the whole chunk with this probability
+    gripper_scale: float = 1.0  # 0.1: scale the gripper in the training data, for sampler=rti sampler.gripper=scale
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.noise_levels not in NOISE_LEVELS:
+            raise ConfigError(f"noise_levels must be one of {NOISE_LEVELS}, got {self.noise_levels!r}")
+        if min(self.obs_horizon, self.pred_horizon, self.action_horizon) < 1:
+            raise ConfigError("obs_horizon, pred_horizon and action_horizon must be >= 1")
+        first = self.obs_horizon - 1 if self.noise_levels == "uniform" else 0
+        if first + self.action_horizon > self.pred_horizon:
+            raise ConfigError(f"pred_horizon {self.pred_horizon} must cover the {first} past steps and the "
+                              f"action_horizon {self.action_horizon} executed ones")  # fmt: skip
+        if self.pred_horizon % 2 ** (len(self.down_dims) - 1):
+            raise ConfigError(f"pred_horizon {self.pred_horizon} must be divisible by 2^{len(self.down_dims) - 1} "
+                              f"for a UNet with {len(self.down_dims)} levels")  # fmt: skip
+        if self.noise_levels == "sdp" and (
+            self.pred_horizon % self.action_horizon or self.num_train_steps % (self.pred_horizon // self.action_horizon)
+        ):
+            raise ConfigError("sdp needs pred_horizon to be whole chunks of action_horizon, and num_train_steps "
+                              "divisible by the number of chunks")  # fmt: skip
+
+
+class DiffusionPolicy(PolicyModule):
     """eps_theta(x_t, t, features(o_{t-T_o+1..t})) over normalised action chunks (B, T_p, A)."""
 
-    kind = "diffusion"
+    Config = DiffusionConfig
 
-    def __init__(
-        self,
-        shape_meta: dict[str, Any],
-        obs_keys: list[str],
-        obs_horizon: int = 2,
-        pred_horizon: int = 16,
-        action_horizon: int = 8,
-        num_train_steps: int = 100,
-        down_dims: list[int] = (64, 128, 256),
-        step_embed_dim: int = 64,
-        kernel: int = 5,
-        image_feature_dim: int = 64,
-        noise_levels: str = "uniform",
-        constant_level_prob: float = 0.2,
-        gripper_scale: float = 1.0,
-    ):
-        super().__init__()
-        obs_meta = observed(shape_meta, obs_keys)
-        if noise_levels not in NOISE_LEVELS:
-            raise ValueError(f"noise_levels must be one of {NOISE_LEVELS}, got {noise_levels!r}")
-        if min(obs_horizon, pred_horizon, action_horizon) < 1:
-            raise ValueError("obs_horizon, pred_horizon and action_horizon must be >= 1")
-        first = obs_horizon - 1 if noise_levels == "uniform" else 0
-        if first + action_horizon > pred_horizon:
-            raise ValueError(f"pred_horizon {pred_horizon} must cover the {first} past steps and the "
-                             f"action_horizon {action_horizon} executed ones")  # fmt: skip
-        if pred_horizon % 2 ** (len(down_dims) - 1):
-            raise ValueError(f"pred_horizon {pred_horizon} must be divisible by 2^{len(down_dims) - 1} for a UNet "
-                             f"with {len(down_dims)} levels")  # fmt: skip
-        if noise_levels == "sdp" and (
-            pred_horizon % action_horizon or num_train_steps % (pred_horizon // action_horizon)
-        ):
-            raise ValueError("sdp needs pred_horizon to be whole chunks of action_horizon, and num_train_steps "
-                             "divisible by the number of chunks")  # fmt: skip
-        self.shape_meta = shape_meta
-        self.obs_keys = list(obs_keys)
-        self.obs_horizon, self.pred_horizon, self.action_horizon = obs_horizon, pred_horizon, action_horizon
-        self.num_train_steps = num_train_steps
-        self.down_dims, self.step_embed_dim, self.kernel = list(down_dims), step_embed_dim, kernel
-        self.image_feature_dim = image_feature_dim
-        self.noise_levels, self.constant_level_prob = noise_levels, constant_level_prob
-        self.gripper_scale = float(gripper_scale)
+    def __init__(self, shape_meta: dict[str, Any], obs_keys: list[str], **fields: Any):
+        super().__init__(shape_meta, obs_keys, **fields)
+        cfg: DiffusionConfig = self.cfg
+        obs_meta = observed(shape_meta, self.obs_keys)
+        self.obs_horizon, self.pred_horizon, self.action_horizon = cfg.obs_horizon, cfg.pred_horizon, cfg.action_horizon
+        self.num_train_steps = cfg.num_train_steps
+        self.noise_levels, self.constant_level_prob = cfg.noise_levels, cfg.constant_level_prob
+        self.gripper_scale = float(cfg.gripper_scale)
         self.gripper_dims = list(shape_meta["action"].get("gripper_dims", []))
-        self.action_dim = int(shape_meta["action"]["shape"][0])
-        self.encoder = ObservationEncoder(obs_meta, image_feature_dim)
+        self.encoder = ObservationEncoder(obs_meta, cfg.image_feature_dim)
         self.action_normalizer = Normalizer((self.action_dim,))
         self.net = ConditionalUnet1D(
-            self.action_dim, obs_horizon * self.encoder.out_dim, tuple(down_dims), step_embed_dim, kernel,
-            position_steps=noise_levels == "sdp",
+            self.action_dim, cfg.obs_horizon * self.encoder.out_dim, tuple(cfg.down_dims), cfg.step_embed_dim,
+            cfg.kernel, position_steps=cfg.noise_levels == "sdp",
         )  # fmt: skip
-        self.schedule = NoiseSchedule(num_train_steps)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this network (saved next to its state_dict)."""
-        return {
-            "kind": self.kind, "shape_meta": self.shape_meta, "obs_keys": self.obs_keys,
-            "obs_horizon": self.obs_horizon, "pred_horizon": self.pred_horizon,
-            "action_horizon": self.action_horizon, "num_train_steps": self.num_train_steps,
-            "down_dims": self.down_dims, "step_embed_dim": self.step_embed_dim, "kernel": self.kernel,
-            "image_feature_dim": self.image_feature_dim, "noise_levels": self.noise_levels,
-            "constant_level_prob": self.constant_level_prob, "gripper_scale": self.gripper_scale,
-        }  # fmt: skip
+        self.schedule = NoiseSchedule(cfg.num_train_steps)
 
     @property
     def first_action(self) -> int:
@@ -156,3 +149,92 @@ class DiffusionPolicy(nn.Module):
         x_t = self.schedule.add_noise(x0, noise, t)
         mse = ((self.eps(x_t, t, self.condition(obs)) - noise) ** 2).mean()
         return mse, {"mse": mse.item()}
+
+
+def ddim_denoise(policy: DiffusionPolicy, x: torch.Tensor, cond: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
+    """Deterministic DDIM steps along a descending step list, ending on the clean chunk."""
+    for t, t_prev in zip(timesteps, [*timesteps[1:], -1]):
+        x = policy.schedule.ddim_step(policy.eps(x, torch.full((len(x),), t), cond), t, t_prev, x)
+    return x
+
+
+# ---- export -------------------------------------------------------------------------------------------------------
+class EncoderGraph(nn.Module):
+    """Observation histories (B, T_o, ...) -> the FiLM condition (B, C)."""
+
+    def __init__(self, policy: DiffusionPolicy):
+        super().__init__()
+        self.policy, self.keys = policy, sorted(policy.obs_keys)
+
+    def forward(self, *obs: torch.Tensor) -> torch.Tensor:
+        return self.policy.condition(dict(zip(self.keys, obs)))
+
+
+class DenoiserGraph(nn.Module):
+    """(x_t (B, T_p, A), t (B,), cond (B, C)) -> predicted noise (B, T_p, A)."""
+
+    def __init__(self, policy: DiffusionPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.policy.eps(x, t, cond)
+
+
+class DecoderGraph(nn.Module):
+    """A clean normalised chunk (B, T_p, A) -> the executed actions (B, T_a, A), un-normalised."""
+
+    def __init__(self, policy: DiffusionPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.policy
+        return p.unnormalize_actions(x)[:, p.first_action : p.first_action + p.action_horizon]
+
+
+class ChunkExporter(Exporter):
+    """A diffusion-family policy: observation histories in, chunks of T_a actions out, from noise the runtime draws."""
+
+    def contract(self, policy: Any, sampler_steps: int) -> dict[str, Any]:
+        return {"chunk": {"obs_horizon": int(policy.obs_horizon), "pred_horizon": int(policy.pred_horizon),
+                          "action_horizon": int(policy.action_horizon)}}  # fmt: skip
+
+    def noise_shape(self, policy: Any, n: int) -> tuple[int, ...]:
+        return (n, policy.pred_horizon, policy.action_dim)
+
+
+class DiffusionExporter(ChunkExporter):
+    """Three graphs, the observation encoder, the noise predictor and the un-normaliser; the runtime runs the DDIM
+    loop between them along the contract's step list."""
+
+    parity_samples = 200  # each sample is a whole sampler loop
+
+    def graphs(self, policy: Any, obs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Graph]:
+        keys = sorted(policy.obs_keys)
+        chunk = self.noise_shape(policy, len(obs[keys[0]]))
+        with torch.inference_mode():
+            cond = EncoderGraph(policy)(*[torch.as_tensor(obs[k]) for k in keys]).numpy()
+        x = rng.standard_normal(chunk).astype(np.float32)
+        t = rng.integers(0, policy.num_train_steps, chunk[0]).astype(np.int64)
+        clean = np.clip(rng.standard_normal(chunk), -1, 1).astype(np.float32)
+        return {
+            "encoder": Graph(EncoderGraph(policy), keys, ["cond"], {k: obs[k] for k in keys}),
+            "denoiser": Graph(DenoiserGraph(policy), ["x", "t", "cond"], ["eps"], {"x": x, "t": t, "cond": cond}),
+            "decoder": Graph(DecoderGraph(policy), ["x"], ["actions"], {"x": clean}),
+        }
+
+    def contract(self, policy: Any, sampler_steps: int) -> dict[str, Any]:
+        sampler = {"kind": "ddim", "timesteps": policy.schedule.ddim_timesteps(int(sampler_steps)),
+                   "alphas_cumprod": policy.schedule.alphas_cumprod.tolist()}  # fmt: skip
+        return {**super().contract(policy, sampler_steps), "sampler": sampler}
+
+    def recording_sampler(self, sampler_steps: int) -> dict[str, Any]:
+        return {"kind": "ddim", "num_inference_steps": int(sampler_steps)}  # the sampler the runtime runs
+
+    @torch.inference_mode()
+    def reference(self, policy: Any, obs: dict[str, np.ndarray], noise: np.ndarray | None,
+                  contract: dict[str, Any]) -> np.ndarray:  # fmt: skip
+        cond = policy.condition({k: torch.as_tensor(obs[k]) for k in policy.obs_keys})
+        x = ddim_denoise(policy, torch.as_tensor(noise), cond, contract["sampler"]["timesteps"])
+        return DecoderGraph(policy)(x).numpy()

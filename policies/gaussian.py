@@ -3,53 +3,50 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModule
 from policies.encoders import ObservationEncoder, mlp, observed
 
 
-class GaussianPolicy(nn.Module):
+@dataclass
+class GaussianConfig(PolicyConfig):
+    """student=mlp | cnn: an MLP on the observation features, a diagonal Gaussian head."""
+
+    kind: ClassVar[str] = "gaussian"
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    image_feature_dim: int = 128  # CNN features of a camera image
+    init_log_std: float = -1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.hidden:
+            raise ConfigError("hidden must list at least one layer width")
+
+
+class GaussianPolicy(PolicyModule):
     """pi(a|s) = N(mu(s), diag(sigma(s))^2) over actions normalised to [-1, 1]."""
 
-    kind = "gaussian"
+    Config = GaussianConfig
 
-    def __init__(
-        self,
-        shape_meta: dict[str, Any],
-        obs_keys: list[str],
-        hidden: list[int] = (256, 256),
-        image_feature_dim: int = 128,
-        init_log_std: float = -1.0,
-    ):
-        super().__init__()
-        obs_meta = observed(shape_meta, obs_keys)
-        self.shape_meta = shape_meta
-        self.obs_keys = list(obs_keys)
-        self.hidden = list(hidden)
-        self.image_feature_dim = image_feature_dim
-        self.action_dim = int(shape_meta["action"]["shape"][0])
-        self.encoder = ObservationEncoder(obs_meta, image_feature_dim)
+    def __init__(self, shape_meta: dict[str, Any], obs_keys: list[str], **fields: Any):
+        super().__init__(shape_meta, obs_keys, **fields)
+        cfg: GaussianConfig = self.cfg
+        obs_meta = observed(shape_meta, self.obs_keys)
+        self.hidden = list(cfg.hidden)
+        self.image_feature_dim = cfg.image_feature_dim
+        self.encoder = ObservationEncoder(obs_meta, cfg.image_feature_dim)
         self.trunk = mlp([self.encoder.out_dim, *self.hidden], nn.ReLU)
         self.trunk.append(nn.ReLU())
         self.mean = nn.Linear(self.hidden[-1], self.action_dim)
         self.log_std = nn.Linear(self.hidden[-1], self.action_dim)
         nn.init.zeros_(self.log_std.weight)
-        nn.init.constant_(self.log_std.bias, init_log_std)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this network (saved next to its state_dict)."""
-        return {
-            "kind": self.kind,
-            "shape_meta": self.shape_meta,
-            "obs_keys": self.obs_keys,
-            "hidden": self.hidden,
-            "image_feature_dim": self.image_feature_dim,
-        }
+        nn.init.constant_(self.log_std.bias, cfg.init_log_std)
 
     def fit_normalizers(self, obs: dict[str, np.ndarray]) -> None:
         """Fit low-dim observation normalisers from data (N, ...)."""
@@ -59,6 +56,10 @@ class GaussianPolicy(nn.Module):
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(self.encoder(obs))
         return self.mean(h), self.log_std(h).clamp(-5.0, 1.0)
+
+    def deterministic_action(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean action clipped to [-1, 1] (B, A): what the exported graph computes."""
+        return self(obs)[0].clamp(-1.0, 1.0)
 
     def distribution(self, obs: dict[str, torch.Tensor]) -> torch.distributions.Normal:
         mean, log_std = self(obs)
@@ -85,3 +86,23 @@ class GaussianPolicy(nn.Module):
             a, sq = mean + log_std.exp() * noise, 0.5 * noise**2
         log_prob = -(sq + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
         return a.clamp(-1.0, 1.0).numpy(), log_prob.numpy()
+
+
+class GaussianGraph(nn.Module):
+    """Observations (sorted keys) -> the deterministic action as a chunk of one (B, 1, A)."""
+
+    def __init__(self, policy: Any):
+        super().__init__()
+        self.policy, self.keys = policy, sorted(policy.obs_keys)
+
+    def forward(self, *obs: torch.Tensor) -> torch.Tensor:
+        return self.policy.deterministic_action(dict(zip(self.keys, obs)))[:, None]
+
+
+class GaussianExporter(Exporter):
+    """One graph: the mean action, clipped; also ships any policy with `deterministic_action` (SB3 state
+    policies)."""
+
+    def graphs(self, policy: Any, obs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Graph]:
+        keys = sorted(policy.obs_keys)
+        return {"policy": Graph(GaussianGraph(policy), keys, ["actions"], {k: obs[k] for k in keys})}

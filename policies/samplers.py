@@ -16,6 +16,7 @@ and calls the sampler only for slots whose queue ran out, batching them.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -24,9 +25,10 @@ import numpy as np
 import torch
 
 from policies.consistency import ConsistencyPolicy
-from policies.diffusion_policy import DiffusionPolicy
+from policies.diffusion_policy import DiffusionPolicy, ddim_denoise
 
 SAMPLERS = ("auto", "ddpm", "ddim", "rti", "sdp", "consistency")
+DDIM_STEPS = 10  # DDIM-10: how a diffusion policy samples where no sampler config says (conf/sampler/ddim.yaml)
 GRIPPER_MODES = ("none", "clip", "scale")
 
 
@@ -66,15 +68,8 @@ class DDPMSampler(Sampler):
         return x
 
 
-def ddim_denoise(policy: DiffusionPolicy, x: torch.Tensor, cond: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
-    """Deterministic DDIM steps along a descending step list, ending on the clean chunk."""
-    for t, t_prev in zip(timesteps, [*timesteps[1:], -1]):
-        x = policy.schedule.ddim_step(policy.eps(x, torch.full((len(x),), t), cond), t, t_prev, x)
-    return x
-
-
 class DDIMSampler(Sampler):
-    def __init__(self, policy: DiffusionPolicy, num_inference_steps: int = 10):
+    def __init__(self, policy: DiffusionPolicy, num_inference_steps: int = DDIM_STEPS):
         super().__init__(policy)
         self.executes = policy.action_horizon
         self.timesteps = policy.schedule.ddim_timesteps(int(num_inference_steps))
@@ -92,7 +87,7 @@ class RTISampler(Sampler):
         self,
         policy: DiffusionPolicy,
         timesteps: list[int] = (50, 25, 0),
-        num_inference_steps: int = 10,
+        num_inference_steps: int = DDIM_STEPS,
         gripper: str = "clip",
         gripper_clip_factor: float = 2.0,
     ):
@@ -234,16 +229,15 @@ def make_sampler(policy: Any, cfg: Mapping[str, Any]) -> Sampler:
     if consistency != (kind == "consistency"):
         raise ValueError("a consistency head samples only with sampler=consistency, and only it does"
                          if consistency else "sampler=consistency needs a consistency head (algo=consistency)")  # fmt: skip
-    if kind == "ddpm":
-        return DDPMSampler(policy)
-    if kind == "ddim":
-        return DDIMSampler(policy, int(cfg.get("num_inference_steps", 10)))
-    if kind == "rti":
-        return RTISampler(policy, list(cfg.get("timesteps", (50, 25, 0))), int(cfg.get("num_inference_steps", 10)),
-                          str(cfg.get("gripper", "clip")), float(cfg.get("gripper_clip_factor", 2.0)))  # fmt: skip
-    if kind == "sdp":
-        return SDPSampler(policy)
-    return ConsistencySampler(policy, int(cfg.get("num_steps", 1)))
+    options = {k: v for k, v in cfg.items() if k != "kind"}  # the sampler's own keys (its defaults below)
+    sampler = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "rti": RTISampler, "sdp": SDPSampler,
+               "consistency": ConsistencySampler}[kind]  # fmt: skip
+    valid = [name for name in inspect.signature(sampler).parameters if name != "policy"]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise ValueError(f"sampler={kind} has no key {', '.join(map(repr, unknown))}; valid keys: "
+                         f"{', '.join(valid) or 'none'}")  # fmt: skip
+    return sampler(policy, **options)
 
 
 class ChunkRunner:

@@ -3,13 +3,15 @@ logits over action bins."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModule
 from policies.encoders import observed
 from policies.normalizer import Normalizer
 from policies.tokens import ActionTokenizer, InstructionTokenizer
@@ -56,39 +58,53 @@ def random_shift(image: torch.Tensor, pad: int) -> torch.Tensor:
     return out.to(image.dtype)
 
 
-class VLAPolicy(nn.Module):
+@dataclass
+class VLAConfig(PolicyConfig):
+    """student=vla | vla_large: image keypoints, instruction words and low-dim observations -> a transformer ->
+    logits over `bins` uniform bins per action dimension."""
+
+    kind: ClassVar[str] = "vla"
+    vocab: list[str] | None = None  # the word vocabulary; built from every task's instruction templates when None
+    bins: int = 256  # OpenVLA-style: each action dimension in [-1, 1] to this many bins
+    d_model: int = 64
+    layers: int = 2
+    heads: int = 4
+    image_tokens: int = 16  # image keypoints (spatial softmax), one token each
+    max_words: int = 16
+    temperature: float = 1.0  # when the student samples its tokens (on-policy collection)
+    shift: int = 4  # random-shift augmentation of the image in training (pixels)
+    label_sigma: float = 2.0  # SFT targets: a Gaussian of this many bins around the action (HL-Gauss); 0: one-hot
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if INSTRUCTION_KEY not in self.obs_keys or IMAGE_KEY not in self.obs_keys:
+            raise ConfigError(f"a VLA observes {IMAGE_KEY!r} and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
+                              f"'proprio'), got {list(self.obs_keys)}")  # fmt: skip
+
+
+class VLAPolicy(PolicyModule):
     """Tokens: image keypoints, instruction words, one token per low-dim observation (proprioception; a privileged
     teacher may add `state`) and one query per action dimension;
     the transformer's output at query k gives the logits of dimension k (all dimensions decoded in parallel)."""
 
-    kind = "vla"
+    Config = VLAConfig
 
-    def __init__(
-        self,
-        shape_meta: dict[str, Any],
-        obs_keys: list[str],
-        vocab: list[str],
-        bins: int = 256,
-        d_model: int = 64,
-        layers: int = 2,
-        heads: int = 4,
-        image_tokens: int = 16,
-        max_words: int = 16,
-        temperature: float = 1.0,
-        shift: int = 4,
-        label_sigma: float = 2.0,
-    ):
-        super().__init__()
-        meta = observed(shape_meta, obs_keys)
-        self.low_dim = sorted(k for k in obs_keys if meta[k].get("type") == "low_dim")
-        if INSTRUCTION_KEY not in obs_keys or IMAGE_KEY not in obs_keys:
-            raise ValueError(f"a VLA observes {IMAGE_KEY!r} and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
-                             f"'proprio'), got {list(obs_keys)}")  # fmt: skip
-        self.shape_meta, self.obs_keys, self.vocab = shape_meta, list(obs_keys), list(vocab)
-        self.action_dim = int(shape_meta["action"]["shape"][0])
-        self.bins, self.d_model, self.layers, self.heads = int(bins), int(d_model), int(layers), int(heads)
-        self.image_tokens, self.max_words, self.temperature = int(image_tokens), int(max_words), float(temperature)
-        self.shift, self.label_sigma = int(shift), float(label_sigma)
+    def __init__(self, shape_meta: dict[str, Any], obs_keys: list[str], vocab: list[str] | None = None, **fields: Any):
+        super().__init__(shape_meta, obs_keys, vocab=vocab, **fields)
+        cfg: VLAConfig = self.cfg
+        if cfg.vocab is None:
+            raise ConfigError("a VLA policy needs its word vocabulary (vocab)")
+        meta = observed(shape_meta, self.obs_keys)
+        self.low_dim = sorted(k for k in self.obs_keys if meta[k].get("type") == "low_dim")
+        self.vocab = list(cfg.vocab)
+        self.bins, self.d_model, self.layers, self.heads = (
+            int(cfg.bins),
+            int(cfg.d_model),
+            int(cfg.layers),
+            int(cfg.heads),
+        )
+        self.image_tokens, self.max_words = int(cfg.image_tokens), int(cfg.max_words)
+        self.temperature, self.shift, self.label_sigma = float(cfg.temperature), int(cfg.shift), float(cfg.label_sigma)
         self.tokenizer = ActionTokenizer(self.bins)
         self.words = InstructionTokenizer(self.vocab, self.max_words)
 
@@ -103,16 +119,6 @@ class VLAPolicy(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, self.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, self.bins)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this network (saved next to its state_dict)."""
-        return {
-            "kind": self.kind, "shape_meta": self.shape_meta, "obs_keys": self.obs_keys, "vocab": self.vocab,
-            "bins": self.bins, "d_model": self.d_model, "layers": self.layers, "heads": self.heads,
-            "image_tokens": self.image_tokens, "max_words": self.max_words, "temperature": self.temperature,
-            "shift": self.shift, "label_sigma": self.label_sigma,
-        }  # fmt: skip
 
     def fit_normalizers(self, obs: dict[str, np.ndarray]) -> None:
         for k, norm in self.normalizers.items():
@@ -176,3 +182,44 @@ class VLAPolicy(nn.Module):
         """As a teacher: argmax actions (B, A) and the per-dimension logits (B, A, bins)."""
         logits = self(self._obs(obs))
         return self.tokenizer.detokenize(logits.argmax(-1)).numpy(), logits.numpy().astype(np.float32)
+
+
+# ---- export -------------------------------------------------------------------------------------------------------
+IDS_KEY = "instruction_ids"  # the exported graph reads the instruction as word ids; the runtime splits the words
+
+
+class VLAGraph(nn.Module):
+    """Image, instruction word ids and low-dim observations -> (argmax actions (B, 1, A), logits (B, A, bins))."""
+
+    def __init__(self, policy: VLAPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, image: torch.Tensor, ids: torch.Tensor, *low_dim: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.policy.logits(image, ids, dict(zip(self.policy.low_dim, low_dim)))
+        return self.policy.tokenizer.detokenize(logits.argmax(-1))[:, None], logits
+
+
+def argmax_ties(logits: np.ndarray, tol: float) -> np.ndarray:
+    """(N, A) True where a token policy's top two logits are within 2 tol: a tie that torch and onnxruntime may
+    break either way, so the decoded actions may differ there by a bin."""
+    top2 = np.sort(logits, -1)[..., -2:]
+    return (top2[..., 1] - top2[..., 0]) <= 2 * tol
+
+
+class VLAExporter(Exporter):
+    """One graph: the argmax tokens decoded to actions, plus the logits; word ids in (the split into words runs in
+    the runtime, by the contract's vocabulary)."""
+
+    def graphs(self, policy: Any, obs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Graph]:
+        ids = policy.words(obs[INSTRUCTION_KEY])[0].numpy()
+        feeds = {IMAGE_KEY: obs[IMAGE_KEY], IDS_KEY: ids, **{k: obs[k] for k in policy.low_dim}}
+        return {"policy": Graph(VLAGraph(policy), list(feeds), ["actions", "logits"], feeds)}
+
+    def contract(self, policy: Any, sampler_steps: int) -> dict[str, Any]:
+        return {**super().contract(policy, sampler_steps),
+                "instruction": {"key": INSTRUCTION_KEY, "vocab": policy.vocab, "max_words": policy.max_words},
+                "bins": policy.bins}  # fmt: skip
+
+    def ties(self, policy: Any, obs: dict[str, np.ndarray], tol: float) -> np.ndarray:
+        return argmax_ties(policy.label(obs)[1], tol)

@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from robodistill import students  # noqa: F401  (registers the student configs that conf/student/*.yaml extend)
 from robodistill.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config groups: every default is written there

@@ -17,6 +17,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from robodistill import students  # noqa: F401  (registers the student configs that conf/student/*.yaml extend)
 from robodistill.errors import report_errors
 
 

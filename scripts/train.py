@@ -6,6 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from robodistill import students  # noqa: F401  (registers the student configs that conf/student/*.yaml extend)
 from robodistill.errors import report_errors
 
 

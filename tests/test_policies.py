@@ -1,11 +1,30 @@
-"""Policies carry their normalisers and config: rebuilt from a state_dict they act identically."""
+"""Policies carry their normalisers and config: rebuilt from a state_dict they act identically. One dataclass per
+policy type is its config (Hydra's `student` options extend it, checkpoints store it, it validates), and a registry
+lists every type with its exporter and runtime step."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import policies
-from policies import GaussianPolicy
+from policies import (
+    POLICY_TYPES,
+    ConfigError,
+    ConsistencyConfig,
+    DiffusionConfig,
+    Exporter,
+    GaussianConfig,
+    GaussianPolicy,
+    VLAConfig,
+)
+from robodistill.config import CONF_DIR, compose_config, group_options
+from robodistill.errors import UserError
+from robodistill.learners.components import make_student
+from robodistill.runtime.artifact import STEPS
+from robodistill.students import student_config
 
 META = {"obs": {"state": {"shape": [6], "type": "low_dim"}, "rgb": {"shape": [24, 24, 3], "type": "rgb"},
                 "proprio": {"shape": [3], "type": "low_dim"}}, "action": {"shape": [2]}}  # fmt: skip
@@ -76,3 +95,80 @@ def test_imitation_loss_pulls_mean_onto_labels():
 def test_student_needing_missing_observation_is_rejected():
     with pytest.raises(ValueError, match="offers only"):
         GaussianPolicy(META, ["depth"])
+
+
+# ---- typed configs and the registry -------------------------------------------------------------------------------
+def test_every_registered_kind_has_a_config_an_exporter_and_a_runtime_step():
+    for kind, entry in POLICY_TYPES.items():
+        assert entry.policy.kind == entry.config.kind == kind and dataclasses.is_dataclass(entry.config)
+        assert isinstance(entry.exporter, Exporter)
+        assert kind in STEPS  # the torch-free runtime runs the kind's artifact
+        assert entry.config.keys()[0] == "obs_keys"
+
+
+def test_a_misspelt_student_key_is_one_line_listing_the_valid_keys():
+    cfg = compose_config(["student=mlp", "student.hiden=[64,64]"])
+    with pytest.raises(UserError) as err:
+        make_student(cfg.student, META)
+    assert str(err.value) == ("student=mlp: a gaussian policy has no key 'hiden'; valid keys: obs_keys, hidden, "
+                              "image_feature_dim, init_log_std")  # fmt: skip
+    with pytest.raises(UserError, match="student=diffusion: pred_horizon 15 must be divisible by 2"):
+        make_student(compose_config(["student=diffusion", "student.pred_horizon=15"]).student, META)
+
+
+def test_a_default_not_named_in_the_option_can_be_overridden():
+    cfg = compose_config(["student=mlp", "student.hidden=[64,64]"])
+    assert "hidden" not in OmegaConf.load(CONF_DIR / "student" / "mlp.yaml")  # the dataclass holds the default
+    student = make_student(cfg.student, META)
+    assert student.hidden == [64, 64] and student.config["hidden"] == [64, 64]
+    assert student.config["image_feature_dim"] == GaussianConfig(obs_keys=["state"]).image_feature_dim
+
+
+@pytest.mark.parametrize("option", group_options("student"))
+def test_student_options_repeat_no_default_of_their_dataclass(option):
+    """Defaults are written once: an option keeps its name, its inputs and what differs from its type's defaults."""
+    config = student_config(compose_config([f"student={option}"]).student)
+    written = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "student" / f"{option}.yaml"))
+    defaults = dataclasses.asdict(type(config)(obs_keys=config.obs_keys))
+    repeated = {k: v for k, v in written.items() if k in defaults and k != "obs_keys" and defaults[k] == v}
+    assert not repeated, f"conf/student/{option}.yaml repeats defaults of {type(config).__name__}: {repeated}"
+
+
+# `config` dicts as checkpoints written before the typed configs stored them
+OLD_CONFIGS = {
+    "gaussian": {"kind": "gaussian", "shape_meta": META, "obs_keys": ["rgb", "proprio"], "hidden": [16],
+                 "image_feature_dim": 8},
+    "diffusion": {"kind": "diffusion", "shape_meta": META, "obs_keys": ["state"], "obs_horizon": 2,
+                  "pred_horizon": 8, "action_horizon": 4, "num_train_steps": 100, "down_dims": [8, 16],
+                  "step_embed_dim": 8, "kernel": 5, "image_feature_dim": 64, "noise_levels": "uniform",
+                  "constant_level_prob": 0.2, "gripper_scale": 1.0},
+    "vla": {"kind": "vla", "shape_meta": META, "obs_keys": ["rgb", "proprio", "instruction"],
+            "vocab": ["<pad>", "<unk>", "push"], "bins": 16, "d_model": 16, "layers": 1, "heads": 2,
+            "image_tokens": 4, "max_words": 4, "temperature": 1.0, "shift": 4, "label_sigma": 2.0},
+}  # fmt: skip
+OLD_CONFIGS["consistency"] = {**OLD_CONFIGS["diffusion"], "kind": "consistency", "t_max": 90, "sigma_data": 0.05,
+                              "alpha_min": 0.5}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(OLD_CONFIGS))
+def test_configs_saved_by_earlier_checkpoints_still_build(kind):
+    meta = {**META, "obs": {**META["obs"], "instruction": {"shape": [32], "type": "text"}}}
+    policy = policies.build_policy({**OLD_CONFIGS[kind], "shape_meta": meta})
+    assert policy.kind == kind and isinstance(policy, policies.Policy)
+    assert {k: v for k, v in policy.config.items() if k in OLD_CONFIGS[kind]} == {
+        **OLD_CONFIGS[kind],
+        "shape_meta": meta,
+    }
+    clone = policies.build_policy(policy.config)  # and what it saves now rebuilds it
+    assert clone.config == policy.config
+
+
+def test_config_values_are_checked_by_the_dataclass():
+    with pytest.raises(ConfigError, match="noise_levels must be one of"):
+        DiffusionConfig(obs_keys=["state"], noise_levels="loud")
+    with pytest.raises(ConfigError, match="a VLA observes 'rgb' and 'instruction'"):
+        VLAConfig(obs_keys=["state"])
+    with pytest.raises(ConfigError, match="a consistency policy needs obs_keys"):
+        ConsistencyConfig.from_dict({"t_max": 5})
+    with pytest.raises(ConfigError, match="unknown policy kind 'gausian'; known: gaussian, diffusion"):
+        policies.build_policy({"kind": "gausian", "shape_meta": META, "obs_keys": ["state"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from robodistill.config import to_dict
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import student_policy
 from robodistill.observations import obs_mode_for
+from robodistill.students import student_config
 from robodistill.tasks import make_env, shape_meta
 from robodistill.teachers import Teacher, TeacherOutput, check_teacher, make_teacher
 
@@ -33,16 +35,14 @@ class Components:
 
 
 def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Module:
-    """A fresh student network for the task's shapes."""
-    cfg = to_dict(student_cfg)
-    kind = cfg.pop("kind", "gaussian")
-    cfg.pop("name", None)
-    if kind == "vla" and not cfg.get("vocab"):
-        cfg["vocab"] = build_vocab(envs.instruction_templates())  # every task's words: one multi-task model
+    """A fresh student network for the task's shapes, from its validated config (`student_config`)."""
+    cfg = student_config(student_cfg)
+    if hasattr(cfg, "vocab") and not cfg.vocab:  # a token policy: every task's words, one multi-task model
+        cfg = dataclasses.replace(cfg, vocab=build_vocab(envs.instruction_templates()))
     try:
-        return policies.build_policy({"kind": kind, "shape_meta": meta, **cfg})
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"cannot build student {kind!r}: {exc}") from exc
+        return policies.policy_type(cfg.kind).policy.from_config(cfg, meta)
+    except ValueError as exc:
+        raise UserError(f"cannot build student {student_cfg.get('name', cfg.kind)!r}: {exc}") from exc
 
 
 def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Components:

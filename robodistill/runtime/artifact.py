@@ -13,18 +13,17 @@ import hashlib
 import json
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 FORMAT_VERSION = 1
-KINDS = ("gaussian", "vla", "consistency", "diffusion")
-# the graphs each kind ships, run by ArtifactPolicy
-GRAPHS = {"gaussian": ("policy",), "vla": ("policy",), "consistency": ("policy",),
-          "diffusion": ("encoder", "denoiser", "decoder")}  # fmt: skip
-IDS_KEY = "instruction_ids"  # a token policy's graph reads the instruction as word ids, tokenised here
+IDS_KEY = (
+    "instruction_ids"  # a token policy's graph reads the instruction as word ids, tokenised here (policies/vla.py)
+)
 
 
 class ArtifactError(RuntimeError):
@@ -109,15 +108,15 @@ def load_contract(path: str | Path) -> dict[str, Any]:
     if contract.get("format", "onnx") != "onnx":
         raise ArtifactError(f"{path} is a {contract['format']} artifact, for torch.jit.load or libtorch (C++); this "
                             f"runtime runs ONNX: export with format=onnx")  # fmt: skip
-    if contract["kind"] not in KINDS:
-        raise ArtifactError(f"{file}: unknown policy kind {contract['kind']!r}; known: {', '.join(KINDS)}")
+    if contract["kind"] not in STEPS:
+        raise ArtifactError(f"{file}: unknown policy kind {contract['kind']!r}; known: {', '.join(STEPS)}")
     return contract
 
 
 def verify_models(path: str | Path, contract: dict[str, Any]) -> dict[str, Path]:
     """The model files of the contract, each checked against its sha256; ArtifactError if one is off."""
     path, files = Path(path), {}
-    for name in GRAPHS[contract["kind"]]:
+    for name in STEPS[contract["kind"]].graphs:
         entry = contract["models"].get(name)
         if entry is None:
             raise ArtifactError(f"{path}/contract.json names no {name!r} model, which a {contract['kind']} needs")
@@ -244,34 +243,65 @@ class ArtifactPolicy:
     def infer(self, batch: dict[str, np.ndarray], noise: np.ndarray | None = None) -> np.ndarray:
         """Batched inference on graph-shaped inputs (B, ...) or (B, T_o, ...): chunks (B, T, A). `noise`
         (B, T_p, A) replaces the sampler's random start of a diffusion-family policy (for parity checks)."""
-        s, c = self.artifact.sessions, self.contract
-        feeds = dict(batch)
-        if self.kind == "vla":
-            text = feeds.pop(c["instruction"]["key"])
-            feeds[IDS_KEY] = instruction_ids(text, c["instruction"]["vocab"], int(c["instruction"]["max_words"]))
-            return s["policy"].run(["actions"], feeds)[0]
-        if self.kind == "gaussian":
-            return s["policy"].run(["actions"], feeds)[0]
-        b = len(next(iter(feeds.values())))
-        shape = (b, int(c["chunk"]["pred_horizon"]), self.artifact.action_dim)
-        x = (self.rng.standard_normal(shape) if noise is None else noise).astype(np.float32)
-        if self.kind == "consistency":
-            return s["policy"].run(["actions"], {**feeds, "noise": x})[0]
-        return s["decoder"].run(["actions"], {"x": self.ddim(x, s["encoder"].run(["cond"], feeds)[0])})[0]
+        return STEPS[self.kind].run(self, dict(batch), noise)
 
-    def ddim(self, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        """Deterministic DDIM from noise x (B, T_p, A) along the contract's step list (policies/diffusion.py)."""
-        sampler = self.contract["sampler"]
-        bars = np.asarray(sampler["alphas_cumprod"], np.float32)
-        steps = [int(t) for t in sampler["timesteps"]]
-        denoiser = self.artifact.sessions["denoiser"]
-        for t, t_prev in zip(steps, [*steps[1:], -1]):
-            eps = denoiser.run(["eps"], {"x": x, "t": np.full(len(x), t, np.int64), "cond": cond})[0]
-            bar_t, bar_prev = bars[t], (bars[t_prev] if t_prev >= 0 else np.float32(1.0))
-            x0 = np.clip((x - np.sqrt(1 - bar_t) * eps) / np.sqrt(bar_t), -1.0, 1.0)
-            eps = (x - np.sqrt(bar_t) * x0) / np.sqrt(1 - bar_t)  # the noise consistent with the clipped x_0
-            x = (np.sqrt(bar_prev) * x0 + np.sqrt(1 - bar_prev) * eps).astype(np.float32)
-        return x
+    def noise(self, batch: dict[str, np.ndarray], noise: np.ndarray | None) -> np.ndarray:
+        """The start of a diffusion-family sampler (B, T_p, A): `noise`, else drawn from the policy's rng."""
+        b = len(next(iter(batch.values())))
+        shape = (b, int(self.contract["chunk"]["pred_horizon"]), self.artifact.action_dim)
+        return (self.rng.standard_normal(shape) if noise is None else noise).astype(np.float32)
+
+
+# ---- how each kind runs: its graphs and the step between observations and chunks ----------------------------------
+def one_graph(policy: ArtifactPolicy, feeds: dict[str, np.ndarray], noise: np.ndarray | None) -> np.ndarray:
+    """Observations -> the policy graph's chunk."""
+    return policy.artifact.sessions["policy"].run(["actions"], feeds)[0]
+
+
+def tokens(policy: ArtifactPolicy, feeds: dict[str, np.ndarray], noise: np.ndarray | None) -> np.ndarray:
+    """A token policy: the instruction split into word ids here, then the policy graph."""
+    instruction = policy.contract["instruction"]
+    text = feeds.pop(instruction["key"])
+    feeds[IDS_KEY] = instruction_ids(text, instruction["vocab"], int(instruction["max_words"]))
+    return one_graph(policy, feeds, None)
+
+
+def one_step_from_noise(policy: ArtifactPolicy, feeds: dict[str, np.ndarray], noise: np.ndarray | None) -> np.ndarray:
+    """A one-step chunk policy (consistency head): the graph maps noise drawn here to the executed chunk."""
+    return one_graph(policy, {**feeds, "noise": policy.noise(feeds, noise)}, None)
+
+
+def ddim(policy: ArtifactPolicy, feeds: dict[str, np.ndarray], noise: np.ndarray | None) -> np.ndarray:
+    """A diffusion policy: encode the history, deterministic DDIM from noise along the contract's step list
+    (policies/diffusion.py), decode the executed chunk."""
+    s, sampler = policy.artifact.sessions, policy.contract["sampler"]
+    cond = s["encoder"].run(["cond"], feeds)[0]
+    x = policy.noise(feeds, noise)
+    bars = np.asarray(sampler["alphas_cumprod"], np.float32)
+    steps = [int(t) for t in sampler["timesteps"]]
+    for t, t_prev in zip(steps, [*steps[1:], -1]):
+        eps = s["denoiser"].run(["eps"], {"x": x, "t": np.full(len(x), t, np.int64), "cond": cond})[0]
+        bar_t, bar_prev = bars[t], (bars[t_prev] if t_prev >= 0 else np.float32(1.0))
+        x0 = np.clip((x - np.sqrt(1 - bar_t) * eps) / np.sqrt(bar_t), -1.0, 1.0)
+        eps = (x - np.sqrt(bar_t) * x0) / np.sqrt(1 - bar_t)  # the noise consistent with the clipped x_0
+        x = (np.sqrt(bar_prev) * x0 + np.sqrt(1 - bar_prev) * eps).astype(np.float32)
+    return s["decoder"].run(["actions"], {"x": x})[0]
+
+
+class Step(NamedTuple):
+    """How the runtime runs one kind: the graphs its artifact ships and the step from graph inputs to chunks."""
+
+    graphs: tuple[str, ...]
+    run: Callable[[ArtifactPolicy, dict[str, np.ndarray], np.ndarray | None], np.ndarray]
+
+
+# keyed by the contract's kind (policies/registry.py lists the same kinds with their exporters)
+STEPS: dict[str, Step] = {
+    "gaussian": Step(("policy",), one_graph),
+    "vla": Step(("policy",), tokens),
+    "consistency": Step(("policy",), one_step_from_noise),
+    "diffusion": Step(("encoder", "denoiser", "decoder"), ddim),
+}
 
 
 def selftest(artifact: Artifact, tolerance: float | None = None) -> dict[str, Any]:

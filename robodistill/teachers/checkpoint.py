@@ -12,26 +12,28 @@ import numpy as np
 import torch
 
 import policies
-from policies.diffusion_policy import DiffusionPolicy
 from policies.samplers import ChunkRunner, make_sampler
+from robodistill.config import option_defaults
 from robodistill.errors import UserError
 from robodistill.rundir import policy_checkpoint
 from robodistill.tasks import shape_meta
 from robodistill.teachers.protocol import TeacherOutput
 
-DEFAULT_SAMPLER = {"kind": "ddim", "num_inference_steps": 10}  # a teacher's sampler unless teacher.sampler says
 
-
-def load_policy(path: str | Path, which: str = "best") -> Any:
-    """A robodistill policy from a run directory (checkpoints/<which>.pt, else last.pt) or a checkpoint file."""
+def load_policy(path: str | Path, which: str = "best", teacher: str | None = None) -> Any:
+    """A robodistill policy from a run directory (checkpoints/<which>.pt, else last.pt) or a checkpoint file; with
+    `teacher`, one that the teacher=<teacher> kind labels with (UserError naming the right one otherwise)."""
     ckpt = policy_checkpoint(path, which)
     if "policy_config" not in ckpt:
         raise UserError(f"{path} holds no robodistill policy (for SB3 runs use teacher=sb3)")
     try:
         policy = policies.build_policy(ckpt["policy_config"])
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
         raise UserError(f"{path}: {exc}") from exc
     policy.load_state_dict(ckpt["policy"])
+    if teacher is not None and policies.policy_type(policy.kind).teacher != teacher:
+        raise UserError(f"teacher={teacher} cannot label with {path}: it holds a {policy.kind!r} policy, use "
+                        f"teacher={policies.policy_type(policy.kind).teacher}")  # fmt: skip
     return policy.eval()
 
 
@@ -55,10 +57,7 @@ class PolicyTeacher:
 
     @classmethod
     def load(cls, path: str, which: str = "best") -> PolicyTeacher:
-        policy = load_policy(path, which)
-        if not hasattr(policy, "log_std"):
-            raise UserError(f"{path} holds a {policy.kind} policy: use teacher=diffusion for diffusion-family runs")
-        return cls(policy)
+        return cls(load_policy(path, which, teacher="checkpoint"))
 
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
         with torch.inference_mode():
@@ -76,7 +75,7 @@ class DiffusionTeacher:
     """
 
     def __init__(self, policy: Any, sampler: Mapping[str, Any]):
-        if not isinstance(policy, DiffusionPolicy):
+        if not policies.policy_type(policy.kind).chunked:
             raise UserError(f"teacher=diffusion needs a diffusion-family run, got a {policy.kind!r} policy")
         kind = sampler.get("kind", "auto")
         if kind == "sdp" or (kind == "auto" and policy.noise_levels == "sdp"):
@@ -91,7 +90,7 @@ class DiffusionTeacher:
 
     @classmethod
     def load(cls, path: str, which: str = "best", sampler: Mapping[str, Any] | None = None) -> DiffusionTeacher:
-        return cls(load_policy(path, which), sampler or DEFAULT_SAMPLER)
+        return cls(load_policy(path, which, teacher="diffusion"), sampler or option_defaults("sampler", "ddim"))
 
     def reset(self, slot: int | None = None) -> None:
         self.runner.reset(slot)
@@ -111,10 +110,7 @@ class VLATeacher:
 
     @classmethod
     def load(cls, path: str, which: str = "best") -> VLATeacher:
-        policy = load_policy(path, which)
-        if policy.kind != "vla":
-            raise UserError(f"teacher=vla needs a token-policy run (algo=sft or opd), {path} holds a {policy.kind!r}")
-        return cls(policy)
+        return cls(load_policy(path, which, teacher="vla"))
 
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
         action, logits = self.policy.label(obs)

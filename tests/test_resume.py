@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import h5py
@@ -238,7 +239,7 @@ def test_collector_state_resumes_coins_teacher_noise_and_student_sampling(tmp_pa
 # ---- whole runs: SIGKILLed mid-collection, mid-fit and mid-write, resumed, equal to the uninterrupted run ----------
 
 RUN = ("progress=false", "task=reach", "algo=dagger", "seed=3", "algo.rounds=3", "algo.episodes_per_round=4",
-       "algo.updates_per_round=300", "algo.batch_size=64", "algo.beta.horizon=2", "collector.num_envs=2",
+       "algo.updates_per_round=200", "algo.batch_size=64", "algo.beta.horizon=2", "collector.num_envs=2",
        "collector.student_deterministic=false", "teacher.noise_std=0.1", "eval.episodes=2", "eval.num_envs=2",
        "eval.videos=0")  # fmt: skip
 FIELDS = ["actions", "obs/state", "teacher/actions", "teacher/acted"]
@@ -269,7 +270,10 @@ def _until(proc: subprocess.Popen, condition, what: str, poll_s: float = 0.01) -
 def _round(run) -> int:
     """The round of checkpoints/last.pt (-1: none yet)."""
     path = run / "checkpoints/last.pt"
-    return torch.load(path, weights_only=True)["round"] if path.exists() else -1
+    try:
+        return torch.load(path, weights_only=True)["round"]
+    except FileNotFoundError:
+        return -1
 
 
 def _demos_on_disk(run) -> int:
@@ -281,9 +285,19 @@ def _demos_on_disk(run) -> int:
         return -1
 
 
-def _size(run) -> int:
-    path = run / "data/dataset.hdf5"
-    return path.stat().st_size if path.exists() else 0
+def _writer_pid(proc: subprocess.Popen) -> int:
+    """The run's episode writer: its child process started by multiprocessing's spawn."""
+    for children in Path(f"/proc/{proc.pid}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    raise AssertionError(f"no episode writer process under {proc.pid}")
+
+
+def _bytes_read(pid: int) -> int:
+    """What a process has read so far (the writer reads nothing but the episodes sent down its pipe)."""
+    lines = Path(f"/proc/{pid}/io").read_text().splitlines()
+    return next(int(x.split()[1]) for x in lines if x.startswith("rchar:"))
 
 
 def _kill(proc: subprocess.Popen, group: bool = False) -> None:
@@ -328,11 +342,13 @@ def test_a_run_killed_mid_collection_mid_fit_and_mid_write_and_resumed_equals_th
     _kill(p)
     assert _round(run) == 0, "the kill meant for round 1's fit landed after its checkpoint"
 
-    # 3. resumed, killed with its episode writer while the writer writes round 2's first episode
+    # 3. resumed, killed with its episode writer as the writer receives round 2's first episode (writing it takes
+    # a few milliseconds: the kill lands in it or just after; a writer killed well inside a write is tested above)
     p = _start(run, "resume=true")
     _until(p, lambda: _round(run) == 1, "round 1's checkpoint")
-    size = _size(run)
-    _until(p, lambda: _size(run) != size, "round 2's first episode", poll_s=0.0005)
+    writer = _writer_pid(p)
+    read = _bytes_read(writer)
+    _until(p, lambda: _bytes_read(writer) > read, "round 2's first episode", poll_s=0.0005)
     _kill(p, group=True)
 
     # 4. resumed to the end

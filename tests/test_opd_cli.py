@@ -4,6 +4,7 @@ a remote teacher that goes down mid-run, and one clear error for each bad input.
 
 import json
 import math
+import tempfile
 import threading
 import time
 
@@ -17,6 +18,8 @@ from robodistill.benchmarks.runs import CONF_DIR
 from robodistill.errors import UserError
 from robodistill.learners.components import build
 from robodistill.learners.opd import OPDLearner
+from robodistill.learners.services import Services
+from robodistill.rundir import RunDir
 from robodistill.runtime.server import PolicyServer
 from robodistill.teachers import VLATeacher, load_policy
 
@@ -116,7 +119,7 @@ def opd_learner(*overrides, base=OPD):
         cfg = compose("config", overrides=["progress=false", *base, *overrides])
     comps = build(cfg)
     try:
-        return OPDLearner(cfg, comps)
+        return OPDLearner(cfg, comps, Services(cfg, comps, RunDir(tempfile.mkdtemp())))  # checks before any training
     finally:
         comps.env.close()
 

@@ -48,6 +48,12 @@ def policy_type(kind: str) -> PolicyType:
     return POLICY_TYPES[kind]
 
 
+def chunked(policy: Any) -> bool:
+    """Whether `policy` acts in chunks through a sampler (False for anything the registry does not list)."""
+    entry = POLICY_TYPES.get(getattr(policy, "kind", None))
+    return entry is not None and entry.chunked
+
+
 def policy_config(values: dict[str, Any]) -> PolicyConfig:
     """The typed config of `values` ({"kind": ..., **fields}, e.g. a composed `student` node less its name)."""
     fields = dict(values)

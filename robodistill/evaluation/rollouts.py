@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.diffusion_policy import DiffusionPolicy
+from policies import chunked
 from policies.samplers import ChunkRunner, make_sampler
 from robodistill.errors import UserError
 from robodistill.evaluation.video import overlay, write_video
@@ -26,7 +26,7 @@ def student_policy(student: Any, sampler: Mapping[str, Any] | None = None) -> Po
     which keeps per-episode state; any other student is stateless and takes no sampler (None or conf/sampler/auto).
     """
     kind = sampler["kind"] if sampler else "auto"
-    if isinstance(student, DiffusionPolicy):
+    if chunked(student):
         try:
             return ChunkRunner(student, make_sampler(student, sampler or {}))
         except ValueError as exc:

@@ -52,6 +52,7 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
         raise UserError(f"collector.backend={backend!r} is not available yet; use collector.backend=sync")
     task = to_dict(cfg.task)
     teacher_keys = list(cfg.teacher.obs_keys) if teacher else []
+    student_config(cfg.student)  # a misspelt student key: one error, also where the learner builds its own student
     student_keys = list(cfg.student.obs_keys)
     obs_mode = obs_mode_for(set(teacher_keys) | set(student_keys))
     env = make_env(task, obs_mode)

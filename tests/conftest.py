@@ -1,33 +1,73 @@
+"""Shared helpers. The pyramid: unit tests call components; integration tests compose the Hydra config in-process
+(`train_run`, as scripts/train.py composes it) and train; a handful of tests run the scripts themselves
+(`run_script`) where the script's own behaviour (its `error:` line, exit code, signals) is what is tested."""
+
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+from robodistill.config import compose_config  # noqa: E402  (after MUJOCO_GL is set)
+from robodistill.errors import UserError  # noqa: E402
+from robodistill.train import train  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(*args: str, env: dict | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    """Run a repo script in a fresh interpreter, as a user would."""
+    """Run a repo script in a fresh interpreter, as a user would; a PYTHONPATH in `env` goes before the inherited one
+    (replacing it would drop a checkout that is not the installed one)."""
     full_env = {**os.environ, **(env or {})}
+    if env and "PYTHONPATH" in env and os.environ.get("PYTHONPATH"):
+        full_env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], os.environ["PYTHONPATH"]])
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, **kw
     )
 
 
-@pytest.fixture
-def train_cli():
-    def _run(*overrides: str, env: dict | None = None, timeout: float = 300):
-        return run_script("scripts/train.py", "progress=false", *overrides, env=env, timeout=timeout)
-
-    return _run
+def train_run(*overrides: str, run: Path) -> dict[str, Any]:
+    """`scripts/train.py progress=false <overrides> hydra.run.dir=<run>` in this process; the learner's summary."""
+    return train(compose_config(["progress=false", *overrides]), run)
 
 
 def one_clear_error(p: subprocess.CompletedProcess, *needles: str) -> None:
-    """The run failed with one clear message (no traceback) that contains every needle."""
+    """The script failed with one clear message (no traceback) that contains every needle."""
     assert p.returncode != 0
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     for n in needles:
         assert n in p.stderr, p.stderr[-3000:]
+
+
+@contextmanager
+def user_error(*needles: str) -> Iterator[pytest.ExceptionInfo]:
+    """The block raises an error the entry points print as one `error:` line (a UserError, or an error marked
+    `user_facing`), and its message contains every needle: the in-process form of `one_clear_error`."""
+    with pytest.raises(Exception) as info:  # noqa: B017  (the type is checked below: any user-facing error)
+        yield info
+    exc = info.value
+    assert isinstance(exc, UserError) or getattr(exc, "user_facing", False), repr(exc)
+    for n in needles:
+        assert n in str(exc), str(exc)
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """write(name, source): a module a config can name (`teacher.target=<name>:<fn>`), importable in this test only."""
+    names = []
+
+    def write(name: str, source: str) -> None:
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop(name, None)
+        names.append(name)
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)  # the next test's module of the same name is imported afresh

@@ -157,6 +157,17 @@ def test_background_writer_sync_puts_every_sent_episode_on_disk(tmp_path):
     assert _live_ids(path) == [0, 1, 2, 3, 4, 9]
 
 
+def test_background_writer_holds_the_file_once_constructed_or_says_why_it_could_not(tmp_path):
+    path = tmp_path / "d.hdf5"
+    with BackgroundEpisodeWriter(path, ENV_ARGS):
+        with pytest.raises(BlockingIOError):  # the writer process has it open (and locked) already
+            h5py.File(path, "r")
+    assert dataset_summary(path)["demos"] == 0
+    path.write_bytes(b"not an HDF5 file")
+    with pytest.raises(DatasetError, match="failed to start"):
+        BackgroundEpisodeWriter(path, ENV_ARGS, append=True)
+
+
 BIG_WRITER = textwrap.dedent(
     """
     import sys
@@ -323,7 +334,6 @@ def _tensors(x, prefix=""):
             yield from _tensors(v, f"{prefix}/{i}")
 
 
-@pytest.mark.xfail(reason="waiting for the learner side", strict=False)
 def test_a_run_killed_mid_collection_mid_fit_and_mid_write_and_resumed_equals_the_uninterrupted_run(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     reference = _start(ref)  # on the other core meanwhile

@@ -14,6 +14,7 @@ the orphans, so an orphan is never overwritten.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -172,11 +173,10 @@ SYNC = "sync"  # BackgroundEpisodeWriter's message: reply with the number of dem
 
 def _writer_process(path: str, env_args: dict[str, Any], append: bool, conn, replies) -> None:
     """Body of BackgroundEpisodeWriter's process: write episodes until the None sentinel or the parent's death."""
-    import multiprocessing as mp
-
     parent = mp.parent_process()
     os.nice(10)  # the envs and policies in the parent come first; disk writes can wait a few milliseconds
     with EpisodeWriter(path, env_args, append) as writer:
+        replies.send(writer.num_demos)  # started: the parent's constructor returns
         while True:
             if not conn.poll(0.2):
                 if parent is not None and not parent.is_alive():  # parent killed: all it sent is written
@@ -198,18 +198,12 @@ class BackgroundEpisodeWriter:
     """EpisodeWriter in a separate process, so HDF5 work runs on the other core while the envs step.
 
     Same interface as EpisodeWriter. If the collecting process is killed, the writer still drains and flushes the
-    episodes it was sent.
+    episodes it was sent. The constructor returns once the writer process holds the file open (and HDF5's lock on
+    it): a killed run's writer still draining keeps a resumed run from touching the file until it is done.
     """
 
     def __init__(self, path: str | Path, env_args: dict[str, Any], append: bool = False):
-        import multiprocessing as mp
-
         self.path = Path(path)
-        if append and self.path.exists():
-            with open_dataset(self.path) as f:
-                self.num_demos = _next_index(f["data"])
-        else:
-            self.num_demos = 0
         # spawn: never fork a process that holds torch threads; but spawn re-imports __main__, which is impossible
         # for code typed into stdin or a notebook, so those fork (the child only touches h5py)
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -224,6 +218,7 @@ class BackgroundEpisodeWriter:
         self.proc.start()
         reader.close()
         replies.close()
+        self.num_demos = self._reply("failed to start")  # the writer has the file open: the next demo's index
 
     def write(self, episode: dict[str, Any]) -> int:
         if not self.proc.is_alive():
@@ -238,10 +233,20 @@ class BackgroundEpisodeWriter:
         if not self.proc.is_alive():
             raise DatasetError(f"the episode writer for {self.path} stopped (exit code {self.proc.exitcode})")
         self.conn.send(SYNC)
+        return self._reply("stopped")
+
+    def _reply(self, stopped: str) -> int:
+        """The writer process's next answer (a demo count), or a DatasetError if it ends first."""
         while not self.replies.poll(0.2):
             if not self.proc.is_alive():
-                raise DatasetError(f"the episode writer for {self.path} stopped (exit code {self.proc.exitcode})")
-        return int(self.replies.recv())
+                break
+        try:
+            return int(self.replies.recv())
+        except EOFError:  # the writer ended and closed its end
+            self.proc.join()
+            raise DatasetError(
+                f"the episode writer for {self.path} {stopped} (exit code {self.proc.exitcode})"
+            ) from None
 
     def close(self) -> None:
         if self.proc.is_alive() and not self.conn.closed:

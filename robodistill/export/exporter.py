@@ -96,6 +96,7 @@ def kind_of(policy: nn.Module) -> str:
 
 
 def exporter_of(policy: nn.Module) -> Exporter:
+    """How the policy's kind ships (policies.registry)."""
     return POLICY_TYPES[kind_of(policy)].exporter
 
 
@@ -190,7 +191,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
             ref = run_torch(module, names, feeds)
             parity[name] = compare(outputs, ref, run_exported(file, fmt, names, outputs, feeds), tolerance)
             models[name] = {"file": file.name, "sha256": sha256(file), "inputs": names, "outputs": outputs}
-        contract = make_contract(policy, kind, fields, cfg, config, task, models, fmt, tolerance)
+        contract = make_contract(policy, kind, fields, config, task, models, fmt, tolerance)
         (tmp / "contract.json").write_text(json.dumps(contract, indent=2))
         if fmt == "onnx":  # the runtime's own path end to end, on the runtime's inputs
             parity["runtime"] = runtime_parity(tmp, policy, obs, rng, tolerance)
@@ -242,7 +243,7 @@ def torch_actions(policy: nn.Module, kind: str, obs: dict[str, np.ndarray], nois
     return POLICY_TYPES[kind].exporter.reference(policy, obs, noise, contract)
 
 
-def make_contract(policy: nn.Module, kind: str, fields: dict[str, Any], cfg: Any, config: Path, task: dict[str, Any],
+def make_contract(policy: nn.Module, kind: str, fields: dict[str, Any], config: Path, task: dict[str, Any],
                   models: dict[str, Any], fmt: str, tolerance: float) -> dict[str, Any]:  # fmt: skip
     """What the policy observes and commands, at which rate and in which chunks: the runtime's contract. `fields`:
     the kind's own (its exporter's `contract`: chunk sizes, and what the runtime's step reads)."""

@@ -1,15 +1,17 @@
-"""algo=ppo/sac/rpd from the command line: runs that become teachers, pixel students, resume, bad teachers, and
-exports of their policies."""
+"""algo=ppo/sac/rpd composed as scripts/train.py composes them: runs that become teachers, pixel students, resume,
+bad teachers, and exports of their policies."""
 
 import json
 
 import numpy as np
 import pytest
 import torch
-from conftest import one_clear_error, run_script
+from conftest import train_run, user_error
 
 from robodistill.errors import UserError
+from robodistill.evaluation.rerun import evaluate_run
 from robodistill.export.exporter import export_run
+from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
 from robodistill.tasks import make_env
 from robodistill.teachers import make_teacher
@@ -20,13 +22,8 @@ TINY = ["task=reach", "algo.num_envs=2", "algo.eval_every=0", "algo.eval_episode
 TINY_PPO = [*TINY, "algo.sb3.n_steps=64", "algo.sb3.batch_size=64", "algo.sb3.n_epochs=2"]
 
 
-def ok(p):
-    assert p.returncode == 0, p.stderr[-3000:]
-    return p
-
-
 def metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return RunDir(run).metrics()
 
 
 def last_ckpt(run):
@@ -36,8 +33,7 @@ def last_ckpt(run):
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("ppo") / "run"
-    ok(run_script("scripts/train.py", "progress=false", "algo=ppo", *TINY_PPO, "algo.total_timesteps=256",
-                  "algo.eval_every=128", f"hydra.run.dir={run}"))  # fmt: skip
+    train_run("algo=ppo", *TINY_PPO, "algo.total_timesteps=256", "algo.eval_every=128", run=run)
     return run
 
 
@@ -59,8 +55,9 @@ def test_ppo_run_writes_curves_and_models_and_is_a_teacher(ppo_run):
         assert out.std is not None and out.std.shape == (5, 4)
         if path.suffix == ".zip":
             np.testing.assert_allclose(out.action, expected, atol=1e-6)
-    ok(run_script("scripts/evaluate.py", str(ppo_run), "--episodes", "2", "--videos", "1"))
-    assert (ppo_run / "eval_best.json").exists() and list((ppo_run / "videos" / "eval_best").glob("*.mp4"))
+    result = evaluate_run(RunDir(ppo_run).config(), ppo_run, episodes=2, videos=1)
+    assert json.loads((ppo_run / "eval_best.json").read_text())["per_episode"] == result["per_episode"]
+    assert len(result["per_episode"]) == 2 and list((ppo_run / "videos" / "eval_best").glob("*.mp4"))
     with pytest.raises(UserError, match="holds no SB3 model"):
         make_teacher({"kind": "sb3", "path": str(ppo_run / "checkpoints")}, env)
     bad = ppo_run / "not_a_model.zip"
@@ -69,23 +66,23 @@ def test_ppo_run_writes_curves_and_models_and_is_a_teacher(ppo_run):
         make_teacher({"kind": "sb3", "path": str(bad)}, env)
 
 
-def test_rpd_with_an_sb3_teacher_and_reverse_kl(train_cli, ppo_run, tmp_path):
+def test_rpd_with_an_sb3_teacher_and_reverse_kl(ppo_run, tmp_path):
     run = tmp_path / "rpd"
-    p = ok(train_cli("algo=rpd", *TINY_PPO, "algo.total_timesteps=128", "algo.distill_loss=kl", "teacher=sb3",
-                     f"teacher.path={ppo_run}", f"hydra.run.dir={run}"))  # fmt: skip
-    assert "teacher_labels_per_step: 1.000" in p.stdout
+    result = train_run("algo=rpd", *TINY_PPO, "algo.total_timesteps=128", "algo.distill_loss=kl", "teacher=sb3",
+                       f"teacher.path={ppo_run}", run=run)  # fmt: skip
+    assert result["teacher_labels_per_step"] == 1.0
     assert any("distill/loss" in m for m in metrics(run))
 
 
-def test_kl_needs_a_teacher_with_a_std(train_cli, tmp_path):
-    p = train_cli("algo=rpd", *TINY_PPO, "algo.distill_loss=kl", f"hydra.run.dir={tmp_path / 'r'}")
-    one_clear_error(p, "distill_loss=kl needs a teacher that gives a std")
+def test_kl_needs_a_teacher_with_a_std(tmp_path):
+    with user_error("distill_loss=kl needs a teacher that gives a std"):
+        train_run("algo=rpd", *TINY_PPO, "algo.distill_loss=kl", run=tmp_path / "r")
 
 
-def test_sac_trains_and_its_model_loads_as_a_sac_teacher(train_cli, tmp_path):
+def test_sac_trains_and_its_model_loads_as_a_sac_teacher(tmp_path):
     run = tmp_path / "sac"
-    ok(train_cli("algo=sac", *TINY, "algo.num_envs=1", "algo.total_timesteps=200", "algo.sb3.learning_starts=100",
-                 "algo.checkpoint_every=100", f"hydra.run.dir={run}"))  # fmt: skip
+    train_run("algo=sac", *TINY, "algo.num_envs=1", "algo.total_timesteps=200", "algo.sb3.learning_starts=100",
+              "algo.checkpoint_every=100", run=run)  # fmt: skip
     state = last_ckpt(run)["train_state"]
     assert state["num_timesteps"] == 200 and "log_ent_coef" in state
     assert type(load_sb3_model(run)).__name__ == "SAC"
@@ -105,34 +102,35 @@ def test_ppo_run_exports_with_its_observation_normalisation(ppo_run):
     np.testing.assert_allclose(ArtifactPolicy(artifact).infer({"state": states})[:, 0], expected, atol=1e-4)
 
 
-def test_rpd_pixel_student_with_a_privileged_state_teacher(train_cli, tmp_path):
+def test_rpd_pixel_student_with_a_privileged_state_teacher(tmp_path):
     run = tmp_path / "rgb"
-    p = ok(train_cli("algo=rpd", "student=cnn", *TINY_PPO, "algo.sb3.n_steps=32", "algo.sb3.batch_size=32",
-                     "algo.total_timesteps=64", "task.kwargs.image_size=48", f"hydra.run.dir={run}"))  # fmt: skip
-    assert "teacher_labels_per_step: 1.000" in p.stdout
+    result = train_run("algo=rpd", "student=cnn", *TINY_PPO, "algo.sb3.n_steps=32", "algo.sb3.batch_size=32",
+                       "algo.total_timesteps=64", "task.kwargs.image_size=48", run=run)  # fmt: skip
+    assert result["teacher_labels_per_step"] == 1.0
     model = load_sb3_model(run)
     assert sorted(model.observation_space.spaces) == ["proprio", "rgb"]  # the student never sees the state
 
 
-def test_rpd_with_an_undertrained_bc_teacher(train_cli, tmp_path):
+def test_rpd_with_an_undertrained_bc_teacher(tmp_path):
     bc = tmp_path / "bc"
-    ok(train_cli("task=reach", "algo=bc", "algo.num_demos=3", "algo.updates=50", "eval.episodes=2",
-                 "eval.videos=0", f"hydra.run.dir={bc}"))  # fmt: skip
+    train_run("task=reach", "algo=bc", "algo.num_demos=3", "algo.updates=50", "eval.episodes=2", "eval.videos=0",
+              run=bc)  # fmt: skip
     run = tmp_path / "rpd"
-    p = ok(train_cli("algo=rpd", *TINY_PPO, "algo.total_timesteps=128", "teacher=checkpoint", f"teacher.path={bc}",
-                     "teacher.wrong_action_rate=0.2", "algo.distill_loss=kl", f"hydra.run.dir={run}"))  # fmt: skip
-    assert "teacher_success" in p.stdout
+    result = train_run("algo=rpd", *TINY_PPO, "algo.total_timesteps=128", "teacher=checkpoint", f"teacher.path={bc}",
+                       "teacher.wrong_action_rate=0.2", "algo.distill_loss=kl", run=run)  # fmt: skip
+    # the imperfect teacher was itself evaluated first: its success rate is logged and is the curve's line to cross
+    logged = [m["eval/teacher_success_rate"] for m in metrics(run) if "eval/teacher_success_rate" in m]
+    assert logged and set(logged) == {result["teacher_success"]}
 
 
-def test_rpd_resume_continues_optimizer_lambda_and_counters(train_cli, tmp_path):
+def test_rpd_resume_continues_optimizer_lambda_and_counters(tmp_path):
     run = tmp_path / "r"
-    args = ["algo=rpd", *TINY_PPO, "algo.distill_weight.kind=cosine", "algo.distill_weight.anneal_steps=512",
-            f"hydra.run.dir={run}"]  # fmt: skip
-    ok(train_cli(*args, "algo.total_timesteps=256"))
+    args = ["algo=rpd", *TINY_PPO, "algo.distill_weight.kind=cosine", "algo.distill_weight.anneal_steps=512"]
+    train_run(*args, "algo.total_timesteps=256", run=run)
     first = last_ckpt(run)
     assert first["train_state"]["num_timesteps"] == 256
     assert first["train_state"]["sb3"]["policy.optimizer"]["state"][0]["step"].item() == 8  # 2 rollouts x 2 x 2
-    ok(train_cli(*args, "algo.total_timesteps=512", "resume=true"))
+    train_run(*args, "algo.total_timesteps=512", "resume=true", run=run)
     second = last_ckpt(run)
     assert second["train_state"]["num_timesteps"] == 512
     assert second["train_state"]["n_updates"] == 8
@@ -143,49 +141,46 @@ def test_rpd_resume_continues_optimizer_lambda_and_counters(train_cli, tmp_path)
     assert lam[384] == pytest.approx(0.5) and lam[512] == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.75)))
 
 
-def test_rpd_teacher_with_the_wrong_action_dim_is_refused_before_training(train_cli, tmp_path):
-    (tmp_path / "wrong_teacher.py").write_text(
-        "import numpy as np\ndef act(obs):\n    return np.zeros((len(obs), 7), np.float32)\n"
-    )
+def test_rpd_teacher_with_the_wrong_action_dim_is_refused_before_training(user_module, tmp_path):
+    user_module("wrong_teacher", "import numpy as np\ndef act(obs):\n    return np.zeros((len(obs), 7), np.float32)\n")
     run = tmp_path / "r"
-    p = train_cli("algo=rpd", *TINY_PPO, "teacher=callable", "teacher.target=wrong_teacher:act",
-                  f"hydra.run.dir={run}", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
-    one_clear_error(p, "do not match", "(1, 4)")
+    with user_error("do not match", "(1, 4)"):
+        train_run("algo=rpd", *TINY_PPO, "teacher=callable", "teacher.target=wrong_teacher:act", run=run)
     assert not (run / "checkpoints" / "last.pt").exists()
 
 
-def test_teacher_nan_mid_run_stops_clearly_and_the_run_resumes(train_cli, tmp_path):
+def test_teacher_nan_mid_run_stops_clearly_and_the_run_resumes(user_module, tmp_path):
     # labels the first rollout (128 states in one call), then returns NaN for the second
-    (tmp_path / "flaky_teacher.py").write_text(
+    user_module(
+        "flaky_teacher",
         "import numpy as np\nbig_calls = 0\n"
         "def act(obs):\n    global big_calls\n    a = np.zeros((len(obs), 4), np.float32)\n"
         "    if len(obs) >= 100:\n        big_calls += 1\n        if big_calls >= 2:\n            a[:] = np.nan\n"
-        "    return a\n"
+        "    return a\n",
     )
     run = tmp_path / "r"
-    args = ["algo=rpd", *TINY_PPO, "algo.total_timesteps=384", f"hydra.run.dir={run}"]
-    p = train_cli(*args, "teacher=callable", "teacher.target=flaky_teacher:act", env={"PYTHONPATH": str(tmp_path)})
-    one_clear_error(p, "teacher returned NaN or inf actions")
+    args = ["algo=rpd", *TINY_PPO, "algo.total_timesteps=384"]
+    with user_error("teacher returned NaN or inf actions"):
+        train_run(*args, "teacher=callable", "teacher.target=flaky_teacher:act", run=run)
     assert last_ckpt(run)["train_state"]["num_timesteps"] == 128  # the checkpoint before the failure, readable
-    ok(train_cli(*args, "resume=true"))
+    train_run(*args, "resume=true", run=run)
     assert last_ckpt(run)["train_state"]["num_timesteps"] == 384
 
 
-def test_an_sb3_argument_the_algorithm_does_not_take(train_cli, tmp_path):
-    p = train_cli("algo=ppo", *TINY_PPO, "+algo.sb3.no_such_arg=1", f"hydra.run.dir={tmp_path / 'r'}")
-    one_clear_error(p, "algo.sb3 has an argument PPO does not take", "no_such_arg")
+def test_an_sb3_argument_the_algorithm_does_not_take(tmp_path):
+    with user_error("algo.sb3 has an argument PPO does not take", "no_such_arg"):
+        train_run("algo=ppo", *TINY_PPO, "+algo.sb3.no_such_arg=1", run=tmp_path / "r")
 
 
-def test_ppo_on_any_gymnasium_task(train_cli, tmp_path):
+def test_ppo_on_any_gymnasium_task(tmp_path):
     run = tmp_path / "pusher"
-    ok(train_cli("algo=ppo", *TINY_PPO[1:], "task=gym", "task.env_id=Pusher-v5", "algo.total_timesteps=128",
-                 f"hydra.run.dir={run}"))  # fmt: skip
+    train_run("algo=ppo", *TINY_PPO[1:], "task=gym", "task.env_id=Pusher-v5", "algo.total_timesteps=128", run=run)
     assert last_ckpt(run)["train_state"]["num_timesteps"] == 128
     assert load_sb3_model(run).observation_space.shape == (23,)
 
 
-def test_a_fresh_run_in_a_reused_directory_starts_fresh_metrics(train_cli, tmp_path):
+def test_a_fresh_run_in_a_reused_directory_starts_fresh_metrics(tmp_path):
     run = tmp_path / "r"
     for _ in range(2):
-        ok(train_cli("algo=ppo", *TINY_PPO, "algo.total_timesteps=128", f"hydra.run.dir={run}"))
+        train_run("algo=ppo", *TINY_PPO, "algo.total_timesteps=128", run=run)
     assert [m["step"] for m in metrics(run) if "eval/success_rate" in m] == [128]

@@ -26,6 +26,7 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecMonitor
 
+from policies.gaussian import GaussianConfig
 from robodistill.config import to_dict
 from robodistill.errors import UserError
 from robodistill.evaluation.curves import plot_learning_curves, steps_to_success
@@ -33,6 +34,7 @@ from robodistill.learners.components import Components
 from robodistill.learners.services import Services
 from robodistill.observations import STATE_KEY, as_dict, view
 from robodistill.progress import progress_bar
+from robodistill.students import student_config
 from robodistill.tasks import env_fns
 from robodistill.teachers.sb3 import SB3Student, model_input
 
@@ -167,23 +169,18 @@ class NormalizedFlatten(BaseFeaturesExtractor):
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU, "gelu": torch.nn.GELU}
 
 
-def policy_spec(
-    student_cfg: Mapping[str, Any], normalize_obs: bool, extra: Mapping[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def policy_spec(student: GaussianConfig, normalize_obs: bool, extra: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """SB3 policy name and policy_kwargs from our student config (hidden sizes, image features) and `extra`
     (SB3 policy_kwargs from the algo config; `activation_fn` by name)."""
-    keys = list(student_cfg["obs_keys"])
-    kwargs: dict[str, Any] = {"net_arch": list(student_cfg["hidden"]), **extra}
+    kwargs: dict[str, Any] = {"net_arch": list(student.hidden), **extra}
     if isinstance(kwargs.get("activation_fn"), str):
         name = kwargs["activation_fn"]
         if name not in ACTIVATIONS:
             raise UserError(f"unknown activation_fn {name!r}; choose one of {', '.join(ACTIVATIONS)}")
         kwargs["activation_fn"] = ACTIVATIONS[name]
-    if keys == [STATE_KEY]:
+    if list(student.obs_keys) == [STATE_KEY]:
         return "MlpPolicy", {**kwargs, "features_extractor_class": NormalizedFlatten} if normalize_obs else kwargs
-    if "image_feature_dim" not in student_cfg:
-        raise UserError(f"student.obs_keys={keys} reads images: the student config needs image_feature_dim")
-    kwargs["features_extractor_kwargs"] = {"cnn_output_dim": int(student_cfg["image_feature_dim"])}
+    kwargs["features_extractor_kwargs"] = {"cnn_output_dim": int(student.image_feature_dim)}
     return "MultiInputPolicy", kwargs
 
 
@@ -194,7 +191,7 @@ def make_model(algorithm: type[M], cfg: DictConfig, venv: VecEnv, **extra: Any) 
     """`algorithm(policy, venv, **extra, **algo.sb3)` for the run's student (policy and policy_kwargs from
     `student.*` and `algo.policy_kwargs`), seeded with `seed`, on the CPU."""
     a = cfg.algo
-    policy, policy_kwargs = policy_spec(cfg.student, bool(a.normalize_obs), to_dict(a.policy_kwargs))
+    policy, policy_kwargs = policy_spec(student_config(cfg.student), bool(a.normalize_obs), to_dict(a.policy_kwargs))
     kwargs = {**to_dict(a.sb3), "policy_kwargs": policy_kwargs, "seed": int(cfg.seed), "device": "cpu", "verbose": 0}
     try:
         return algorithm(policy, venv, **extra, **kwargs)

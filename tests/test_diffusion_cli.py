@@ -1,5 +1,6 @@
-"""algo=diffusion / student=sdp / algo=consistency end to end from the command line: train, evaluate with every
-sampler, film, resume, serve as a teacher, and one clear error for each bad input."""
+"""algo=diffusion / student=sdp / algo=consistency end to end, composed as scripts/train.py composes them: train,
+evaluate with every sampler (as scripts/evaluate.py does), film, resume, serve as a teacher, and one clear error for
+each bad input."""
 
 import json
 
@@ -7,8 +8,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import one_clear_error, run_script
+from conftest import train_run, user_error
 
+from robodistill.config import compose_config
+from robodistill.evaluation.rerun import evaluate_run
+from robodistill.rundir import RunDir
 from robodistill.tasks import make_env
 from robodistill.teachers import make_teacher
 
@@ -19,33 +23,30 @@ TINY_DP = ["algo=diffusion", "student=diffusion", *TINY, "algo.updates=30", "alg
 PICKCUBE = {"env_id": "robodistill/PickCube-v0", "kwargs": {"control_mode": "pd_ee_delta_pos"}}
 
 
-def ok(p):
-    assert p.returncode == 0, p.stderr[-3000:]
-    return p
-
-
-def train(*overrides, run):
-    return run_script("scripts/train.py", "progress=false", *overrides, f"hydra.run.dir={run}")
-
-
-def evaluate(run, *args):
-    p = ok(run_script("scripts/evaluate.py", str(run), "--episodes", "2", "--videos", "0", *args))
-    return json.loads(p.stdout[p.stdout.index("{") :])
+def evaluate(run, *sampler, **keys):
+    """`scripts/evaluate.py <run> --episodes 2 --videos 0 [sampler=<name> sampler.<key>=<value> ...]` in-process;
+    `keys` change single keys of the run's own sampler."""
+    cfg = RunDir(run).config()
+    if sampler:
+        cfg.sampler = compose_config(sampler).sampler
+    for k, v in keys.items():
+        cfg.sampler[k] = v
+    return evaluate_run(cfg, run, episodes=2, videos=0)
 
 
 @pytest.fixture(scope="module")
 def dp_run(tmp_path_factory):
     """A tiny DP run, trained for 15 updates and then resumed to 30 (as a user continues a stopped run)."""
     run = tmp_path_factory.mktemp("dp") / "run"
-    ok(train(*TINY_DP, "algo.updates=15", run=run))
+    train_run(*TINY_DP, "algo.updates=15", run=run)
     (run / "first_last.pt").write_bytes((run / "checkpoints" / "last.pt").read_bytes())
-    ok(train(*TINY_DP, "resume=true", run=run))
+    train_run(*TINY_DP, "resume=true", run=run)
     return run
 
 
 def test_diffusion_policy_trains_evaluates_films_and_samples_every_way(dp_run):
     result = json.loads((dp_run / "eval.json").read_text())
-    assert result["episodes"] == 3 and 0.0 <= result["success_rate"] <= 1.0
+    assert result["episodes"] == 3 and result["success_rate"] == np.mean([e["success"] for e in result["per_episode"]])
     assert result["nfe_per_step"] == pytest.approx(4 / 8, abs=0.2)  # DDIM-4 per chunk of 8 executed actions
     assert list((dp_run / "videos").glob("*.mp4"))
     ckpt = torch.load(dp_run / "checkpoints" / "best.pt", weights_only=True)
@@ -57,8 +58,8 @@ def test_diffusion_policy_trains_evaluates_films_and_samples_every_way(dp_run):
     assert evaluate(dp_run, "sampler=ddpm")["nfe_per_step"] == pytest.approx(100 / 8, rel=0.2)
     rti = evaluate(dp_run, "sampler=rti", "sampler.timesteps=[3,1,0]")
     assert 3 <= rti["nfe_per_step"] < 4  # 3 per step, plus a DDIM-10 first plan per episode
-    p = run_script("scripts/evaluate.py", str(dp_run), "--episodes", "1", "sampler=sdp")
-    one_clear_error(p, "sampler=sdp needs a policy trained with per-position noise levels")
+    with user_error("sampler=sdp needs a policy trained with per-position noise levels"):
+        evaluate(dp_run, "sampler=sdp")
 
 
 def test_diffusion_policy_resumes_with_its_ema(dp_run):
@@ -82,9 +83,9 @@ def test_diffusion_policy_is_a_teacher_that_labels_chunks(dp_run, tmp_path):
     np.testing.assert_array_equal(out.action, out.chunk[:, 1])  # the window starts T_o - 1 = 1 step back
     # on-policy distillation of the diffusion teacher into an MLP student, with the chunks stored
     run = tmp_path / "dagger"
-    ok(train("algo=dagger", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}",
-             "teacher.sampler.num_inference_steps=2", "algo.rounds=1", "algo.episodes_per_round=2",
-             "algo.updates_per_round=5", "eval.episodes=2", "eval.videos=0", "collector.num_envs=2", run=run))  # fmt: skip
+    train_run("algo=dagger", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}",
+              "teacher.sampler.num_inference_steps=2", "algo.rounds=1", "algo.episodes_per_round=2",
+              "algo.updates_per_round=5", "eval.episodes=2", "eval.videos=0", "collector.num_envs=2", run=run)  # fmt: skip
     with h5py.File(run / "data" / "dataset.hdf5") as f:
         demo = f["data/demo_0"]
         assert demo["teacher/chunk"].shape == (len(demo["actions"]), 16, 4)
@@ -92,7 +93,7 @@ def test_diffusion_policy_is_a_teacher_that_labels_chunks(dp_run, tmp_path):
 
 def test_streaming_diffusion_policy_trains_and_streams(tmp_path):
     run = tmp_path / "sdp"
-    ok(train("algo=diffusion", "student=sdp", *TINY, "algo.updates=20", "algo.log_every=20", run=run))
+    train_run("algo=diffusion", "student=sdp", *TINY, "algo.updates=20", "algo.log_every=20", run=run)
     result = json.loads((run / "eval.json").read_text())
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["policy_config"]["noise_levels"] == "sdp"
     # per episode: one full 100-step pass, then 50 per chunk of 8 executed actions
@@ -101,8 +102,8 @@ def test_streaming_diffusion_policy_trains_and_streams(tmp_path):
 
 def test_consistency_head_offline_and_on_policy(dp_run, tmp_path):
     run = tmp_path / "cd"
-    ok(train("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}",
-             "algo.updates=20", "algo.log_every=10", "algo.batch_size=32", "eval.episodes=3", "eval.videos=0", run=run))  # fmt: skip
+    train_run("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}", "algo.updates=20",
+              "algo.log_every=10", "algo.batch_size=32", "eval.episodes=3", "eval.videos=0", run=run)  # fmt: skip
     result = json.loads((run / "eval.json").read_text())
     assert result["nfe_per_step"] == pytest.approx(1 / 8, abs=0.1)  # one evaluation per chunk of 8 actions
     ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
@@ -110,19 +111,20 @@ def test_consistency_head_offline_and_on_policy(dp_run, tmp_path):
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/consistency" in m and "loss/denoising" in m for m in metrics)
     assert not (run / "data").exists()  # offline: the teacher run's demonstrations were reused
-    assert evaluate(run, "sampler.num_steps=2")["nfe_per_step"] == pytest.approx(2 / 8, abs=0.15)
+    assert evaluate(run, num_steps=2)["nfe_per_step"] == pytest.approx(2 / 8, abs=0.15)
     before = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    ok(train("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}", "resume=true",
-             "algo.updates=30", "algo.log_every=10", "algo.batch_size=32", "eval.episodes=1", "eval.videos=0", run=run))  # fmt: skip
+    train_run("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}", "resume=true",
+              "algo.updates=30", "algo.log_every=10", "algo.batch_size=32", "eval.episodes=1", "eval.videos=0",
+              run=run)  # fmt: skip
     after = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert before["update"] == 20 and after["update"] == 30  # resumed, with the EMA target restored and moved on
     assert not torch.equal(before["target"]["net.final.1.weight"], after["target"]["net.final.1.weight"])
 
     on = tmp_path / "cd_on"
-    ok(train("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}",
-             "teacher.sampler.num_inference_steps=2", "algo.on_policy=true", "algo.rounds=1",
-             "algo.episodes_per_round=2", "algo.updates_per_round=5", "algo.batch_size=32", "eval.episodes=2",
-             "eval.videos=0", "collector.num_envs=2", run=on))  # fmt: skip
+    train_run("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}",
+              "teacher.sampler.num_inference_steps=2", "algo.on_policy=true", "algo.rounds=1",
+              "algo.episodes_per_round=2", "algo.updates_per_round=5", "algo.batch_size=32", "eval.episodes=2",
+              "eval.videos=0", "collector.num_envs=2", run=on)  # fmt: skip
     with h5py.File(on / "data" / "dataset.hdf5") as f:
         demo = f["data/demo_0"]
         assert not demo["teacher/acted"][()].any()  # the one-step student drove every step
@@ -131,10 +133,12 @@ def test_consistency_head_offline_and_on_policy(dp_run, tmp_path):
 
 def test_pixel_diffusion_policy_trains(tmp_path):
     run = tmp_path / "rgb"
-    ok(train("algo=diffusion", "student=diffusion_rgb", *TINY, "algo.num_demos=2", "algo.updates=4",
-             "algo.log_every=4", "algo.batch_size=8", "eval.episodes=1", "eval.num_envs=1", "eval.videos=0",
-             "student.image_feature_dim=16", "sampler=ddim", "sampler.num_inference_steps=2", run=run))  # fmt: skip
+    train_run("algo=diffusion", "student=diffusion_rgb", *TINY, "algo.num_demos=2", "algo.updates=4",
+              "algo.log_every=4", "algo.batch_size=8", "eval.episodes=1", "eval.num_envs=1", "eval.videos=0",
+              "student.image_feature_dim=16", "sampler=ddim", "sampler.num_inference_steps=2", run=run)  # fmt: skip
     assert json.loads((run / "eval.json").read_text())["episodes"] == 1
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["update"] == 4 and "rgb" in ckpt["policy_config"]["obs_keys"]
 
 
 @pytest.mark.parametrize(
@@ -158,10 +162,10 @@ def test_pixel_diffusion_policy_trains(tmp_path):
     ],
 )
 def test_bad_input_gets_one_clear_error(overrides, needles, tmp_path):
-    p = train("task=pickcube", *overrides, "eval.episodes=1", run=tmp_path / "bad")
-    one_clear_error(p, *needles)
+    with user_error(*needles):
+        train_run("task=pickcube", *overrides, "eval.episodes=1", run=tmp_path / "bad")
 
 
 def test_a_checkpoint_for_other_shapes_is_refused(dp_run, tmp_path):
-    p = train("task=pusht", "algo=consistency", "teacher=diffusion", f"teacher.path={dp_run}", run=tmp_path / "x")
-    one_clear_error(p, "the teacher checkpoint was trained for observations {'state': [38]}", "{'state': [36]}")
+    with user_error("the teacher checkpoint was trained for observations {'state': [38]}", "{'state': [36]}"):
+        train_run("task=pusht", "algo=consistency", "teacher=diffusion", f"teacher.path={dp_run}", run=tmp_path / "x")

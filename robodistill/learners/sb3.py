@@ -11,7 +11,7 @@ whole rollout in one batched teacher call.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +45,7 @@ class StudentView(VecEnvWrapper):
     With the single key "state" the student sees a Box (SB3's MlpPolicy), otherwise a Dict (MultiInputPolicy).
     """
 
-    def __init__(self, venv: VecEnv, student_keys: list[str], teacher_keys: list[str] = ()):
+    def __init__(self, venv: VecEnv, student_keys: Sequence[str], teacher_keys: Sequence[str] = ()):
         full = venv.observation_space
         spaces = dict(full.spaces) if isinstance(full, gym.spaces.Dict) else {STATE_KEY: full}
         missing = [k for k in [*student_keys, *teacher_keys] if k not in spaces]
@@ -123,7 +123,7 @@ def check_sb3_run(cfg: DictConfig) -> None:
         )
 
 
-def make_vec_env(cfg: DictConfig, comps: Components, teacher_keys: list[str] = ()) -> tuple[VecEnv, StudentView]:
+def make_vec_env(cfg: DictConfig, comps: Components, teacher_keys: Sequence[str] = ()) -> tuple[VecEnv, StudentView]:
     """SB3 in-process vector env of the run's task, `algo.num_envs` wide (VecMonitor on top for episode stats), and
     its StudentView showing the student its `student.obs_keys` and recording `teacher_keys`."""
     a = cfg.algo

@@ -292,7 +292,7 @@ def _demos_on_disk(run) -> int:
     try:
         with h5py.File(run / "data/dataset.hdf5", "r", locking=False) as f:
             return len(f["data"])
-    except (OSError, KeyError):
+    except (OSError, KeyError, RuntimeError, ValueError):  # caught between two of the writer's HDF5 updates
         return -1
 
 

@@ -36,6 +36,7 @@ class PolicyConfig:
 
     @classmethod
     def keys(cls) -> list[str]:
+        """The config's keys, in the order they are declared."""
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod

@@ -11,6 +11,9 @@ torch) answers one observation, as openpi's robot clients send it, with {"action
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from typing import Any
 
 import hydra
@@ -83,13 +86,22 @@ def serve_artifact(path: str, host: str, port: int) -> None:
 
 
 def serve(server, what: str) -> None:
-    server.start()
-    print(f"serving {what} on {server.url} (health: http://{server.host}:{server.port}/healthz)", flush=True)
+    """Serve until Ctrl-C, which stops the server cleanly whenever it comes (also while it starts)."""
     try:
+        server.start()
+        print(f"serving {what} on {server.url} (health: http://{server.host}:{server.port}/healthz)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped")
+        print("stopped", flush=True)
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":
-    main()
+    main()  # returns once served and stopped; errors exit inside it
+    # every connection is closed: exit now instead of waiting for the interpreter to unload torch and MuJoCo, which
+    # takes seconds (over 8 s measured on a loaded 2-core machine) while whoever pressed Ctrl-C waits for the exit
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

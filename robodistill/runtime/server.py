@@ -52,6 +52,7 @@ class PolicyServer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()  # set once the loop listens (or failed to): stop() waits for it
 
     @property
     def url(self) -> str:
@@ -61,7 +62,7 @@ class PolicyServer:
         """Serve in a background thread; returns once listening (`.port` is then the bound port)."""
         if self._thread is not None:
             return self
-        ready = threading.Event()
+        ready = self._ready = threading.Event()
         failure: list[BaseException] = []
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-infer")
         self._thread = threading.Thread(target=self._run, args=(ready, failure), name="policy-server", daemon=True)
@@ -85,9 +86,11 @@ class PolicyServer:
 
     def stop(self) -> None:
         """Close every connection, stop listening and wait for the server thread."""
-        thread, loop = self._thread, self._loop
+        thread = self._thread
         if thread is None:
             return
+        self._ready.wait()  # a Ctrl-C while start() waited: the loop that must be told to stop may not exist yet
+        loop = self._loop
         if loop is not None and self._stopping is not None:
             try:
                 loop.call_soon_threadsafe(self._stopping.set)

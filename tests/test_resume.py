@@ -127,13 +127,17 @@ def test_a_half_written_last_demo_is_orphaned_without_losing_complete_ones(tmp_p
     assert _live_ids(path) == [0, 1, 2, 7]
 
 
-def test_a_checkpoint_that_counts_an_incomplete_demo_is_refused(tmp_path):
+def test_a_checkpoint_that_counts_demos_the_file_lacks_is_refused(tmp_path):
     path = tmp_path / "d.hdf5"
     _write(path, range(2))
     with h5py.File(path, "a") as f:
         del f["data/demo_1/obs/state"]
     with pytest.raises(DatasetError, match="demo_1 is incomplete"):
         mark_orphans(path, keep=2)
+    with pytest.raises(DatasetError, match="holds 2 demos but the run's checkpoint counts 5"):
+        mark_orphans(path, keep=5)
+    with pytest.raises(DatasetError, match="does not exist"):
+        mark_orphans(tmp_path / "elsewhere.hdf5", keep=2)
 
 
 def test_background_writer_sync_puts_every_sent_episode_on_disk(tmp_path):

@@ -67,7 +67,7 @@ def _next_index(data: h5py.Group) -> int:
 def open_dataset(path: str | Path, mode: str = "r") -> h5py.File:
     """Open a robodistill/robomimic HDF5 dataset, or raise one DatasetError that says what is wrong."""
     path = Path(path)
-    if mode == "r" and not path.exists():
+    if not path.exists():  # "a" would create it
         raise DatasetError(f"dataset file {path} does not exist")
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
@@ -328,6 +328,9 @@ def mark_orphans(path: str | Path, keep: int) -> int:
     """
     with open_dataset(path, "a") as f:
         data = f["data"]
+        if _next_index(data) < keep:
+            raise DatasetError(f"{path} holds {_next_index(data)} demos but the run's checkpoint counts {keep}: "
+                               "the dataset is not the one the run wrote")  # fmt: skip
         marked = 0
         for name in _demo_names(data):
             index = _demo_index(name)

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -78,14 +77,15 @@ def test_killed_collector_keeps_finished_episodes(tmp_path, writer):
     script.write_text(WRITER_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), str(path), writer], stdout=subprocess.PIPE, text=True)
     written = 0
-    deadline = time.time() + 120
-    while written < 5 and time.time() < deadline:
-        if proc.stdout.readline().startswith("episode"):
-            written += 1
+    for line in proc.stdout:  # ends early only if the collector dies by itself
+        written += line.startswith("episode")
+        if written == 5:
+            break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.0)  # a background writer drains what it was sent, then exits
     assert written == 5
+    # a background writer drains what it was sent, then exits; until then it holds HDF5's lock on the file, and
+    # reading waits for it
     summary = dataset_summary(path)  # still a readable file
     assert summary["demos"] >= 5
     assert sum(len(d["actions"]) for d in iter_demos(path, ["actions"])) == summary["samples"]

@@ -10,7 +10,6 @@ import envs
 from policies import GaussianPolicy
 from robodistill.data.collector import Collector, make_vector_env
 from robodistill.data.dataset import EpisodeWriter
-from robodistill.observations import as_dict
 from robodistill.tasks import env_fns, env_meta, shape_meta
 from robodistill.teachers import CallableTeacher, TeacherError
 
@@ -22,10 +21,12 @@ class CountingTeacher(CallableTeacher):
         super().__init__(fn, ["state"])
         self.calls = 0
         self.batch_sizes = []
+        self.keys_seen = set()
 
     def act(self, obs):
         self.calls += 1
         self.batch_sizes.append(len(obs["state"]))
+        self.keys_seen |= set(obs)
         return super().act(obs)
 
 
@@ -101,8 +102,25 @@ def test_teacher_returning_nan_stops_with_clear_error(tmp_path):
         Collector(venv, bad, None, None).collect(1, beta=1.0, seed=0, progress=False)
 
 
-def test_observation_views_for_pixel_student_and_state_teacher():
+def test_pixel_student_drives_while_a_state_teacher_labels(tmp_path):
+    """The collector gives each its own view of one observation: the CNN student acts on rgb + proprio, the
+    teacher labels from the privileged state, and both views are stored."""
     env = gym.make(TASK["env_id"], obs_mode="state+rgb", image_size=32)
-    obs = as_dict(env.reset(seed=0)[0])
-    assert obs["rgb"].shape == (32, 32, 3) and obs["rgb"].dtype == np.uint8
-    assert obs["state"].shape == env.observation_space["state"].shape
+    task = {**TASK, "kwargs": {"image_size": 32}}
+    teacher = CountingTeacher(envs.make_expert(env))
+    torch.manual_seed(0)
+    pol = GaussianPolicy(shape_meta(env), ["rgb", "proprio"], hidden=[16])
+    venv = make_vector_env(env_fns(task, 2, "state+rgb"))
+    with EpisodeWriter(tmp_path / "d.hdf5", env_meta(env, task, "state+rgb")) as w:
+        Collector(venv, teacher, pol, w, seed=0).collect(2, beta=0.0, seed=1, progress=False)
+    with h5py.File(tmp_path / "d.hdf5", "r") as f:
+        g = f["data/demo_0"]
+        rgb, state = g["obs/rgb"][()], g["obs/state"][()]
+        assert rgb.shape[1:] == (32, 32, 3) and rgb.dtype == np.uint8 and rgb.std() > 5  # rendered frames
+        assert state.shape[1:] == env.observation_space["state"].shape
+        np.testing.assert_allclose(g["teacher/actions"][()], envs.make_expert(env)(state), atol=1e-5)
+        student_action = pol.act({"rgb": rgb, "proprio": g["obs/proprio"][()]})[0]
+        np.testing.assert_allclose(g["actions"][()], student_action, atol=1e-5)
+        assert not g["teacher/acted"][()].any()
+    assert teacher.calls > 0 and teacher.keys_seen == {"state"}  # the teacher sees only its own view
+

@@ -36,15 +36,26 @@ def test_control_modes(control_mode, dim):
     assert np.isfinite(r)
 
 
-@pytest.mark.parametrize("reward_mode", ["sparse", "dense", "normalized_dense"])
-def test_reward_modes(reward_mode):
-    env = gym.make("robodistill/PushCube-v0", reward_mode=reward_mode)
-    env.reset(seed=0)
-    rewards = [env.step(env.action_space.sample())[1] for _ in range(5)]
-    if reward_mode == "sparse":
-        assert set(rewards) <= {0.0, 1.0}
-    if reward_mode == "normalized_dense":
-        assert all(0.0 <= r <= 1.0 for r in rewards)
+def test_reward_modes():
+    """The scripted expert's PushCube episode under each mode: sparse pays 1 only at success; dense shapes the way
+    there and pays its maximum at success; normalized_dense is dense over that maximum."""
+    rewards = {}
+    for mode in ("sparse", "dense", "normalized_dense"):
+        env = gym.make("robodistill/PushCube-v0", reward_mode=mode)
+        expert = envs.make_expert(env)
+        obs, _ = env.reset(seed=0)
+        rewards[mode], done = [], False
+        while not done:
+            obs, r, terminated, truncated, info = env.step(expert(obs))
+            rewards[mode].append(r)
+            done = terminated or truncated
+        assert terminated and info["success"]  # the same deterministic episode each time: it ends in success
+    top = env.unwrapped.max_dense_reward
+    sparse, dense = np.array(rewards["sparse"]), np.array(rewards["dense"])
+    assert sparse[-1] == 1.0 and not sparse[:-1].any()
+    assert dense[-1] == top and (dense[:-1] > 0).all() and (dense[:-1] < top).all()
+    assert dense[-2] > dense[0]  # shaped: the reward grows as the cube is pushed toward the goal
+    np.testing.assert_allclose(rewards["normalized_dense"], dense / top, rtol=1e-12)
 
 
 @pytest.mark.parametrize("task", TASK_IDS)

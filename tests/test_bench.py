@@ -1,4 +1,6 @@
-"""scripts/bench.py foundation --quick runs end to end and writes the JSON keys the issue names."""
+"""scripts/bench.py <suite> --quick runs end to end and writes the JSON keys the issue names. Each is the bench's own
+--quick run, so all are slow (kept out of `make test`): `scripts/bench.py <suite> --quick` is the check; what they
+exercise is covered in the default run by the train, experts, collector, rpd, diffusion, opd and export tests."""
 
 import json
 
@@ -6,6 +8,7 @@ import pytest
 from conftest import run_script
 
 
+@pytest.mark.slow  # ~40 s: = scripts/bench.py foundation --quick
 def test_foundation_quick_bench_writes_json(tmp_path):
     out = tmp_path / "foundation.json"
     p = run_script("scripts/bench.py", "foundation", "--quick", "--out", str(out), timeout=600)
@@ -27,6 +30,7 @@ def test_foundation_quick_bench_writes_json(tmp_path):
     assert "collector / raw env steps per s" in p.stdout
 
 
+@pytest.mark.slow  # ~40 s: = scripts/bench.py rpd --quick
 def test_rpd_quick_bench_writes_json_and_png(tmp_path):
     out = tmp_path / "rpd.json"
     p = run_script("scripts/bench.py", "rpd", "--quick", "--out", str(out), timeout=600)
@@ -41,6 +45,7 @@ def test_rpd_quick_bench_writes_json_and_png(tmp_path):
     assert "teacher labels per collected env step" in p.stdout
 
 
+@pytest.mark.slow  # ~25 s: = scripts/bench.py diffusion --quick
 def test_diffusion_quick_bench_writes_json(tmp_path):
     out = tmp_path / "diffusion.json"
     p = run_script("scripts/bench.py", "diffusion", "--quick", "--out", str(out), timeout=900)

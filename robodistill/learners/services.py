@@ -102,8 +102,11 @@ def policy_state(policy: torch.nn.Module) -> dict[str, Any]:
 
 
 def load_policy_state(policy: torch.nn.Module, ckpt: dict[str, Any]) -> None:
-    """Load a checkpoint's policy weights into `policy`, refusing one trained for other shapes."""
+    """Load a checkpoint's policy weights into `policy`, refusing one trained for other shapes, and leave it in eval
+    mode: checkpoints are taken after an update, which ends in eval mode, and a resumed run must act as the
+    uninterrupted one did (a token policy's training-time image shifts would change the collected episodes)."""
     saved = ckpt.get("policy_config", {}).get("shape_meta")
     if saved is not None and saved != policy.config["shape_meta"]:
         raise UserError(f"checkpoint was trained for shapes {saved}, but this task has {policy.config['shape_meta']}")
     policy.load_state_dict(ckpt["policy"])
+    policy.eval()

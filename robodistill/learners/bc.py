@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from robodistill.data.labels import load_labels
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
 from robodistill.learners.fitting import FitState
@@ -33,12 +32,7 @@ class BCLearner:
         cfg, a, student = self.cfg, self.cfg.algo, self.student
         sources = [(Path(a.dataset), None)] if a.dataset else [(self.services.run.dataset_path, self.comps.task)]
         ckpt = self.services.resume()
-        buffer = demonstrations(
-            self.services,
-            sources,
-            ckpt is not None,
-            lambda path: load_labels(path, student.obs_keys, self.comps.shape_meta),
-        )
+        buffer = demonstrations(self.services, sources, ckpt is not None, student.obs_keys)
 
         updates, chunk = int(a.updates), int(a.log_every)
         fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))

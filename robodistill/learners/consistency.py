@@ -127,12 +127,7 @@ class ConsistencyLearner:
         else:
             sources = [(services.run.dataset_path, self.comps.task)]
         ckpt = services.resume()
-        buffer = demonstrations(
-            services,
-            sources,
-            ckpt is not None,
-            lambda path: load_labels(path, student.obs_keys, self.comps.shape_meta, student.horizons),
-        )
+        buffer = demonstrations(services, sources, ckpt is not None, student.obs_keys, student.horizons)
 
         updates, chunk, batch = int(a.updates), int(a.log_every), int(a.batch_size)
         fit = self.optimization(updates)

@@ -53,7 +53,6 @@ class DAggerLearner:
                 losses = fit.regress(
                     student, buffer, steps, batch, progress=self.services.progress, desc=f"round {r} fit"
                 )
-                rounds.end(
-                    r, student, {"dataset_size": len(buffer), **losses}, {**policy_state(student), **fit.state_dict()}
-                )
+                metrics = {"dataset_size": len(buffer), **losses}
+                rounds.end(r, student, metrics, {**policy_state(student), **fit.state_dict()})
         return rounds.finish(student, updates)

@@ -1,5 +1,5 @@
 """Teacher demonstrations for the offline learners (bc, diffusion, sft, offline consistency): collect them with
-the teacher in control, read them into one buffer.
+the teacher in control, read their samples into one buffer.
 
 A source is a dataset path with the task to collect it on, or None for a dataset given by the user (read as it
 is). A run's own demonstration set is collected at the start of a fresh run and never again: the learner's first
@@ -12,7 +12,7 @@ running at the kill are lost, and the envs would have to be replayed to where th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from robodistill.config import to_dict
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.collector import Collector, make_vector_env
 from robodistill.data.dataset import BackgroundEpisodeWriter
+from robodistill.data.labels import load_labels
 from robodistill.errors import UserError
 from robodistill.learners.services import Services
 from robodistill.tasks import env_fns, env_meta, make_env
@@ -29,15 +30,20 @@ Source = tuple[Path, Mapping[str, Any] | None]  # a dataset, and the task it is 
 
 
 def demonstrations(
-    services: Services, sources: list[Source], resumed: bool, load: Callable[[Path], LabelBuffer]
+    services: Services,
+    sources: list[Source],
+    resumed: bool,
+    obs_keys: list[str],
+    horizons: tuple[int, int, int] | None = None,
 ) -> LabelBuffer:
-    """Every source's samples (`load(path)`), in order, in one buffer; a source with a task is collected first
-    unless the run `resumed` from a checkpoint (see the module docstring)."""
+    """Every source's (observation, teacher label) samples for a student reading `obs_keys` (windows of
+    `horizons`, see `load_labels`), in order, in one buffer; a source with a task is collected first unless the run
+    `resumed` from a checkpoint (see the module docstring)."""
     buffers = []
     for path, task in sources:
         if task is not None and not resumed:
             collect_demos(services, path, task)
-        buffers.append(load(path))
+        buffers.append(load_labels(path, obs_keys, services.comps.shape_meta, horizons))
         if len(buffers[-1]) == 0:
             raise UserError(f"dataset {path} holds no samples")
     return merge(buffers)

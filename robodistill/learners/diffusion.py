@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch.optim.swa_utils import AveragedModel
 
 from policies.diffusion_policy import DiffusionPolicy
-from robodistill.data.labels import LABEL, load_labels
+from robodistill.data.labels import LABEL
 from robodistill.errors import UserError
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
@@ -57,14 +57,9 @@ class DiffusionLearner:
         cfg, a, student, ema = self.cfg, self.cfg.algo, self.student, self.ema
         sources = [(Path(a.dataset), None)] if a.dataset else [(self.services.run.dataset_path, self.comps.task)]
         ckpt = self.services.resume()
-        buffer = demonstrations(
-            self.services,
-            sources,
-            ckpt is not None,
-            lambda path: load_labels(path, student.obs_keys, self.comps.shape_meta, student.horizons),
-        )
+        buffer = demonstrations(self.services, sources, ckpt is not None, student.obs_keys, student.horizons)
 
-        updates, chunk = int(a.updates), int(a.log_every)
+        updates, chunk, batch = int(a.updates), int(a.log_every), int(a.batch_size)
         optimizer = torch.optim.AdamW(student.parameters(), lr=float(a.lr), weight_decay=1e-6)
         fit = FitState(optimizer, updates, a.lr_schedule, int(cfg.seed))
         start = 0
@@ -80,23 +75,12 @@ class DiffusionLearner:
         for done in progress_bar(range(start, updates, chunk), enabled=self.services.progress, desc=self.name):
             steps = min(chunk, updates - done)
             losses = fit.regress(
-                student,
-                buffer,
-                steps,
-                int(a.batch_size),
-                progress=False,
-                after_step=lambda: ema.update_parameters(student),
+                student, buffer, steps, batch, progress=False, after_step=lambda: ema.update_parameters(student)
             )
             self.services.log(done + steps, {"update": done + steps, **losses})
+            online = {"online_policy": student.state_dict(), "ema": ema.state_dict()}  # the EMA copy is the policy
             self.services.checkpoint(
-                "last",
-                {
-                    **policy_state(ema.module),
-                    **fit.state_dict(),
-                    "update": done + steps,
-                    "online_policy": student.state_dict(),
-                    "ema": ema.state_dict(),
-                },
+                "last", {**policy_state(ema.module), **fit.state_dict(), "update": done + steps, **online}
             )
         result = self.services.evaluate(ema.module, updates, final=True)
         self.services.checkpoint("best", {**policy_state(ema.module), "update": updates})

@@ -135,12 +135,8 @@ class OPDLearner:
                     progress=self.services.progress,
                     desc=f"round {r} fit",
                 )
-                rounds.end(
-                    r,
-                    student,
-                    {"dataset_size": len(buffer), **before, **losses},
-                    {**policy_state(student), **fit.state_dict()},
-                )
+                metrics = {"dataset_size": len(buffer), **before, **losses}
+                rounds.end(r, student, metrics, {**policy_state(student), **fit.state_dict()})
         return rounds.finish(student, updates)
 
 

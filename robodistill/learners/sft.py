@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from robodistill.data.labels import load_labels
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
 from robodistill.learners.fitting import FitState
@@ -53,9 +52,7 @@ class SFTLearner:
         else:
             sources = [(services.run.dir / "demos" / f"{t['env_id'].split('/')[-1]}.hdf5", t) for t in tasks]
         ckpt = services.resume()
-        buffer = demonstrations(
-            services, sources, ckpt is not None, lambda path: load_labels(path, student.obs_keys, self.comps.shape_meta)
-        )
+        buffer = demonstrations(services, sources, ckpt is not None, student.obs_keys)
 
         updates, chunk = int(a.updates), int(a.log_every)
         fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))

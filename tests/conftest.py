@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# one torch thread, as training runs (conf: torch_threads=1): on a busy 2-core machine torch's default of one thread
+# per core spins against the other processes (an OPD update test took 18 s instead of 2)
+torch.set_num_threads(1)
 
 from robodistill.config import compose_config  # noqa: E402  (after MUJOCO_GL is set)
 from robodistill.errors import UserError  # noqa: E402

@@ -18,6 +18,7 @@ import torch
 
 from robodistill.data.collector import Collector, CollectStats, make_vector_env
 from robodistill.data.dataset import BackgroundEpisodeWriter, mark_orphans
+from robodistill.errors import UserError
 from robodistill.learners.services import Services, policy_state
 from robodistill.tasks import env_fns, env_meta
 
@@ -30,11 +31,18 @@ class Rounds:
     def __init__(self, services: Services, ckpt: dict[str, Any] | None, driver: Any, student_deterministic: bool):
         """`driver` acts as the student in the collector (a policy, or a runner of one); `ckpt` is the checkpoint
         the run resumes from (None: a fresh run, whose dataset is started anew)."""
+        if ckpt is not None and "dataset_demos" not in ckpt:
+            raise UserError(
+                f"{services.run.checkpoint_path('last')} was written before runs resumed exactly (it does not count "
+                "its dataset's demos): start a fresh run in a new directory"
+            )
         cfg, comps = services.cfg, services.comps
         a = cfg.algo
         self.services, self.resumed = services, ckpt is not None
         self.num_rounds, self.episodes, self.eval_every = int(a.rounds), int(a.episodes_per_round), int(a.eval_every)
         self.seed, self.dataset = int(cfg.seed), services.run.dataset_path
+        if ckpt is not None:  # first, before anything reads the dataset: what was written after the checkpoint
+            mark_orphans(self.dataset, keep=ckpt["dataset_demos"])
         self.env_args = env_meta(comps.env, comps.task, comps.obs_mode)
         self.venv = make_vector_env(env_fns(comps.task, int(cfg.collector.num_envs), comps.obs_mode))
         self.collector = Collector(
@@ -45,8 +53,13 @@ class Rounds:
         self.collected: dict[str, Any] = {}  # the last round's beta, label count and collection stats
         if ckpt is not None:
             self.start, self.labels, self.best = ckpt["round"] + 1, ckpt["labels"], ckpt["best_success"]
-            self.collector.load_state_dict(ckpt["collector_rng"])
-            mark_orphans(self.dataset, keep=ckpt["dataset_demos"])
+            try:
+                self.collector.load_state_dict(ckpt["collector_rng"])
+            except ValueError as exc:
+                self.venv.close()
+                raise UserError(
+                    f"cannot resume with this teacher: {exc} (resume with the run's teacher config)"
+                ) from exc
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.start, self.num_rounds))

@@ -66,16 +66,21 @@ def test_opd_over_a_remote_teacher_that_goes_down_stops_cleanly_and_resumes(sft_
     args = [*OPD, "teacher=remote", f"teacher.uri={server.url}", "teacher.obs_keys=[rgb,proprio,instruction]",
             "teacher.retries=2", "teacher.backoff_s=0.05", f"algo.init={sft_run}", "algo.replay=all"]  # fmt: skip
 
+    ended = threading.Event()
+
     def stop_after_first_round():
-        while not (run / "checkpoints" / "last.pt").exists():
+        while not (run / "checkpoints" / "last.pt").exists() and not ended.is_set():
             time.sleep(0.05)
         server.stop()
 
     watcher = threading.Thread(target=stop_after_first_round, daemon=True)
     watcher.start()
-    with user_error("remote teacher", server.url, "3 tries"):
-        train_run(*args, run=run)
-    watcher.join()
+    try:
+        with user_error("remote teacher", server.url, "3 tries"):
+            train_run(*args, run=run)
+    finally:
+        ended.set()  # a run that failed otherwise: the watcher stops the server all the same
+        watcher.join()
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["round"] == 0
     with h5py.File(run / "data" / "dataset.hdf5") as f:
         assert len(f["data"]) >= 2  # round 0's episodes are intact
@@ -87,7 +92,8 @@ def test_opd_over_a_remote_teacher_that_goes_down_stops_cleanly_and_resumes(sft_
     assert rounds[1]["dataset_size"] > rounds[0]["dataset_size"]  # replay=all: round 0's states were reloaded
     for m in rounds:
         assert 0.0 < m["opd/entropy"] <= math.log(64) + 1e-4  # per token, 64 bins
-        assert m["opd/kl"] >= -1e-6 and m["beta"] == 0.0  # a KL, up to float round-off and "loss/rkl" in m and "collect/success_rate" in m
+        assert m["opd/kl"] >= -1e-6  # a KL, up to float round-off (-4.9e-9 seen with MuJoCo 3.3.0)
+        assert m["beta"] == 0.0 and "loss/rkl" in m and "collect/success_rate" in m
     with h5py.File(run / "data" / "dataset.hdf5") as f:
         demo = f["data/demo_0"]
         assert demo["teacher/logits"].shape[1:] == (4, 64)

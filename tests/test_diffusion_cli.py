@@ -1,6 +1,6 @@
 """algo=diffusion / student=sdp / algo=consistency end to end, composed as scripts/train.py composes them: train,
-evaluate with every sampler (as scripts/evaluate.py does), film, resume, serve as a teacher, and one clear error for
-each bad input."""
+evaluate with every sampler (in-process as scripts/evaluate.py does, and once through the script itself), film,
+resume, serve as a teacher, and one clear error for each bad input."""
 
 import json
 
@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import train_run, user_error
+from conftest import run_script, train_run, user_error
 
 from robodistill.config import compose_config
 from robodistill.evaluation.rerun import evaluate_run
@@ -56,8 +56,13 @@ def test_diffusion_policy_trains_evaluates_films_and_samples_every_way(dp_run):
     assert not torch.equal(last["online_policy"]["net.final.1.weight"], last["policy"]["net.final.1.weight"])
 
     assert evaluate(dp_run, "sampler=ddpm")["nfe_per_step"] == pytest.approx(100 / 8, rel=0.2)
-    rti = evaluate(dp_run, "sampler=rti", "sampler.timesteps=[3,1,0]")
-    assert 3 <= rti["nfe_per_step"] < 4  # 3 per step, plus a DDIM-10 first plan per episode
+    # scripts/evaluate.py itself, composing a sampler from the command line
+    p = run_script("scripts/evaluate.py", str(dp_run), "--episodes", "2", "--videos", "0", "sampler=rti",
+                   "sampler.timesteps=[3,1,0]")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    rti = json.loads(p.stdout)
+    assert rti["episodes"] == 2 and 3 <= rti["nfe_per_step"] < 4  # 3 per step, plus a DDIM-10 first plan per episode
+    assert json.loads((dp_run / "eval_best.json").read_text())["nfe_per_step"] == rti["nfe_per_step"]
     with user_error("sampler=sdp needs a policy trained with per-position noise levels"):
         evaluate(dp_run, "sampler=sdp")
 

@@ -1,12 +1,15 @@
 """Training runs at a tiny budget, composed as scripts/train.py composes them: run directory contents, generic
-Gymnasium tasks, pixel students; scripts/evaluate.py runs as its own process. Runs killed and resumed: test_resume.py."""
+Gymnasium tasks, pixel students, re-evaluation. Runs killed and resumed: test_resume.py."""
 
 import json
 
 import h5py
 import numpy as np
 import torch
-from conftest import run_script, train_run
+from conftest import train_run
+
+from robodistill.evaluation.rerun import evaluate_run
+from robodistill.rundir import RunDir
 
 TINY = ("algo.updates_per_round=10", "algo.episodes_per_round=4", "eval.episodes=3", "eval.num_envs=3",
         "collector.num_envs=2")  # fmt: skip
@@ -28,12 +31,11 @@ def test_dagger_run_writes_checkpoint_eval_metrics_and_video(tmp_path):
     assert [x["round"] for x in lines if "round" in x] == [0, 1]
     assert any(f.name.startswith("events.out.tfevents") for f in (run / "tb").iterdir())
     assert "algo:" in (run / "config.yaml").read_text()
-    # scripts/evaluate.py re-evaluates and films the finished run
-    p = run_script("scripts/evaluate.py", str(run), "--episodes", "2", "--videos", "1")
-    assert p.returncode == 0, p.stderr[-2000:]
-    printed = json.loads(p.stdout)
+    # re-evaluated and filmed as scripts/evaluate.py <run> --episodes 2 --videos 1 does (the script itself, with a
+    # sampler override: test_diffusion_cli.py)
+    printed = evaluate_run(RunDir(run).config(), run, episodes=2, videos=1)
     again = json.loads((run / "eval_best.json").read_text())
-    assert printed["episodes"] == 2 and printed["success_rate"] == again["success_rate"]
+    assert printed["episodes"] == 2 and printed["per_episode"] == again["per_episode"]
     assert len(again["per_episode"]) == 2 and list((run / "videos/eval_best").glob("*.mp4"))
 
 

@@ -123,4 +123,3 @@ def test_pixel_student_drives_while_a_state_teacher_labels(tmp_path):
         np.testing.assert_allclose(g["actions"][()], student_action, atol=1e-5)
         assert not g["teacher/acted"][()].any()
     assert teacher.calls > 0 and teacher.keys_seen == {"state"}  # the teacher sees only its own view
-

@@ -285,4 +285,3 @@ def test_robot_done_and_duration_stop_the_loop():
     assert robot.reads == 7
     stats = ControlLoop(RampPolicy(), TickRobot(), RATE, wide_filter()).run(duration_s=0.1)
     assert 1 <= stats.ticks <= 10 and stats.ticks + stats.overruns <= 10  # 10 grid points in 0.1 s, late or not
-

@@ -171,7 +171,7 @@ def test_chunks_join_time_aligned_with_latency_compensation():
     for e in used:
         assert e["obs_tick"] + e["index"] == e["tick"] and e["index"] >= 0
         assert e["action"] == [(reads_at[e["obs_tick"]] + e["index"]) * 0.01]
-        assert e["latency_ms"] >= 2.5 * PERIOD * 1000 * 0.9
+        assert e["latency_ms"] >= 2.5 * PERIOD * 1000 * 0.9  # a lower bound: load only adds to the delay
     if stats.overruns == 0:
         assert all(e["action"] == [e["tick"] * 0.01] for e in used)
         sent = np.array([e["action"][0] for e in log])

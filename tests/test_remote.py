@@ -295,11 +295,13 @@ def test_serve_script_end_to_end(pushcube):
         text=True,
     )
     try:
+        deadline = time.monotonic() + 300  # a safety net against a hung start, not a speed claim
         while True:  # up when it answers its health check (a loaded machine may take a while to import everything)
             with contextlib.suppress(OSError):
                 if healthz(port) == 200:
                     break
             assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "serve.py did not come up"
             time.sleep(0.2)
         with PolicyClient(f"ws://127.0.0.1:{port}") as client:
             assert client.metadata["teacher"] == "scripted" and client.metadata["obs_keys"] == ["state"]

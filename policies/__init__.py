@@ -10,6 +10,25 @@ from policies.gaussian import GaussianConfig, GaussianPolicy
 from policies.registry import POLICY_TYPES, PolicyType, build_policy, chunked, policy_config, policy_type
 from policies.vla import VLAConfig, VLAPolicy
 
-__all__ = ["POLICY_TYPES", "ConfigError", "ConsistencyConfig", "ConsistencyPolicy", "DiffusionConfig",
-           "DiffusionPolicy", "Exporter", "GaussianConfig", "GaussianPolicy", "Graph", "Policy", "PolicyConfig",
-           "PolicyModule", "PolicyType", "VLAConfig", "VLAPolicy", "build_policy", "chunked", "policy_config", "policy_type"]  # fmt: skip
+__all__ = [
+    "POLICY_TYPES",
+    "ConfigError",
+    "ConsistencyConfig",
+    "ConsistencyPolicy",
+    "DiffusionConfig",
+    "DiffusionPolicy",
+    "Exporter",
+    "GaussianConfig",
+    "GaussianPolicy",
+    "Graph",
+    "Policy",
+    "PolicyConfig",
+    "PolicyModule",
+    "PolicyType",
+    "VLAConfig",
+    "VLAPolicy",
+    "build_policy",
+    "chunked",
+    "policy_config",
+    "policy_type",
+]

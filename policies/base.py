@@ -45,8 +45,9 @@ class PolicyConfig:
         ConfigError, listing the valid keys, for a key this type does not have or a required one it lacks."""
         unknown = [k for k in values if k not in cls.keys()]
         if unknown:
-            raise ConfigError(f"a {cls.kind} policy has no key {', '.join(map(repr, unknown))}; valid keys: "
-                              f"{', '.join(cls.keys())}")  # fmt: skip
+            raise ConfigError(
+                f"a {cls.kind} policy has no key {', '.join(map(repr, unknown))}; valid keys: {', '.join(cls.keys())}"
+            )
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in values and _required(f)]
         if missing:
             raise ConfigError(f"a {cls.kind} policy needs {', '.join(missing)}")
@@ -145,8 +146,9 @@ class Exporter:
         return None
 
     @torch.inference_mode()
-    def reference(self, policy: Any, obs: dict[str, np.ndarray], noise: np.ndarray | None,
-                  contract: dict[str, Any]) -> np.ndarray:  # fmt: skip
+    def reference(
+        self, policy: Any, obs: dict[str, np.ndarray], noise: np.ndarray | None, contract: dict[str, Any]
+    ) -> np.ndarray:
         """The chunks (N, T, A) torch gives: what the runtime's whole path must reproduce."""
         return policy.act(obs, deterministic=True)[0][:, None]
 

@@ -106,7 +106,8 @@ class ConsistencyExporter(ChunkExporter):
         return {"policy": Graph(ConsistencyGraph(policy), list(feeds), ["actions"], feeds)}
 
     @torch.inference_mode()
-    def reference(self, policy: Any, obs: dict[str, np.ndarray], noise: np.ndarray | None,
-                  contract: dict[str, Any]) -> np.ndarray:  # fmt: skip
+    def reference(
+        self, policy: Any, obs: dict[str, np.ndarray], noise: np.ndarray | None, contract: dict[str, Any]
+    ) -> np.ndarray:
         inputs = [torch.as_tensor(obs[k]) for k in sorted(policy.obs_keys)]
         return ConsistencyGraph(policy)(*inputs, torch.as_tensor(noise)).numpy()

@@ -150,29 +150,42 @@ class ConditionalUnet1D(nn.Module):
         # SDP: every horizon position has its own noise level, embedded and fed in beside the action channels
         self.position_steps = position_steps
         self.step_embed = nn.Sequential(
-            SinusoidalEmbedding(step_embed_dim), nn.Linear(step_embed_dim, 4 * step_embed_dim), nn.Mish(),
+            SinusoidalEmbedding(step_embed_dim),
+            nn.Linear(step_embed_dim, 4 * step_embed_dim),
+            nn.Mish(),
             nn.Linear(4 * step_embed_dim, step_embed_dim),
-        )  # fmt: skip
+        )
         c = step_embed_dim + cond_dim
         dims = [action_dim + (step_embed_dim if position_steps else 0), *down_dims]
         self.down = nn.ModuleList()
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             last = i == len(down_dims) - 1
-            self.down.append(nn.ModuleList([
-                FiLMResidualBlock(d_in, d_out, c, kernel, groups), FiLMResidualBlock(d_out, d_out, c, kernel, groups),
-                nn.Identity() if last else nn.Conv1d(d_out, d_out, 3, stride=2, padding=1),
-            ]))  # fmt: skip
+            self.down.append(
+                nn.ModuleList(
+                    [
+                        FiLMResidualBlock(d_in, d_out, c, kernel, groups),
+                        FiLMResidualBlock(d_out, d_out, c, kernel, groups),
+                        nn.Identity() if last else nn.Conv1d(d_out, d_out, 3, stride=2, padding=1),
+                    ]
+                )
+            )
         mid = down_dims[-1]
         self.mid = nn.ModuleList([FiLMResidualBlock(mid, mid, c, kernel, groups) for _ in range(2)])
         self.up = nn.ModuleList()
         for d_out, d_in in reversed(list(zip(down_dims[:-1], down_dims[1:]))):
-            self.up.append(nn.ModuleList([
-                FiLMResidualBlock(2 * d_in, d_out, c, kernel, groups), FiLMResidualBlock(d_out, d_out, c, kernel, groups),
-                nn.ConvTranspose1d(d_out, d_out, 4, stride=2, padding=1),
-            ]))  # fmt: skip
+            self.up.append(
+                nn.ModuleList(
+                    [
+                        FiLMResidualBlock(2 * d_in, d_out, c, kernel, groups),
+                        FiLMResidualBlock(d_out, d_out, c, kernel, groups),
+                        nn.ConvTranspose1d(d_out, d_out, 4, stride=2, padding=1),
+                    ]
+                )
+            )
         # the full-resolution skip joins at the end
-        self.final = nn.Sequential(conv_block(2 * down_dims[0], down_dims[0], kernel, groups),
-                                   nn.Conv1d(down_dims[0], action_dim, 1))  # fmt: skip
+        self.final = nn.Sequential(
+            conv_block(2 * down_dims[0], down_dims[0], kernel, groups), nn.Conv1d(down_dims[0], action_dim, 1)
+        )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x (B, T_p, A), t (B,) or per position (B, T_p), cond (B, cond_dim) -> predicted noise (B, T_p, A).

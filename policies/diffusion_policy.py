@@ -49,16 +49,22 @@ class DiffusionConfig(PolicyConfig):
             raise ConfigError("obs_horizon, pred_horizon and action_horizon must be >= 1")
         first = self.obs_horizon - 1 if self.noise_levels == "uniform" else 0
         if first + self.action_horizon > self.pred_horizon:
-            raise ConfigError(f"pred_horizon {self.pred_horizon} must cover the {first} past steps and the "
-                              f"action_horizon {self.action_horizon} executed ones")  # fmt: skip
+            raise ConfigError(
+                f"pred_horizon {self.pred_horizon} must cover the {first} past steps and the "
+                f"action_horizon {self.action_horizon} executed ones"
+            )
         if self.pred_horizon % 2 ** (len(self.down_dims) - 1):
-            raise ConfigError(f"pred_horizon {self.pred_horizon} must be divisible by 2^{len(self.down_dims) - 1} "
-                              f"for a UNet with {len(self.down_dims)} levels")  # fmt: skip
+            raise ConfigError(
+                f"pred_horizon {self.pred_horizon} must be divisible by 2^{len(self.down_dims) - 1} "
+                f"for a UNet with {len(self.down_dims)} levels"
+            )
         if self.noise_levels == "sdp" and (
             self.pred_horizon % self.action_horizon or self.num_train_steps % (self.pred_horizon // self.action_horizon)
         ):
-            raise ConfigError("sdp needs pred_horizon to be whole chunks of action_horizon, and num_train_steps "
-                              "divisible by the number of chunks")  # fmt: skip
+            raise ConfigError(
+                "sdp needs pred_horizon to be whole chunks of action_horizon, and num_train_steps "
+                "divisible by the number of chunks"
+            )
 
 
 class DiffusionPolicy(PolicyModule):
@@ -78,9 +84,13 @@ class DiffusionPolicy(PolicyModule):
         self.encoder = ObservationEncoder(obs_meta, cfg.image_feature_dim)
         self.action_normalizer = Normalizer((self.action_dim,))
         self.net = ConditionalUnet1D(
-            self.action_dim, cfg.obs_horizon * self.encoder.out_dim, tuple(cfg.down_dims), cfg.step_embed_dim,
-            cfg.kernel, position_steps=cfg.noise_levels == "sdp",
-        )  # fmt: skip
+            self.action_dim,
+            cfg.obs_horizon * self.encoder.out_dim,
+            tuple(cfg.down_dims),
+            cfg.step_embed_dim,
+            cfg.kernel,
+            position_steps=cfg.noise_levels == "sdp",
+        )
         self.schedule = NoiseSchedule(cfg.num_train_steps)
 
     @property
@@ -197,8 +207,13 @@ class ChunkExporter(Exporter):
     """A diffusion-family policy: observation histories in, chunks of T_a actions out, from noise the runtime draws."""
 
     def contract(self, policy: Any, sampler_steps: int) -> dict[str, Any]:
-        return {"chunk": {"obs_horizon": int(policy.obs_horizon), "pred_horizon": int(policy.pred_horizon),
-                          "action_horizon": int(policy.action_horizon)}}  # fmt: skip
+        return {
+            "chunk": {
+                "obs_horizon": int(policy.obs_horizon),
+                "pred_horizon": int(policy.pred_horizon),
+                "action_horizon": int(policy.action_horizon),
+            }
+        }
 
     def noise_shape(self, policy: Any, n: int) -> tuple[int, ...]:
         return (n, policy.pred_horizon, policy.action_dim)
@@ -225,16 +240,20 @@ class DiffusionExporter(ChunkExporter):
         }
 
     def contract(self, policy: Any, sampler_steps: int) -> dict[str, Any]:
-        sampler = {"kind": "ddim", "timesteps": policy.schedule.ddim_timesteps(int(sampler_steps)),
-                   "alphas_cumprod": policy.schedule.alphas_cumprod.tolist()}  # fmt: skip
+        sampler = {
+            "kind": "ddim",
+            "timesteps": policy.schedule.ddim_timesteps(int(sampler_steps)),
+            "alphas_cumprod": policy.schedule.alphas_cumprod.tolist(),
+        }
         return {**super().contract(policy, sampler_steps), "sampler": sampler}
 
     def recording_sampler(self, sampler_steps: int) -> dict[str, Any]:
         return {"kind": "ddim", "num_inference_steps": int(sampler_steps)}  # the sampler the runtime runs
 
     @torch.inference_mode()
-    def reference(self, policy: Any, obs: dict[str, np.ndarray], noise: np.ndarray | None,
-                  contract: dict[str, Any]) -> np.ndarray:  # fmt: skip
+    def reference(
+        self, policy: Any, obs: dict[str, np.ndarray], noise: np.ndarray | None, contract: dict[str, Any]
+    ) -> np.ndarray:
         cond = policy.condition({k: torch.as_tensor(obs[k]) for k in policy.obs_keys})
         x = ddim_denoise(policy, torch.as_tensor(noise), cond, contract["sampler"]["timesteps"])
         return DecoderGraph(policy)(x).numpy()

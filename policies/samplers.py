@@ -99,8 +99,10 @@ class RTISampler(Sampler):
         if gripper not in GRIPPER_MODES:
             raise ValueError(f"rti gripper must be one of {GRIPPER_MODES}, got {gripper!r}")
         if gripper == "scale" and policy.gripper_scale == 1.0:
-            raise ValueError("rti gripper=scale needs a policy trained with student.gripper_scale=0.1 (the "
-                             "gripper dimension scaled down in the training data); use gripper=clip otherwise")  # fmt: skip
+            raise ValueError(
+                "rti gripper=scale needs a policy trained with student.gripper_scale=0.1 (the "
+                "gripper dimension scaled down in the training data); use gripper=clip otherwise"
+            )
         self.first = DDIMSampler(policy, num_inference_steps)
         self.gripper, self.bound = gripper, 1.0 / float(gripper_clip_factor)
         self.previous: dict[int, torch.Tensor] = {}  # slot -> last clean chunk (T_p, A), normalised
@@ -221,22 +223,33 @@ def make_sampler(policy: Any, cfg: Mapping[str, Any]) -> Sampler:
     if kind not in SAMPLERS:
         raise ValueError(f"unknown sampler {kind!r}; available: {', '.join(SAMPLERS)}")
     if not isinstance(policy, DiffusionPolicy):
-        raise ValueError(f"sampler={kind} needs a diffusion-family policy, but this run's policy is "
-                         f"{getattr(policy, 'kind', type(policy).__name__)!r}")  # fmt: skip
+        raise ValueError(
+            f"sampler={kind} needs a diffusion-family policy, but this run's policy is "
+            f"{getattr(policy, 'kind', type(policy).__name__)!r}"
+        )
     consistency = isinstance(policy, ConsistencyPolicy)
     if kind == "auto":
         kind = "consistency" if consistency else "sdp" if policy.noise_levels == "sdp" else "ddpm"
     if consistency != (kind == "consistency"):
-        raise ValueError("a consistency head samples only with sampler=consistency, and only it does"
-                         if consistency else "sampler=consistency needs a consistency head (algo=consistency)")  # fmt: skip
+        raise ValueError(
+            "a consistency head samples only with sampler=consistency, and only it does"
+            if consistency
+            else "sampler=consistency needs a consistency head (algo=consistency)"
+        )
     options = {k: v for k, v in cfg.items() if k != "kind"}  # the sampler's own keys (its defaults below)
-    sampler = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "rti": RTISampler, "sdp": SDPSampler,
-               "consistency": ConsistencySampler}[kind]  # fmt: skip
+    sampler = {
+        "ddpm": DDPMSampler,
+        "ddim": DDIMSampler,
+        "rti": RTISampler,
+        "sdp": SDPSampler,
+        "consistency": ConsistencySampler,
+    }[kind]
     valid = [name for name in inspect.signature(sampler).parameters if name != "policy"]
     unknown = [k for k in options if k not in valid]
     if unknown:
-        raise ValueError(f"sampler={kind} has no key {', '.join(map(repr, unknown))}; valid keys: "
-                         f"{', '.join(valid) or 'none'}")  # fmt: skip
+        raise ValueError(
+            f"sampler={kind} has no key {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid) or 'none'}"
+        )
     return sampler(policy, **options)
 
 
@@ -275,8 +288,10 @@ class ChunkRunner:
 
     def condition(self, slots: list[int]) -> torch.Tensor:
         """FiLM conditions (B, C) from the slots' histories."""
-        obs = {k: torch.as_tensor(np.stack([np.stack([f[k] for f in self.history[s]]) for s in slots]))
-               for k in self.obs_keys}  # fmt: skip  # (B, T_o, ...)
+        obs = {
+            k: torch.as_tensor(np.stack([np.stack([f[k] for f in self.history[s]]) for s in slots]))
+            for k in self.obs_keys
+        }  # (B, T_o, ...)
         return self.policy.condition(obs)
 
     @torch.inference_mode()

@@ -27,9 +27,10 @@ class KeypointStem(nn.Module):
     def __init__(self, d_model: int, keypoints: int):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(3, 32, 4, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(3, 32, 4, stride=2, padding=1),
+            nn.GELU(),
             nn.Conv2d(32, keypoints, 3, stride=2, padding=1),
-        )  # fmt: skip
+        )
         self.embed = nn.Linear(2, d_model)
         self.identity = nn.Parameter(torch.randn(1, keypoints, d_model) * 0.02)
         # a sharp softmax from the start: with the small activations of a fresh network a temperature of 1 spreads
@@ -78,8 +79,10 @@ class VLAConfig(PolicyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if INSTRUCTION_KEY not in self.obs_keys or IMAGE_KEY not in self.obs_keys:
-            raise ConfigError(f"a VLA observes {IMAGE_KEY!r} and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
-                              f"'proprio'), got {list(self.obs_keys)}")  # fmt: skip
+            raise ConfigError(
+                f"a VLA observes {IMAGE_KEY!r} and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
+                f"'proprio'), got {list(self.obs_keys)}"
+            )
 
 
 class VLAPolicy(PolicyModule):
@@ -217,9 +220,11 @@ class VLAExporter(Exporter):
         return {"policy": Graph(VLAGraph(policy), list(feeds), ["actions", "logits"], feeds)}
 
     def contract(self, policy: Any, sampler_steps: int) -> dict[str, Any]:
-        return {**super().contract(policy, sampler_steps),
-                "instruction": {"key": INSTRUCTION_KEY, "vocab": policy.vocab, "max_words": policy.max_words},
-                "bins": policy.bins}  # fmt: skip
+        return {
+            **super().contract(policy, sampler_steps),
+            "instruction": {"key": INSTRUCTION_KEY, "vocab": policy.vocab, "max_words": policy.max_words},
+            "bins": policy.bins,
+        }
 
     def ties(self, policy: Any, obs: dict[str, np.ndarray], tol: float) -> np.ndarray:
         return argmax_ties(policy.label(obs)[1], tol)

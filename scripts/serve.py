@@ -78,10 +78,13 @@ def serve_artifact(path: str, host: str, port: int) -> None:
     policy = ArtifactPolicy(artifact)
     c = artifact.contract
     metadata = {
-        "server": "robodistill", "artifact": artifact.kind, "obs_keys": policy.obs_keys,
-        "action_dim": artifact.action_dim, "batched": policy.horizon == 1,
+        "server": "robodistill",
+        "artifact": artifact.kind,
+        "obs_keys": policy.obs_keys,
+        "action_dim": artifact.action_dim,
+        "batched": policy.horizon == 1,
         "contract": {k: c[k] for k in ("observations", "action", "chunk", "control_rate_hz")},
-    }  # fmt: skip
+    }
     serve(PolicyServer(policy.answer, metadata, host=host, port=port, reset=policy.reset), f"{artifact.kind} policy")
 
 

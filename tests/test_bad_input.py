@@ -41,8 +41,14 @@ def test_pixel_student_on_a_state_only_generic_task(tmp_path):
 def test_missing_gl_backend_names_the_debian_package(tmp_path):
     # a pixel student renders from the first reset, so the missing backend shows at once (a state run would only
     # meet it when the final evaluation films its videos, minutes later)
-    p = run_script("scripts/train.py", "progress=false", "task=reach", "student=cnn", f"hydra.run.dir={tmp_path / 'r'}",
-                   env={"MUJOCO_GL": "osmesa"})  # fmt: skip
+    p = run_script(
+        "scripts/train.py",
+        "progress=false",
+        "task=reach",
+        "student=cnn",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        env={"MUJOCO_GL": "osmesa"},
+    )
     one_clear_error(p, "MUJOCO_GL=osmesa", "apt-get install -y libosmesa6")
     assert p.returncode == 2 and p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1
 

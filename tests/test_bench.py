@@ -16,9 +16,12 @@ def test_foundation_quick_bench_writes_json(tmp_path):
     data = json.loads(out.read_text())
     assert isinstance(data["collector_over_raw"], float) and data["collector_over_raw"] > 0
     assert set(data["expert_success"]) == {
-        "robodistill/Reach-v0", "robodistill/PushCube-v0", "robodistill/PickCube-v0", "robodistill/StackCube-v0",
+        "robodistill/Reach-v0",
+        "robodistill/PushCube-v0",
+        "robodistill/PickCube-v0",
+        "robodistill/StackCube-v0",
         "robodistill/PushT-v0",
-    }  # fmt: skip
+    }
     for algo in ("dagger", "bc"):
         for task in ("robodistill/PushCube-v0", "robodistill/PickCube-v0"):
             row = data[algo][task]

@@ -41,8 +41,10 @@ def _setup(num_envs=3, student=True):
 
 def _episodes(path):
     with h5py.File(path, "r") as f:
-        return {k: {p: f["data"][k][p][()] for p in ("actions", "obs/state", "teacher/actions", "teacher/acted")}
-                for k in f["data"]}, dict(f["data"].attrs)  # fmt: skip
+        return {
+            k: {p: f["data"][k][p][()] for p in ("actions", "obs/state", "teacher/actions", "teacher/acted")}
+            for k in f["data"]
+        }, dict(f["data"].attrs)
 
 
 def test_beta_zero_executes_student_and_stores_teacher_labels(tmp_path):

@@ -35,9 +35,14 @@ def test_robomimic_sequence_dataset_reads_collector_output(tmp_path):
     stats = _collect(path, 4, obs_mode="state+rgb")
     ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["state", "proprio"], "rgb": ["rgb"]}})
     ds = SequenceDataset(
-        hdf5_path=str(path), obs_keys=("state", "proprio", "rgb"), dataset_keys=("actions", "rewards", "dones"),
-        seq_length=4, load_next_obs=True, hdf5_cache_mode=None, filter_by_attribute="train",
-    )  # fmt: skip
+        hdf5_path=str(path),
+        obs_keys=("state", "proprio", "rgb"),
+        dataset_keys=("actions", "rewards", "dones"),
+        seq_length=4,
+        load_next_obs=True,
+        hdf5_cache_mode=None,
+        filter_by_attribute="train",
+    )
     assert ds.total_num_sequences > 0
     item = ds[0]
     assert item["actions"].shape == (4, 4)

@@ -16,10 +16,26 @@ from robodistill.rundir import RunDir
 from robodistill.tasks import make_env
 from robodistill.teachers import make_teacher
 
-TINY = ["task=pickcube", "student.down_dims=[16,32]", "student.step_embed_dim=16", "eval.episodes=3",
-        "eval.num_envs=3", "eval.videos=1", "collector.num_envs=2", "algo.num_demos=6", "algo.batch_size=32"]  # fmt: skip
-TINY_DP = ["algo=diffusion", "student=diffusion", *TINY, "algo.updates=30", "algo.log_every=15",
-           "sampler=ddim", "sampler.num_inference_steps=4"]  # fmt: skip
+TINY = [
+    "task=pickcube",
+    "student.down_dims=[16,32]",
+    "student.step_embed_dim=16",
+    "eval.episodes=3",
+    "eval.num_envs=3",
+    "eval.videos=1",
+    "collector.num_envs=2",
+    "algo.num_demos=6",
+    "algo.batch_size=32",
+]
+TINY_DP = [
+    "algo=diffusion",
+    "student=diffusion",
+    *TINY,
+    "algo.updates=30",
+    "algo.log_every=15",
+    "sampler=ddim",
+    "sampler.num_inference_steps=4",
+]
 PICKCUBE = {"env_id": "robodistill/PickCube-v0", "kwargs": {"control_mode": "pd_ee_delta_pos"}}
 
 
@@ -57,8 +73,16 @@ def test_diffusion_policy_trains_evaluates_films_and_samples_every_way(dp_run):
 
     assert evaluate(dp_run, "sampler=ddpm")["nfe_per_step"] == pytest.approx(100 / 8, rel=0.2)
     # scripts/evaluate.py itself, composing a sampler from the command line
-    p = run_script("scripts/evaluate.py", str(dp_run), "--episodes", "2", "--videos", "0", "sampler=rti",
-                   "sampler.timesteps=[3,1,0]")  # fmt: skip
+    p = run_script(
+        "scripts/evaluate.py",
+        str(dp_run),
+        "--episodes",
+        "2",
+        "--videos",
+        "0",
+        "sampler=rti",
+        "sampler.timesteps=[3,1,0]",
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     rti = json.loads(p.stdout)
     assert rti["episodes"] == 2 and 3 <= rti["nfe_per_step"] < 4  # 3 per step, plus a DDIM-10 first plan per episode
@@ -80,17 +104,29 @@ def test_diffusion_policy_resumes_with_its_ema(dp_run):
 
 def test_diffusion_policy_is_a_teacher_that_labels_chunks(dp_run, tmp_path):
     env = make_env(PICKCUBE, "state")
-    teacher = make_teacher({"kind": "diffusion", "path": str(dp_run), "sampler": {"kind": "ddim",
-                            "num_inference_steps": 2}}, env)  # fmt: skip
+    teacher = make_teacher(
+        {"kind": "diffusion", "path": str(dp_run), "sampler": {"kind": "ddim", "num_inference_steps": 2}}, env
+    )
     obs = np.stack([env.reset(seed=i)[0] for i in range(3)])
     out = teacher.act({"state": obs})
     assert out.action.shape == (3, 4) and out.chunk.shape == (3, 16, 4)
     np.testing.assert_array_equal(out.action, out.chunk[:, 1])  # the window starts T_o - 1 = 1 step back
     # on-policy distillation of the diffusion teacher into an MLP student, with the chunks stored
     run = tmp_path / "dagger"
-    train_run("algo=dagger", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}",
-              "teacher.sampler.num_inference_steps=2", "algo.rounds=1", "algo.episodes_per_round=2",
-              "algo.updates_per_round=5", "eval.episodes=2", "eval.videos=0", "collector.num_envs=2", run=run)  # fmt: skip
+    train_run(
+        "algo=dagger",
+        "task=pickcube",
+        "teacher=diffusion",
+        f"teacher.path={dp_run}",
+        "teacher.sampler.num_inference_steps=2",
+        "algo.rounds=1",
+        "algo.episodes_per_round=2",
+        "algo.updates_per_round=5",
+        "eval.episodes=2",
+        "eval.videos=0",
+        "collector.num_envs=2",
+        run=run,
+    )
     with h5py.File(run / "data" / "dataset.hdf5") as f:
         demo = f["data/demo_0"]
         assert demo["teacher/chunk"].shape == (len(demo["actions"]), 16, 4)
@@ -107,8 +143,18 @@ def test_streaming_diffusion_policy_trains_and_streams(tmp_path):
 
 def test_consistency_head_offline_and_on_policy(dp_run, tmp_path):
     run = tmp_path / "cd"
-    train_run("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}", "algo.updates=20",
-              "algo.log_every=10", "algo.batch_size=32", "eval.episodes=3", "eval.videos=0", run=run)  # fmt: skip
+    train_run(
+        "algo=consistency",
+        "task=pickcube",
+        "teacher=diffusion",
+        f"teacher.path={dp_run}",
+        "algo.updates=20",
+        "algo.log_every=10",
+        "algo.batch_size=32",
+        "eval.episodes=3",
+        "eval.videos=0",
+        run=run,
+    )
     result = json.loads((run / "eval.json").read_text())
     assert result["nfe_per_step"] == pytest.approx(1 / 8, abs=0.1)  # one evaluation per chunk of 8 actions
     ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
@@ -118,18 +164,40 @@ def test_consistency_head_offline_and_on_policy(dp_run, tmp_path):
     assert not (run / "data").exists()  # offline: the teacher run's demonstrations were reused
     assert evaluate(run, num_steps=2)["nfe_per_step"] == pytest.approx(2 / 8, abs=0.15)
     before = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    train_run("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}", "resume=true",
-              "algo.updates=30", "algo.log_every=10", "algo.batch_size=32", "eval.episodes=1", "eval.videos=0",
-              run=run)  # fmt: skip
+    train_run(
+        "algo=consistency",
+        "task=pickcube",
+        "teacher=diffusion",
+        f"teacher.path={dp_run}",
+        "resume=true",
+        "algo.updates=30",
+        "algo.log_every=10",
+        "algo.batch_size=32",
+        "eval.episodes=1",
+        "eval.videos=0",
+        run=run,
+    )
     after = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert before["update"] == 20 and after["update"] == 30  # resumed, with the EMA target restored and moved on
     assert not torch.equal(before["target"]["net.final.1.weight"], after["target"]["net.final.1.weight"])
 
     on = tmp_path / "cd_on"
-    train_run("algo=consistency", "task=pickcube", "teacher=diffusion", f"teacher.path={dp_run}",
-              "teacher.sampler.num_inference_steps=2", "algo.on_policy=true", "algo.rounds=1",
-              "algo.episodes_per_round=2", "algo.updates_per_round=5", "algo.batch_size=32", "eval.episodes=2",
-              "eval.videos=0", "collector.num_envs=2", run=on)  # fmt: skip
+    train_run(
+        "algo=consistency",
+        "task=pickcube",
+        "teacher=diffusion",
+        f"teacher.path={dp_run}",
+        "teacher.sampler.num_inference_steps=2",
+        "algo.on_policy=true",
+        "algo.rounds=1",
+        "algo.episodes_per_round=2",
+        "algo.updates_per_round=5",
+        "algo.batch_size=32",
+        "eval.episodes=2",
+        "eval.videos=0",
+        "collector.num_envs=2",
+        run=on,
+    )
     with h5py.File(on / "data" / "dataset.hdf5") as f:
         demo = f["data/demo_0"]
         assert not demo["teacher/acted"][()].any()  # the one-step student drove every step
@@ -138,9 +206,22 @@ def test_consistency_head_offline_and_on_policy(dp_run, tmp_path):
 
 def test_pixel_diffusion_policy_trains(tmp_path):
     run = tmp_path / "rgb"
-    train_run("algo=diffusion", "student=diffusion_rgb", *TINY, "algo.num_demos=2", "algo.updates=4",
-              "algo.log_every=4", "algo.batch_size=8", "eval.episodes=1", "eval.num_envs=1", "eval.videos=0",
-              "student.image_feature_dim=16", "sampler=ddim", "sampler.num_inference_steps=2", run=run)  # fmt: skip
+    train_run(
+        "algo=diffusion",
+        "student=diffusion_rgb",
+        *TINY,
+        "algo.num_demos=2",
+        "algo.updates=4",
+        "algo.log_every=4",
+        "algo.batch_size=8",
+        "eval.episodes=1",
+        "eval.num_envs=1",
+        "eval.videos=0",
+        "student.image_feature_dim=16",
+        "sampler=ddim",
+        "sampler.num_inference_steps=2",
+        run=run,
+    )
     assert json.loads((run / "eval.json").read_text())["episodes"] == 1
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["update"] == 4 and "rgb" in ckpt["policy_config"]["obs_keys"]

@@ -21,8 +21,11 @@ from robodistill.learners.components import make_student
 from robodistill.runtime.artifact import ArtifactError, ArtifactPolicy, load_artifact, selftest
 from robodistill.tasks import make_env, shape_meta
 
-TASK = {"name": "pushcube", "env_id": "robodistill/PushCube-v0",
-        "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": 32}}  # fmt: skip
+TASK = {
+    "name": "pushcube",
+    "env_id": "robodistill/PushCube-v0",
+    "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": 32},
+}
 SMALL_DP = {"down_dims": [16, 32], "step_embed_dim": 16, "pred_horizon": 8, "action_horizon": 4}
 STUDENTS = {
     "mlp": {"kind": "gaussian", "obs_keys": ["state"], "hidden": [64, 64]},
@@ -53,8 +56,9 @@ def fake_run(tmp_path: Path, name: str) -> Path:
     run = tmp_path / name
     (run / "checkpoints").mkdir(parents=True)
     torch.save({"policy_config": student.config, "policy": student.state_dict()}, run / "checkpoints" / "best.pt")
-    OmegaConf.save(OmegaConf.create({"task": TASK, "algo": {"name": "bc"}, "eval": {"seed": 100000}}),
-                   run / "config.yaml")  # fmt: skip
+    OmegaConf.save(
+        OmegaConf.create({"task": TASK, "algo": {"name": "bc"}, "eval": {"seed": 100000}}), run / "config.yaml"
+    )
     return run
 
 
@@ -131,8 +135,9 @@ def test_history_policy_sees_consecutive_steps_in_the_loop_and_on_the_server(tmp
     seen = []
     observe = policy.observe
     policy.observe = lambda obs: seen.append(obs["state"]) or observe(obs)
-    stats = ControlLoop(policy, CallbackRobot(lambda: {"state": next(frames)}, lambda a: None, 4), 50.0,
-                        SafetyFilter([-1] * 4, [1] * 4)).run(ticks=20)  # fmt: skip
+    stats = ControlLoop(
+        policy, CallbackRobot(lambda: {"state": next(frames)}, lambda a: None, 4), 50.0, SafetyFilter([-1] * 4, [1] * 4)
+    ).run(ticks=20)
     assert len(seen) == stats.ticks == 20 and stats.inferences < 20
     # the server takes the whole history in one request (no state kept) or one observation per request
     with PolicyServer(ArtifactPolicy(artifact).answer, {}, port=0) as server:
@@ -203,16 +208,28 @@ def test_contract_mismatch_with_the_robot_refuses_to_start(mlp_artifact, tmp_pat
         artifact.check_robot({"rgb": np.zeros((32, 32, 3), np.uint8)}, action_dim=4)
     artifact.check_robot({"state": np.zeros(38, np.float32), "extra": np.zeros(2)}, action_dim=4)  # extra keys: fine
     # end to end: the sim robot in another control mode (7 joint deltas + gripper) is refused before the first tick
-    p = run_script("scripts/deploy.py", f"artifact={mlp_artifact}", "episodes=1", "progress=false",
-                   "robot.task={env_id: robodistill/PushCube-v0, kwargs: {control_mode: pd_joint_delta_pos}}",
-                   f"log_dir={tmp_path / 'logs'}")  # fmt: skip
+    p = run_script(
+        "scripts/deploy.py",
+        f"artifact={mlp_artifact}",
+        "episodes=1",
+        "progress=false",
+        "robot.task={env_id: robodistill/PushCube-v0, kwargs: {control_mode: pd_joint_delta_pos}}",
+        f"log_dir={tmp_path / 'logs'}",
+    )
     one_clear_error(p, "does not fit this robot", "the robot takes 8 action dimensions, the policy gives 4")
 
 
 def test_deploy_on_the_sim_robot_reports_success_and_logs_ticks(mlp_artifact, tmp_path):
     logs = tmp_path / "logs"
-    p = run_script("scripts/deploy.py", f"artifact={mlp_artifact}", "episodes=2", "rate_hz=100", "progress=false",
-                   "max_delta=0.5", f"log_dir={logs}")  # fmt: skip
+    p = run_script(
+        "scripts/deploy.py",
+        f"artifact={mlp_artifact}",
+        "episodes=2",
+        "rate_hz=100",
+        "progress=false",
+        "max_delta=0.5",
+        f"log_dir={logs}",
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     result = json.loads(p.stdout)
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0 and result["rate_hz"] == 100.0
@@ -245,15 +262,29 @@ def done():
 def test_deploy_drives_a_callback_robot(mlp_artifact, tmp_path):
     (tmp_path / "my_robot.py").write_text(ROBOT_MODULE)
     logs = tmp_path / "logs"
-    p = run_script("scripts/deploy.py", f"artifact={mlp_artifact}", "robot=callback", "robot.read_obs=my_robot:read_obs",
-                   "robot.send_action=my_robot:send_action", "robot.done=my_robot:done", "rate_hz=50",
-                   f"log_dir={logs}", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    p = run_script(
+        "scripts/deploy.py",
+        f"artifact={mlp_artifact}",
+        "robot=callback",
+        "robot.read_obs=my_robot:read_obs",
+        "robot.send_action=my_robot:send_action",
+        "robot.done=my_robot:done",
+        "rate_hz=50",
+        f"log_dir={logs}",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     result = json.loads(p.stdout)
     assert result["ticks"] == 12 and result["misses"] < 12 and result["rate_hz"] == 50.0  # misses: as above
     assert len((logs / "callback.jsonl").read_text().splitlines()) == 12
-    p = run_script("scripts/deploy.py", f"artifact={mlp_artifact}", "robot=callback", "robot.read_obs=my_robot:nothing",
-                   "robot.send_action=my_robot:send_action", env={"PYTHONPATH": str(tmp_path)})  # fmt: skip
+    p = run_script(
+        "scripts/deploy.py",
+        f"artifact={mlp_artifact}",
+        "robot=callback",
+        "robot.read_obs=my_robot:nothing",
+        "robot.send_action=my_robot:send_action",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     one_clear_error(p, "my_robot:nothing")
 
 
@@ -284,8 +315,13 @@ def test_serve_artifact_round_trip_and_malformed_messages(mlp_artifact):
 def test_serve_script_serves_an_artifact(mlp_artifact):
     from robodistill.runtime.client import PolicyClient
 
-    proc = subprocess.Popen([sys.executable, "scripts/serve.py", f"artifact={mlp_artifact}", "port=0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/serve.py", f"artifact={mlp_artifact}", "port=0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert "serving gaussian policy on ws://" in line, proc.stderr.read() if proc.poll() is not None else line

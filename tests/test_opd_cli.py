@@ -18,10 +18,26 @@ from robodistill.rundir import RunDir
 from robodistill.runtime.server import PolicyServer
 from robodistill.teachers import VLATeacher, load_policy
 
-SMALL = ["student.d_model=32", "student.layers=1", "student.bins=64", "task.kwargs.image_size=32",
-         "eval.episodes=2", "eval.num_envs=2", "eval.videos=0", "collector.num_envs=2"]  # fmt: skip
-OPD = ["task=reach", "algo=opd", "student=vla", *SMALL, "algo.rounds=2", "algo.episodes_per_round=2",
-       "algo.updates_per_round=4", "algo.batch_size=16"]  # fmt: skip
+SMALL = [
+    "student.d_model=32",
+    "student.layers=1",
+    "student.bins=64",
+    "task.kwargs.image_size=32",
+    "eval.episodes=2",
+    "eval.num_envs=2",
+    "eval.videos=0",
+    "collector.num_envs=2",
+]
+OPD = [
+    "task=reach",
+    "algo=opd",
+    "student=vla",
+    *SMALL,
+    "algo.rounds=2",
+    "algo.episodes_per_round=2",
+    "algo.updates_per_round=4",
+    "algo.batch_size=16",
+]
 
 
 def metrics(run):
@@ -32,8 +48,18 @@ def metrics(run):
 def sft_run(tmp_path_factory):
     """A tiny multi-task token policy trained on scripted demos of Reach and PushCube."""
     run = tmp_path_factory.mktemp("sft") / "run"
-    train_run("task=reach", "algo=sft", "student=vla", *SMALL, "algo.tasks=[robodistill/PushCube-v0]",
-              "algo.num_demos=4", "algo.updates=20", "algo.log_every=10", "algo.batch_size=16", run=run)  # fmt: skip
+    train_run(
+        "task=reach",
+        "algo=sft",
+        "student=vla",
+        *SMALL,
+        "algo.tasks=[robodistill/PushCube-v0]",
+        "algo.num_demos=4",
+        "algo.updates=20",
+        "algo.log_every=10",
+        "algo.batch_size=16",
+        run=run,
+    )
     return run
 
 
@@ -63,8 +89,16 @@ def test_opd_over_a_remote_teacher_that_goes_down_stops_cleanly_and_resumes(sft_
 
     run = tmp_path / "opd"
     server = PolicyServer(infer, meta, port=0).start()
-    args = [*OPD, "teacher=remote", f"teacher.uri={server.url}", "teacher.obs_keys=[rgb,proprio,instruction]",
-            "teacher.retries=2", "teacher.backoff_s=0.05", f"algo.init={sft_run}", "algo.replay=all"]  # fmt: skip
+    args = [
+        *OPD,
+        "teacher=remote",
+        f"teacher.uri={server.url}",
+        "teacher.obs_keys=[rgb,proprio,instruction]",
+        "teacher.retries=2",
+        "teacher.backoff_s=0.05",
+        f"algo.init={sft_run}",
+        "algo.replay=all",
+    ]
 
     ended = threading.Event()
 
@@ -114,9 +148,11 @@ def test_bad_opd_inputs_are_refused_before_training(sft_run, tmp_path):
         (("task=reach", "algo=opd", "student=cnn", *teacher, "task.kwargs.image_size=32"), "token policy"),
         ((*OPD, *teacher, "opd.loss=mse"), "opd.loss must be one of rkl, fkl, ce"),
         ((*OPD, *teacher, "task.kwargs.control_mode=pd_ee_delta_pose"), "teacher checkpoint was trained for"),
-        ((*OPD, "teacher=remote", "teacher.uri=ws://127.0.0.1:9", "teacher.retries=1", "teacher.backoff_s=0.01"),
-         "cannot reach the remote teacher.*ws://127.0.0.1:9"),
-    ]  # fmt: skip
+        (
+            (*OPD, "teacher=remote", "teacher.uri=ws://127.0.0.1:9", "teacher.retries=1", "teacher.backoff_s=0.01"),
+            "cannot reach the remote teacher.*ws://127.0.0.1:9",
+        ),
+    ]
     for i, (overrides, message) in enumerate(cases):
         run = tmp_path / str(i)
         with user_error() as info:

@@ -26,8 +26,14 @@ from robodistill.learners.components import make_student
 from robodistill.runtime.artifact import STEPS
 from robodistill.students import student_config
 
-META = {"obs": {"state": {"shape": [6], "type": "low_dim"}, "rgb": {"shape": [24, 24, 3], "type": "rgb"},
-                "proprio": {"shape": [3], "type": "low_dim"}}, "action": {"shape": [2]}}  # fmt: skip
+META = {
+    "obs": {
+        "state": {"shape": [6], "type": "low_dim"},
+        "rgb": {"shape": [24, 24, 3], "type": "rgb"},
+        "proprio": {"shape": [3], "type": "low_dim"},
+    },
+    "action": {"shape": [2]},
+}
 
 
 def _obs(n=5, seed=0):
@@ -110,8 +116,10 @@ def test_a_misspelt_student_key_is_one_line_listing_the_valid_keys():
     cfg = compose_config(["student=mlp", "student.hiden=[64,64]"])
     with pytest.raises(UserError) as err:
         make_student(cfg.student, META)
-    assert str(err.value) == ("student=mlp: a gaussian policy has no key 'hiden'; valid keys: obs_keys, hidden, "
-                              "image_feature_dim, init_log_std")  # fmt: skip
+    assert str(err.value) == (
+        "student=mlp: a gaussian policy has no key 'hiden'; valid keys: obs_keys, hidden, "
+        "image_feature_dim, init_log_std"
+    )
     with pytest.raises(UserError, match="student=diffusion: pred_horizon 15 must be divisible by 2"):
         make_student(compose_config(["student=diffusion", "student.pred_horizon=15"]).student, META)
 
@@ -136,18 +144,52 @@ def test_student_options_repeat_no_default_of_their_dataclass(option):
 
 # `config` dicts as checkpoints written before the typed configs stored them
 OLD_CONFIGS = {
-    "gaussian": {"kind": "gaussian", "shape_meta": META, "obs_keys": ["rgb", "proprio"], "hidden": [16],
-                 "image_feature_dim": 8},
-    "diffusion": {"kind": "diffusion", "shape_meta": META, "obs_keys": ["state"], "obs_horizon": 2,
-                  "pred_horizon": 8, "action_horizon": 4, "num_train_steps": 100, "down_dims": [8, 16],
-                  "step_embed_dim": 8, "kernel": 5, "image_feature_dim": 64, "noise_levels": "uniform",
-                  "constant_level_prob": 0.2, "gripper_scale": 1.0},
-    "vla": {"kind": "vla", "shape_meta": META, "obs_keys": ["rgb", "proprio", "instruction"],
-            "vocab": ["<pad>", "<unk>", "push"], "bins": 16, "d_model": 16, "layers": 1, "heads": 2,
-            "image_tokens": 4, "max_words": 4, "temperature": 1.0, "shift": 4, "label_sigma": 2.0},
-}  # fmt: skip
-OLD_CONFIGS["consistency"] = {**OLD_CONFIGS["diffusion"], "kind": "consistency", "t_max": 90, "sigma_data": 0.05,
-                              "alpha_min": 0.5}  # fmt: skip
+    "gaussian": {
+        "kind": "gaussian",
+        "shape_meta": META,
+        "obs_keys": ["rgb", "proprio"],
+        "hidden": [16],
+        "image_feature_dim": 8,
+    },
+    "diffusion": {
+        "kind": "diffusion",
+        "shape_meta": META,
+        "obs_keys": ["state"],
+        "obs_horizon": 2,
+        "pred_horizon": 8,
+        "action_horizon": 4,
+        "num_train_steps": 100,
+        "down_dims": [8, 16],
+        "step_embed_dim": 8,
+        "kernel": 5,
+        "image_feature_dim": 64,
+        "noise_levels": "uniform",
+        "constant_level_prob": 0.2,
+        "gripper_scale": 1.0,
+    },
+    "vla": {
+        "kind": "vla",
+        "shape_meta": META,
+        "obs_keys": ["rgb", "proprio", "instruction"],
+        "vocab": ["<pad>", "<unk>", "push"],
+        "bins": 16,
+        "d_model": 16,
+        "layers": 1,
+        "heads": 2,
+        "image_tokens": 4,
+        "max_words": 4,
+        "temperature": 1.0,
+        "shift": 4,
+        "label_sigma": 2.0,
+    },
+}
+OLD_CONFIGS["consistency"] = {
+    **OLD_CONFIGS["diffusion"],
+    "kind": "consistency",
+    "t_max": 90,
+    "sigma_data": 0.05,
+    "alpha_min": 0.5,
+}
 
 
 @pytest.mark.parametrize("kind", list(OLD_CONFIGS))

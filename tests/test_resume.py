@@ -40,10 +40,14 @@ def _episode(i: int, n: int = 5) -> dict:
     """A small episode whose values say which one it is."""
     obs = {"state": np.full((n, 3), i, np.float32)}
     return {
-        "obs": obs, "next_obs": obs, "actions": np.full((n, 2), i, np.float32), "rewards": np.zeros(n, np.float32),
-        "dones": np.eye(1, n, n - 1, dtype=np.int64)[0], "teacher": {"actions": np.full((n, 2), -i, np.float32)},
+        "obs": obs,
+        "next_obs": obs,
+        "actions": np.full((n, 2), i, np.float32),
+        "rewards": np.zeros(n, np.float32),
+        "dones": np.eye(1, n, n - 1, dtype=np.int64)[0],
+        "teacher": {"actions": np.full((n, 2), -i, np.float32)},
         "attrs": {"success": i % 2 == 0},
-    }  # fmt: skip
+    }
 
 
 def _write(path, ids, append=False) -> int:
@@ -100,9 +104,13 @@ def test_robomimic_reads_only_live_demos_through_the_masks(tmp_path):
     mark_orphans(path, keep=4)
     ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["state"]}})
     ds = SequenceDataset(
-        hdf5_path=str(path), obs_keys=("state",), dataset_keys=("actions",), seq_length=1, hdf5_cache_mode=None,
+        hdf5_path=str(path),
+        obs_keys=("state",),
+        dataset_keys=("actions",),
+        seq_length=1,
+        hdf5_cache_mode=None,
         filter_by_attribute="train",
-    )  # fmt: skip
+    )
     assert ds.demos == [f"demo_{i}" for i in range(4)]
     assert ds.total_num_sequences == sum(5 + i for i in range(4))
 
@@ -225,8 +233,9 @@ def test_collector_state_resumes_coins_teacher_noise_and_student_sampling(tmp_pa
 
     def collector(seed: int = 3) -> Collector:
         teacher = ImperfectTeacher(CallableTeacher(envs.make_expert(env), ["state"]), noise_std=0.3, seed=seed)
-        return Collector(make_vector_env(env_fns(task, 2)), teacher, student, None, seed=seed,
-                         student_deterministic=False)  # fmt: skip
+        return Collector(
+            make_vector_env(env_fns(task, 2)), teacher, student, None, seed=seed, student_deterministic=False
+        )
 
     def round1(c: Collector) -> list[dict]:
         episodes = []
@@ -259,10 +268,23 @@ def test_collector_state_resumes_coins_teacher_noise_and_student_sampling(tmp_pa
 
 # ---- whole runs: SIGKILLed mid-collection, mid-fit and mid-write, resumed, equal to the uninterrupted run ----------
 
-RUN = ("progress=false", "task=reach", "algo=dagger", "seed=3", "algo.rounds=3", "algo.episodes_per_round=4",
-       "algo.updates_per_round=200", "algo.batch_size=64", "algo.beta.horizon=2", "collector.num_envs=2",
-       "collector.student_deterministic=false", "teacher.noise_std=0.1", "eval.episodes=2", "eval.num_envs=2",
-       "eval.videos=0")  # fmt: skip
+RUN = (
+    "progress=false",
+    "task=reach",
+    "algo=dagger",
+    "seed=3",
+    "algo.rounds=3",
+    "algo.episodes_per_round=4",
+    "algo.updates_per_round=200",
+    "algo.batch_size=64",
+    "algo.beta.horizon=2",
+    "collector.num_envs=2",
+    "collector.student_deterministic=false",
+    "teacher.noise_std=0.1",
+    "eval.episodes=2",
+    "eval.num_envs=2",
+    "eval.videos=0",
+)
 FIELDS = ["actions", "obs/state", "teacher/actions", "teacher/acted"]
 
 
@@ -270,8 +292,13 @@ def _start(run, *extra: str) -> subprocess.Popen:
     """scripts/train.py in its own process group (a kill of the group takes the episode writer too)."""
     log_path = run.parent / f"{run.name}.log"
     with open(log_path, "a") as log:
-        proc = subprocess.Popen([sys.executable, "scripts/train.py", *RUN, f"hydra.run.dir={run}", *extra], cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "scripts/train.py", *RUN, f"hydra.run.dir={run}", *extra],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     proc.log_path = log_path
     return proc
 
@@ -387,8 +414,9 @@ def test_a_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, kills):
     assert summary["orphaned"] >= orphans and expected["orphaned"] == 0
     assert {**summary, "orphaned": 0} == expected
     # the same episodes trained on
-    for a, b in zip(iter_demos(ref / "data/dataset.hdf5", FIELDS), iter_demos(run / "data/dataset.hdf5", FIELDS),
-                    strict=True):  # fmt: skip
+    for a, b in zip(
+        iter_demos(ref / "data/dataset.hdf5", FIELDS), iter_demos(run / "data/dataset.hdf5", FIELDS), strict=True
+    ):
         for k in FIELDS:
             np.testing.assert_allclose(b[k], a[k], atol=1e-5, err_msg=k)
     got, want = _round_metrics(run), _round_metrics(ref)
@@ -406,5 +434,6 @@ def test_a_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, kills):
     # the same evaluation
     e_ref, e_run = (json.loads((d / "eval.json").read_text()) for d in (ref, run))
     assert e_run["success_rate"] == e_ref["success_rate"]
-    np.testing.assert_allclose([x["return"] for x in e_run["per_episode"]],
-                               [x["return"] for x in e_ref["per_episode"]], atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        [x["return"] for x in e_run["per_episode"]], [x["return"] for x in e_ref["per_episode"]], atol=1e-4
+    )

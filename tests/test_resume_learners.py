@@ -11,12 +11,35 @@ from conftest import train_run
 from robodistill.data.dataset import dataset_summary, iter_demos
 from robodistill.rundir import RunDir
 
-TOKEN_DAGGER = ["task=reach", "algo=dagger", "student=vla", "student.d_model=32", "student.layers=1",
-                "student.bins=32", "task.kwargs.image_size=32", "collector.student_deterministic=false",
-                "algo.episodes_per_round=2", "algo.updates_per_round=6", "algo.batch_size=16", "algo.beta.horizon=2",
-                "collector.num_envs=2", "eval.episodes=1", "eval.num_envs=1", "eval.videos=0"]  # fmt: skip
-BC = ["task=reach", "algo=bc", "algo.num_demos=4", "algo.updates=20", "algo.log_every=10", "collector.num_envs=2",
-      "eval.episodes=1", "eval.num_envs=1", "eval.videos=0"]  # fmt: skip
+TOKEN_DAGGER = [
+    "task=reach",
+    "algo=dagger",
+    "student=vla",
+    "student.d_model=32",
+    "student.layers=1",
+    "student.bins=32",
+    "task.kwargs.image_size=32",
+    "collector.student_deterministic=false",
+    "algo.episodes_per_round=2",
+    "algo.updates_per_round=6",
+    "algo.batch_size=16",
+    "algo.beta.horizon=2",
+    "collector.num_envs=2",
+    "eval.episodes=1",
+    "eval.num_envs=1",
+    "eval.videos=0",
+]
+BC = [
+    "task=reach",
+    "algo=bc",
+    "algo.num_demos=4",
+    "algo.updates=20",
+    "algo.log_every=10",
+    "collector.num_envs=2",
+    "eval.episodes=1",
+    "eval.num_envs=1",
+    "eval.videos=0",
+]
 
 
 def tensors(x, prefix=""):

@@ -17,8 +17,15 @@ from robodistill.tasks import make_env
 from robodistill.teachers import make_teacher
 from robodistill.teachers.sb3 import load_sb3_model
 
-TINY = ["task=reach", "algo.num_envs=2", "algo.eval_every=0", "algo.eval_episodes=2", "eval.episodes=2",
-        "eval.num_envs=2", "eval.videos=0"]  # fmt: skip
+TINY = [
+    "task=reach",
+    "algo.num_envs=2",
+    "algo.eval_every=0",
+    "algo.eval_episodes=2",
+    "eval.episodes=2",
+    "eval.num_envs=2",
+    "eval.videos=0",
+]
 TINY_PPO = [*TINY, "algo.sb3.n_steps=64", "algo.sb3.batch_size=64", "algo.sb3.n_epochs=2"]
 
 
@@ -72,8 +79,15 @@ def test_ppo_run_writes_curves_and_models_and_is_a_teacher(ppo_run):
 
 def test_rpd_with_an_sb3_teacher_and_reverse_kl(ppo_run, tmp_path):
     run = tmp_path / "rpd"
-    result = train_run("algo=rpd", *TINY_PPO, "algo.total_timesteps=128", "algo.distill_loss=kl", "teacher=sb3",
-                       f"teacher.path={ppo_run}", run=run)  # fmt: skip
+    result = train_run(
+        "algo=rpd",
+        *TINY_PPO,
+        "algo.total_timesteps=128",
+        "algo.distill_loss=kl",
+        "teacher=sb3",
+        f"teacher.path={ppo_run}",
+        run=run,
+    )
     assert result["teacher_labels_per_step"] == 1.0
     assert any("distill/loss" in m for m in metrics(run))
 
@@ -85,8 +99,15 @@ def test_kl_needs_a_teacher_with_a_std(tmp_path):
 
 def test_sac_trains_and_its_model_loads_as_a_sac_teacher(tmp_path):
     run = tmp_path / "sac"
-    train_run("algo=sac", *TINY, "algo.num_envs=1", "algo.total_timesteps=200", "algo.sb3.learning_starts=100",
-              "algo.checkpoint_every=100", run=run)  # fmt: skip
+    train_run(
+        "algo=sac",
+        *TINY,
+        "algo.num_envs=1",
+        "algo.total_timesteps=200",
+        "algo.sb3.learning_starts=100",
+        "algo.checkpoint_every=100",
+        run=run,
+    )
     state = last_ckpt(run)["train_state"]
     assert state["num_timesteps"] == 200 and "log_ent_coef" in state
     assert type(load_sb3_model(run)).__name__ == "SAC"
@@ -108,8 +129,16 @@ def test_ppo_run_exports_with_its_observation_normalisation(ppo_run):
 
 def test_rpd_pixel_student_with_a_privileged_state_teacher(tmp_path):
     run = tmp_path / "rgb"
-    result = train_run("algo=rpd", "student=cnn", *TINY_PPO, "algo.sb3.n_steps=32", "algo.sb3.batch_size=32",
-                       "algo.total_timesteps=64", "task.kwargs.image_size=48", run=run)  # fmt: skip
+    result = train_run(
+        "algo=rpd",
+        "student=cnn",
+        *TINY_PPO,
+        "algo.sb3.n_steps=32",
+        "algo.sb3.batch_size=32",
+        "algo.total_timesteps=64",
+        "task.kwargs.image_size=48",
+        run=run,
+    )
     assert result["teacher_labels_per_step"] == 1.0
     model = load_sb3_model(run)
     assert sorted(model.observation_space.spaces) == ["proprio", "rgb"]  # the student never sees the state
@@ -117,11 +146,20 @@ def test_rpd_pixel_student_with_a_privileged_state_teacher(tmp_path):
 
 def test_rpd_with_an_undertrained_bc_teacher(tmp_path):
     bc = tmp_path / "bc"
-    train_run("task=reach", "algo=bc", "algo.num_demos=3", "algo.updates=50", "eval.episodes=2", "eval.videos=0",
-              run=bc)  # fmt: skip
+    train_run(
+        "task=reach", "algo=bc", "algo.num_demos=3", "algo.updates=50", "eval.episodes=2", "eval.videos=0", run=bc
+    )
     run = tmp_path / "rpd"
-    result = train_run("algo=rpd", *TINY_PPO, "algo.total_timesteps=128", "teacher=checkpoint", f"teacher.path={bc}",
-                       "teacher.wrong_action_rate=0.2", "algo.distill_loss=kl", run=run)  # fmt: skip
+    result = train_run(
+        "algo=rpd",
+        *TINY_PPO,
+        "algo.total_timesteps=128",
+        "teacher=checkpoint",
+        f"teacher.path={bc}",
+        "teacher.wrong_action_rate=0.2",
+        "algo.distill_loss=kl",
+        run=run,
+    )
     # the imperfect teacher was itself evaluated first: its success rate is logged and is the curve's line to cross
     logged = [m["eval/teacher_success_rate"] for m in metrics(run) if "eval/teacher_success_rate" in m]
     assert logged and set(logged) == {result["teacher_success"]}

@@ -97,12 +97,16 @@ def test_distill_losses_against_hand_computed_values():
     model.distill_loss = "mse"
     assert model.distill(student, labels).item() == pytest.approx(0.25 + 1.0)
     model.distill_loss = "nll"
-    nll = sum(0.5 * ((a - m) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi)
-              for a, m, s in [(0.5, 0.0, 1.0), (0.0, 1.0, 0.5)])  # fmt: skip
+    nll = sum(
+        0.5 * ((a - m) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi)
+        for a, m, s in [(0.5, 0.0, 1.0), (0.0, 1.0, 0.5)]
+    )
     assert model.distill(student, labels).item() == pytest.approx(nll, rel=1e-5)
     model.distill_loss = "kl"  # KL(N(m1, s1) || N(m2, s2)) = log(s2/s1) + (s1^2 + (m1-m2)^2) / (2 s2^2) - 1/2
-    kl = sum(math.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
-             for m1, s1, m2, s2 in [(0.0, 1.0, 0.5, 2.0), (1.0, 0.5, 0.0, 0.5)])  # fmt: skip
+    kl = sum(
+        math.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
+        for m1, s1, m2, s2 in [(0.0, 1.0, 0.5, 2.0), (1.0, 0.5, 0.0, 0.5)]
+    )
     assert model.distill(student, labels).item() == pytest.approx(kl, rel=1e-5)
     same = LabelledSamples(None, student.mean, student.mean, student.stddev)
     assert model.distill(student, same).item() == pytest.approx(0.0, abs=1e-7)

@@ -17,8 +17,9 @@ SMALL = {"down_dims": [16, 32], "step_embed_dim": 16}
 def policy(cls=DiffusionPolicy, **kw):
     torch.manual_seed(0)
     p = cls(META, ["state"], **SMALL, **kw)
-    p.fit_normalizers({"state": np.random.default_rng(0).normal(size=(50, 5))},
-                      np.random.default_rng(1).uniform(-1, 1, size=(50, 3)))  # fmt: skip
+    p.fit_normalizers(
+        {"state": np.random.default_rng(0).normal(size=(50, 5))}, np.random.default_rng(1).uniform(-1, 1, size=(50, 3))
+    )
     return p.eval()
 
 

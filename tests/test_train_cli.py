@@ -11,8 +11,13 @@ from conftest import train_run
 from robodistill.evaluation.rerun import evaluate_run
 from robodistill.rundir import RunDir
 
-TINY = ("algo.updates_per_round=10", "algo.episodes_per_round=4", "eval.episodes=3", "eval.num_envs=3",
-        "collector.num_envs=2")  # fmt: skip
+TINY = (
+    "algo.updates_per_round=10",
+    "algo.episodes_per_round=4",
+    "eval.episodes=3",
+    "eval.num_envs=3",
+    "collector.num_envs=2",
+)
 
 
 def test_dagger_run_writes_checkpoint_eval_metrics_and_video(tmp_path):
@@ -52,8 +57,16 @@ def pusher_teacher(obs):
 def test_generic_gymnasium_task_with_callable_teacher(user_module, tmp_path):
     user_module("my_teachers", TEACHER_MODULE)
     run = tmp_path / "run"
-    train_run("task=gym", "task.env_id=Pusher-v5", "teacher=callable", "teacher.target=my_teachers:pusher_teacher",
-              "algo.rounds=1", *TINY, "eval.videos=0", run=run)  # fmt: skip
+    train_run(
+        "task=gym",
+        "task.env_id=Pusher-v5",
+        "teacher=callable",
+        "teacher.target=my_teachers:pusher_teacher",
+        "algo.rounds=1",
+        *TINY,
+        "eval.videos=0",
+        run=run,
+    )
     assert torch.load(run / "checkpoints/last.pt", weights_only=True)["round"] == 0
     with h5py.File(run / "data/dataset.hdf5", "r") as f:
         demo = f["data/demo_0"]
@@ -65,9 +78,19 @@ def test_generic_gymnasium_task_with_callable_teacher(user_module, tmp_path):
 
 def test_pixel_student_with_state_teacher_bc(tmp_path):
     run = tmp_path / "run"
-    train_run("task=reach", "algo=bc", "student=cnn", "task.kwargs.image_size=32", "algo.num_demos=4",
-              "algo.updates=20", "algo.log_every=10", "eval.episodes=2", "eval.videos=0", "collector.num_envs=2",
-              run=run)  # fmt: skip
+    train_run(
+        "task=reach",
+        "algo=bc",
+        "student=cnn",
+        "task.kwargs.image_size=32",
+        "algo.num_demos=4",
+        "algo.updates=20",
+        "algo.log_every=10",
+        "eval.episodes=2",
+        "eval.videos=0",
+        "collector.num_envs=2",
+        run=run,
+    )
     with h5py.File(run / "data/dataset.hdf5", "r") as f:
         g = f["data/demo_0"]
         assert g["obs/rgb"].shape[1:] == (32, 32, 3) and "state" in g["obs"]

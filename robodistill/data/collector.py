@@ -194,9 +194,16 @@ class Collector:
         has = info.get("_instruction")
         instruction = str(instr[i]) if instr is not None and (has is None or has[i]) else ""
         return {
-            "obs": [], "actions": [], "rewards": [], "teacher_actions": [], "teacher_acted": [],
-            "student_actions": [], "student_log_probs": [], "states": [], "instruction": instruction,
-        }  # fmt: skip
+            "obs": [],
+            "actions": [],
+            "rewards": [],
+            "teacher_actions": [],
+            "teacher_acted": [],
+            "student_actions": [],
+            "student_log_probs": [],
+            "states": [],
+            "instruction": instruction,
+        }
 
     def _finish(
         self, b: dict[str, Any], final_obs: dict[str, np.ndarray], success: bool, beta: float, terminated: bool

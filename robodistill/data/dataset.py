@@ -329,8 +329,10 @@ def mark_orphans(path: str | Path, keep: int) -> int:
     with open_dataset(path, "a") as f:
         data = f["data"]
         if _next_index(data) < keep:
-            raise DatasetError(f"{path} holds {_next_index(data)} demos but the run's checkpoint counts {keep}: "
-                               "the dataset is not the one the run wrote")  # fmt: skip
+            raise DatasetError(
+                f"{path} holds {_next_index(data)} demos but the run's checkpoint counts {keep}: "
+                "the dataset is not the one the run wrote"
+            )
         marked = 0
         for name in _demo_names(data):
             index = _demo_index(name)

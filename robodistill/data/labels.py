@@ -31,8 +31,10 @@ def sequence_labels(
     """Per step: the last T_o observations {key: (T, T_o, ...)} and the T_p actions from `first_action` steps
     back (T, T_p, A); horizons = (obs_horizon, pred_horizon, first_action)."""
     obs_horizon, pred_horizon, first = horizons
-    return {**{k: windows(obs[k], 1 - obs_horizon, obs_horizon) for k in obs_keys},
-            LABEL: windows(actions, -first, pred_horizon)}  # fmt: skip
+    return {
+        **{k: windows(obs[k], 1 - obs_horizon, obs_horizon) for k in obs_keys},
+        LABEL: windows(actions, -first, pred_horizon),
+    }
 
 
 def episode_labels(episode: dict[str, Any], obs_keys: list[str]) -> dict[str, np.ndarray]:
@@ -63,11 +65,14 @@ def load_labels(
     for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + [label] + ([chunk_label] if chunk_label else [])):
         for k in obs_keys:
             if list(demo[f"obs/{k}"].shape[1:]) != list(meta["obs"][k]["shape"]):
-                raise UserError(f"dataset {path} has obs/{k} of shape {demo[f'obs/{k}'].shape[1:]}, "
-                                f"the task needs {tuple(meta['obs'][k]['shape'])}")  # fmt: skip
+                raise UserError(
+                    f"dataset {path} has obs/{k} of shape {demo[f'obs/{k}'].shape[1:]}, "
+                    f"the task needs {tuple(meta['obs'][k]['shape'])}"
+                )
         if demo[label].shape[1:] != (action_dim,):
-            raise UserError(f"dataset {path} has {label} of dim {demo[label].shape[1:]}, "
-                            f"the task needs ({action_dim},)")  # fmt: skip
+            raise UserError(
+                f"dataset {path} has {label} of dim {demo[label].shape[1:]}, the task needs ({action_dim},)"
+            )
         longest = max(longest, len(demo[label]))
         obs = {k: demo[f"obs/{k}"] for k in obs_keys}
         if not horizons:
@@ -78,8 +83,10 @@ def load_labels(
             samples[LABEL] = demo[chunk_label]
         buffer.add(samples)
     if horizons and longest < horizons[1]:
-        raise UserError(f"dataset {path} is too short for the horizons: its longest demo has {longest} steps, "
-                        f"pred_horizon is {horizons[1]}; collect longer demos or lower student.pred_horizon")  # fmt: skip
+        raise UserError(
+            f"dataset {path} is too short for the horizons: its longest demo has {longest} steps, "
+            f"pred_horizon is {horizons[1]}; collect longer demos or lower student.pred_horizon"
+        )
     summary = dataset_summary(path)
     if summary["samples"] != len(buffer):
         raise UserError(f"dataset {path} says it holds {summary['samples']} samples but {len(buffer)} were read")

@@ -45,8 +45,9 @@ SELFTEST_SAMPLES = 64
 
 
 # ---- recorded observations ----------------------------------------------------------------------------------------
-def record_observations(policy: nn.Module, task: dict[str, Any], n: int, seed: int, sampler: dict | None = None,
-                        progress: bool = True) -> list[dict[str, np.ndarray]]:  # fmt: skip
+def record_observations(
+    policy: nn.Module, task: dict[str, Any], n: int, seed: int, sampler: dict | None = None, progress: bool = True
+) -> list[dict[str, np.ndarray]]:
     """`n` observations from the student driving its own task (episodes seeded seed, seed + 1, ...; a chunk policy
     sampled by `sampler`), as episodes of stacked frames {key: (T, ...)}: the states the exported policy meets."""
     env = make_env(task, obs_mode_for(set(policy.obs_keys)))
@@ -90,8 +91,10 @@ def kind_of(policy: nn.Module) -> str:
     """The registry kind a policy is exported as; UserError for anything the registry does not list."""
     kind = getattr(policy, "kind", None)
     if kind not in POLICY_TYPES:
-        raise UserError(f"cannot export a {type(policy).__name__}: export covers {', '.join(POLICY_TYPES)} students "
-                        f"(and SB3 state policies)")  # fmt: skip
+        raise UserError(
+            f"cannot export a {type(policy).__name__}: export covers {', '.join(POLICY_TYPES)} students "
+            f"(and SB3 state policies)"
+        )
     return kind
 
 
@@ -110,8 +113,9 @@ def run_torch(module: nn.Module, names: list[str], feeds: dict[str, np.ndarray],
     return [np.concatenate(parts) for parts in zip(*outs)]
 
 
-def write_graph(module: nn.Module, names: list[str], outputs: list[str], feeds: dict[str, np.ndarray], file: Path,
-                fmt: str) -> None:  # fmt: skip
+def write_graph(
+    module: nn.Module, names: list[str], outputs: list[str], feeds: dict[str, np.ndarray], file: Path, fmt: str
+) -> None:
     """Trace `module` on two example inputs and write it as ONNX (a dynamic batch axis) or TorchScript."""
     example = tuple(torch.as_tensor(feeds[k][:2]) for k in names)
     with warnings.catch_warnings():
@@ -121,13 +125,20 @@ def write_graph(module: nn.Module, names: list[str], outputs: list[str], feeds: 
                 torch.jit.trace(module, example, check_trace=False).save(str(file))
             return
         torch.onnx.export(
-            module, example, str(file), dynamo=False, opset_version=OPSET, input_names=names, output_names=outputs,
+            module,
+            example,
+            str(file),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=names,
+            output_names=outputs,
             dynamic_axes={k: {0: "batch"} for k in [*names, *outputs]},
-        )  # fmt: skip
+        )
 
 
-def run_exported(file: Path, fmt: str, names: list[str], outputs: list[str], feeds: dict[str, np.ndarray],
-                 batch: int = 100) -> list[np.ndarray]:  # fmt: skip
+def run_exported(
+    file: Path, fmt: str, names: list[str], outputs: list[str], feeds: dict[str, np.ndarray], batch: int = 100
+) -> list[np.ndarray]:
     """The exported graph's outputs on `feeds`: onnxruntime for ONNX, torch.jit for TorchScript."""
     n = len(feeds[names[0]])
     if fmt == "torchscript":
@@ -155,9 +166,17 @@ def compare(outputs: list[str], ref: list[np.ndarray], got: list[np.ndarray], to
     return report
 
 
-def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "onnx", samples: int = 1000,
-               tolerance: float = 1e-4, checkpoint: str = "best", sampler_steps: int = DDIM_STEPS, seed: int = 0,
-               progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def export_run(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    fmt: str = "onnx",
+    samples: int = 1000,
+    tolerance: float = 1e-4,
+    checkpoint: str = "best",
+    sampler_steps: int = DDIM_STEPS,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Export `run_dir`'s student to `out` (default <run>/export_<fmt>); returns the contract. Parity is checked on
     `samples` recorded observations; the export is refused (UserError, nothing written) beyond `tolerance`."""
     if fmt not in FORMATS:
@@ -196,13 +215,19 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
         if fmt == "onnx":  # the runtime's own path end to end, on the runtime's inputs
             parity["runtime"] = runtime_parity(tmp, policy, obs, rng, tolerance)
         failed = {k: v for k, v in parity.items() if not v["passed"]}
-        report = {"samples": len(next(iter(obs.values()))), "tolerance": tolerance, "graphs": parity,
-                  "max_abs_diff": max(max(v for k, v in r.items() if isinstance(v, float)) for r in parity.values()),
-                  "passed": not failed}  # fmt: skip
+        report = {
+            "samples": len(next(iter(obs.values()))),
+            "tolerance": tolerance,
+            "graphs": parity,
+            "max_abs_diff": max(max(v for k, v in r.items() if isinstance(v, float)) for r in parity.values()),
+            "passed": not failed,
+        }
         (tmp / "parity.json").write_text(json.dumps(report, indent=2))
         if failed:
-            raise UserError(f"export refused: the exported {kind} policy differs from torch beyond {tolerance} on "
-                            f"recorded observations: {failed}")  # fmt: skip
+            raise UserError(
+                f"export refused: the exported {kind} policy differs from torch beyond {tolerance} on "
+                f"recorded observations: {failed}"
+            )
         contract["parity"] = {k: report[k] for k in ("samples", "tolerance", "max_abs_diff", "passed")}
         (tmp / "contract.json").write_text(json.dumps(contract, indent=2))
         shutil.rmtree(out, ignore_errors=True)
@@ -212,8 +237,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "o
     return contract
 
 
-def runtime_parity(path: Path, policy: nn.Module, obs: dict[str, np.ndarray], rng: np.random.Generator,
-                   tol: float) -> dict[str, Any]:  # fmt: skip
+def runtime_parity(
+    path: Path, policy: nn.Module, obs: dict[str, np.ndarray], rng: np.random.Generator, tol: float
+) -> dict[str, Any]:
     """torch's whole policy vs `ArtifactPolicy.infer` (tokeniser, sampler loop and all) on the recorded
     observations with the same noise; writes selftest.npz from the first of them."""
     exporter = exporter_of(policy)
@@ -225,26 +251,43 @@ def runtime_parity(path: Path, policy: nn.Module, obs: dict[str, np.ndarray], rn
     shape = exporter.noise_shape(policy, n)
     noise = None if shape is None else rng.standard_normal(shape).astype(np.float32)
     expected = exporter.reference(policy, feeds, noise, runtime.contract)
-    got = np.concatenate([runtime.infer({k: v[i : i + 100] for k, v in feeds.items()},
-                                        None if noise is None else noise[i : i + 100]) for i in range(0, n, 100)])  # fmt: skip
+    got = np.concatenate(
+        [
+            runtime.infer({k: v[i : i + 100] for k, v in feeds.items()}, None if noise is None else noise[i : i + 100])
+            for i in range(0, n, 100)
+        ]
+    )
     diff = np.abs(expected - got)
     ties = exporter.ties(policy, feeds, tol)  # argmax ties, as in `compare`
     if ties is not None:
         diff = np.where(ties[:, None], 0.0, diff)
     m = min(SELFTEST_SAMPLES, n)
-    np.savez_compressed(path / "selftest.npz", actions=expected[:m], **{f"obs/{k}": v[:m] for k, v in feeds.items()},
-                        **({"noise": noise[:m]} if noise is not None else {}))  # fmt: skip
+    np.savez_compressed(
+        path / "selftest.npz",
+        actions=expected[:m],
+        **{f"obs/{k}": v[:m] for k, v in feeds.items()},
+        **({"noise": noise[:m]} if noise is not None else {}),
+    )
     return {"samples": n, "actions": float(diff.max()), "passed": bool(diff.max() <= tol)}
 
 
-def torch_actions(policy: nn.Module, kind: str, obs: dict[str, np.ndarray], noise: np.ndarray | None,
-                  contract: dict[str, Any]) -> np.ndarray:  # fmt: skip
+def torch_actions(
+    policy: nn.Module, kind: str, obs: dict[str, np.ndarray], noise: np.ndarray | None, contract: dict[str, Any]
+) -> np.ndarray:
     """The chunks (N, T, A) torch gives for `kind`'s policy: the reference for the runtime's whole path."""
     return POLICY_TYPES[kind].exporter.reference(policy, obs, noise, contract)
 
 
-def make_contract(policy: nn.Module, kind: str, fields: dict[str, Any], config: Path, task: dict[str, Any],
-                  models: dict[str, Any], fmt: str, tolerance: float) -> dict[str, Any]:  # fmt: skip
+def make_contract(
+    policy: nn.Module,
+    kind: str,
+    fields: dict[str, Any],
+    config: Path,
+    task: dict[str, Any],
+    models: dict[str, Any],
+    fmt: str,
+    tolerance: float,
+) -> dict[str, Any]:
     """What the policy observes and commands, at which rate and in which chunks: the runtime's contract. `fields`:
     the kind's own (its exporter's `contract`: chunk sizes, and what the runtime's step reads)."""
     env = make_env(task, obs_mode_for(set(policy.obs_keys)))
@@ -267,8 +310,11 @@ def make_contract(policy: nn.Module, kind: str, fields: dict[str, Any], config: 
         "kind": kind,
         "observations": observations,
         "action": {
-            "dim": int(policy.action_dim), "low": space.low.tolist(), "high": space.high.tolist(),
-            "control_mode": control_mode, "gripper_dims": list(meta["action"].get("gripper_dims", [])),
+            "dim": int(policy.action_dim),
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+            "control_mode": control_mode,
+            "gripper_dims": list(meta["action"].get("gripper_dims", [])),
         },
         "control_rate_hz": float(rate),
         "chunk": fields.pop("chunk"),
@@ -279,14 +325,15 @@ def make_contract(policy: nn.Module, kind: str, fields: dict[str, Any], config: 
         "commit": git_commit(),
         "parity": {"tolerance": tolerance},
         **fields,
-    }  # fmt: skip
+    }
     return contract
 
 
 def git_commit() -> str | None:
     """The commit of the code that exported (None outside a git checkout)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

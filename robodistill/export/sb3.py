@@ -45,8 +45,10 @@ def load_sb3_policy(run: RunDir, cfg: Any, task: dict[str, Any], which: str = "b
     state policies only."""
     keys = list(cfg.student.obs_keys)
     if keys != ["state"]:
-        raise UserError(f"{run.dir} is an SB3 run on {keys}: export covers SB3 state policies (student=mlp); "
-                        f"image policies are SB3's own preprocessing and are not exported")  # fmt: skip
+        raise UserError(
+            f"{run.dir} is an SB3 run on {keys}: export covers SB3 state policies (student=mlp); "
+            f"image policies are SB3's own preprocessing and are not exported"
+        )
     env = make_env(task, "state")
     try:
         meta = shape_meta(env)

@@ -90,9 +90,14 @@ class Services:
         """The teacher's own success on the evaluation episodes (the line a student should cross)."""
         e = self.cfg.eval
         result = evaluate(
-            teacher_policy(self.comps.teacher), self.comps.task, self.comps.obs_mode, episodes=int(e.episodes),
-            seed=int(e.seed), num_envs=int(e.num_envs), progress=self.progress,
-        )  # fmt: skip
+            teacher_policy(self.comps.teacher),
+            self.comps.task,
+            self.comps.obs_mode,
+            episodes=int(e.episodes),
+            seed=int(e.seed),
+            num_envs=int(e.num_envs),
+            progress=self.progress,
+        )
         return result["success_rate"]
 
 

@@ -82,9 +82,11 @@ class Artifact:
         if int(action_dim) != self.action_dim:
             problems.append(f"the robot takes {action_dim} action dimensions, the policy gives {self.action_dim}")
         if problems:
-            raise ArtifactError(f"artifact {self.path} does not fit this robot: {'; '.join(problems)} "
-                                f"(exported for {self.contract.get('task', {}).get('env_id', '?')}, control mode "
-                                f"{self.contract['action'].get('control_mode')})")  # fmt: skip
+            raise ArtifactError(
+                f"artifact {self.path} does not fit this robot: {'; '.join(problems)} "
+                f"(exported for {self.contract.get('task', {}).get('env_id', '?')}, control mode "
+                f"{self.contract['action'].get('control_mode')})"
+            )
 
 
 def load_contract(path: str | Path) -> dict[str, Any]:
@@ -92,8 +94,10 @@ def load_contract(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     file = path / "contract.json"
     if not file.exists():
-        raise ArtifactError(f"{path} is not an exported policy (no contract.json); export a run with "
-                            f"`python scripts/export.py run=<run dir>`")  # fmt: skip
+        raise ArtifactError(
+            f"{path} is not an exported policy (no contract.json); export a run with "
+            f"`python scripts/export.py run=<run dir>`"
+        )
     try:
         contract = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
@@ -103,11 +107,15 @@ def load_contract(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ArtifactError(f"{file} lacks {missing}: not a robodistill contract, or a damaged one")
     if contract["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(f"{file} has format version {contract['format_version']}; this runtime reads "
-                            f"{FORMAT_VERSION}: re-export the run")  # fmt: skip
+        raise ArtifactError(
+            f"{file} has format version {contract['format_version']}; this runtime reads "
+            f"{FORMAT_VERSION}: re-export the run"
+        )
     if contract.get("format", "onnx") != "onnx":
-        raise ArtifactError(f"{path} is a {contract['format']} artifact, for torch.jit.load or libtorch (C++); this "
-                            f"runtime runs ONNX: export with format=onnx")  # fmt: skip
+        raise ArtifactError(
+            f"{path} is a {contract['format']} artifact, for torch.jit.load or libtorch (C++); this "
+            f"runtime runs ONNX: export with format=onnx"
+        )
     if contract["kind"] not in STEPS:
         raise ArtifactError(f"{file}: unknown policy kind {contract['kind']!r}; known: {', '.join(STEPS)}")
     return contract
@@ -125,8 +133,10 @@ def verify_models(path: str | Path, contract: dict[str, Any]) -> dict[str, Path]
             raise ArtifactError(f"model file {file} is missing")
         digest = sha256(file)
         if digest != entry["sha256"]:
-            raise ArtifactError(f"model file {file} does not match its sha256 in the contract (truncated or "
-                                f"tampered?): {digest[:12]}... != {entry['sha256'][:12]}...")  # fmt: skip
+            raise ArtifactError(
+                f"model file {file} does not match its sha256 in the contract (truncated or "
+                f"tampered?): {digest[:12]}... != {entry['sha256'][:12]}..."
+            )
         files[name] = file
     return files
 
@@ -229,9 +239,11 @@ class ArtifactPolicy:
         batch = self.cast(observation_batch(obs, self.obs_keys, shapes))  # (N, ...): a batch, or a whole history
         if self.horizon > 1:
             if len(batch[key]) != self.horizon:
-                raise ValueError(f"this policy reads a history of {self.horizon} observations: send one observation "
-                                 f"per request (shapes {shapes}) or the history ({self.horizon}, ...), not "
-                                 f"{len(batch[key])}")  # fmt: skip
+                raise ValueError(
+                    f"this policy reads a history of {self.horizon} observations: send one observation "
+                    f"per request (shapes {shapes}) or the history ({self.horizon}, ...), not "
+                    f"{len(batch[key])}"
+                )
             return {"actions": self.plan({k: v[None] for k, v in batch.items()})}  # explicit history, no state
         chunk = self.infer(batch)
         return {"actions": chunk[:, 0], "chunk": chunk}

@@ -32,8 +32,10 @@ def load_policy(path: str | Path, which: str = "best", teacher: str | None = Non
         raise UserError(f"{path}: {exc}") from exc
     policy.load_state_dict(ckpt["policy"])
     if teacher is not None and policies.policy_type(policy.kind).teacher != teacher:
-        raise UserError(f"teacher={teacher} cannot label with {path}: it holds a {policy.kind!r} policy, use "
-                        f"teacher={policies.policy_type(policy.kind).teacher}")  # fmt: skip
+        raise UserError(
+            f"teacher={teacher} cannot label with {path}: it holds a {policy.kind!r} policy, use "
+            f"teacher={policies.policy_type(policy.kind).teacher}"
+        )
     return policy.eval()
 
 
@@ -43,9 +45,11 @@ def check_policy_shapes(policy: Any, env: gym.Env) -> None:
     saved = {k: policy.shape_meta["obs"][k]["shape"] for k in policy.obs_keys}
     task = {k: meta["obs"][k]["shape"] if k in meta["obs"] else None for k in policy.obs_keys}
     if saved != task or policy.shape_meta["action"]["shape"] != meta["action"]["shape"]:
-        raise UserError(f"the teacher checkpoint was trained for observations {saved} and actions "
-                        f"{policy.shape_meta['action']['shape']}, but this task has {task} and "
-                        f"{meta['action']['shape']}")  # fmt: skip
+        raise UserError(
+            f"the teacher checkpoint was trained for observations {saved} and actions "
+            f"{policy.shape_meta['action']['shape']}, but this task has {task} and "
+            f"{meta['action']['shape']}"
+        )
 
 
 class PolicyTeacher:

@@ -18,8 +18,9 @@ class ImperfectTeacher:
 
     def __init__(self, teacher: Teacher, noise_std: float = 0.0, wrong_action_rate: float = 0.0, seed: int = 0):
         if noise_std < 0 or not 0.0 <= wrong_action_rate <= 1.0:
-            raise UserError(f"teacher noise_std must be >= 0 and wrong_action_rate in [0, 1], got {noise_std}, "
-                            f"{wrong_action_rate}")  # fmt: skip
+            raise UserError(
+                f"teacher noise_std must be >= 0 and wrong_action_rate in [0, 1], got {noise_std}, {wrong_action_rate}"
+            )
         self.teacher, self.noise_std, self.wrong_action_rate = teacher, noise_std, wrong_action_rate
         self.obs_keys = teacher.obs_keys
         self.rng = np.random.default_rng(seed)
@@ -33,8 +34,9 @@ class ImperfectTeacher:
         # not clipped: the env clips what is executed, and unclipped labels average to the clean action (clipping
         # would pull a gripper's +-1 toward 0, and a student averaging the labels would then never grip)
         std = None if out.std is None else np.sqrt(out.std**2 + self.noise_std**2).astype(np.float32)
-        return TeacherOutput(action=noisy, mean=noisy if out.mean is not None else None, std=std, logits=out.logits,
-                             chunk=out.chunk)  # fmt: skip
+        return TeacherOutput(
+            action=noisy, mean=noisy if out.mean is not None else None, std=std, logits=out.logits, chunk=out.chunk
+        )
 
 
 class CountingTeacher:

@@ -26,11 +26,9 @@ from robodistill.teachers.protocol import TeacherOutput
 SB3_ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3, "a2c": A2C, "ddpg": DDPG}
 
 
-
 def model_input(obs: dict[str, np.ndarray], keys: list[str]) -> Any:
     """What an SB3 model on `keys` takes: the bare array for a state model (Box), else the dict of its keys."""
     return obs[STATE_KEY] if list(keys) == [STATE_KEY] else view(obs, keys)
-
 
 
 class SB3Student:
@@ -43,7 +41,6 @@ class SB3Student:
         x = model_input(obs, self.obs_keys)
         action, _ = self.model.predict(x, deterministic=deterministic)
         return np.asarray(action, dtype=np.float32), None
-
 
 
 class SB3Teacher:

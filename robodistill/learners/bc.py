@@ -14,9 +14,8 @@ from omegaconf import DictConfig
 
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
-from robodistill.learners.fitting import FitState
+from robodistill.learners.fitting import FitState, fit_updates
 from robodistill.learners.services import Services, load_policy_state, policy_state
-from robodistill.progress import progress_bar
 
 
 class BCLearner:
@@ -44,11 +43,18 @@ class BCLearner:
         else:
             student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
 
-        for done in progress_bar(range(start, updates, chunk), enabled=self.services.progress, desc=self.name):
-            steps = min(chunk, updates - done)
-            losses = fit.regress(student, buffer, steps, int(a.batch_size), progress=False)
-            self.services.log(done + steps, {"update": done + steps, **losses})
-            self.services.checkpoint("last", {**policy_state(student), **fit.state_dict(), "update": done + steps})
+        fit_updates(
+            self.services,
+            fit,
+            student,
+            buffer,
+            start,
+            updates,
+            chunk,
+            int(a.batch_size),
+            state=lambda: policy_state(student),
+            desc=self.name,
+        )
         result = self.services.evaluate(student, updates, final=True)
         self.services.checkpoint("best", {**policy_state(student), "update": updates})
         return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}

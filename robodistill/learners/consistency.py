@@ -33,11 +33,10 @@ from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import student_policy
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
-from robodistill.learners.fitting import FitState
+from robodistill.learners.fitting import FitState, fit_updates
 from robodistill.learners.rounds import Rounds
 from robodistill.learners.schedules import BetaSchedule
 from robodistill.learners.services import Services, load_policy_state, policy_state
-from robodistill.progress import progress_bar
 from robodistill.rundir import RunDir
 from robodistill.teachers import DiffusionTeacher
 
@@ -135,13 +134,20 @@ class ConsistencyLearner:
         if ckpt is not None:
             self.restore(ckpt, fit)
             start = ckpt["update"]
-        for done in progress_bar(range(start, updates, chunk), enabled=services.progress, desc=self.name):
-            steps = min(chunk, updates - done)
-            losses = fit.regress(
-                student, buffer, steps, batch, progress=False, loss_fn=self.loss, after_step=self.update_target
-            )
-            services.log(done + steps, {"update": done + steps, **losses})
-            services.checkpoint("last", {**self.state(fit), "update": done + steps})
+        fit_updates(
+            services,
+            fit,
+            student,
+            buffer,
+            start,
+            updates,
+            chunk,
+            batch,
+            state=lambda: self.state(fit),
+            desc=self.name,
+            loss_fn=self.loss,
+            after_step=self.update_target,
+        )
         result = services.evaluate(student, updates, final=True)
         services.checkpoint("best", {**policy_state(student), "update": updates})
         return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}

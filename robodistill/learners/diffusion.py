@@ -22,9 +22,8 @@ from robodistill.data.labels import LABEL
 from robodistill.errors import UserError
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
-from robodistill.learners.fitting import FitState
+from robodistill.learners.fitting import FitState, fit_updates
 from robodistill.learners.services import Services, load_policy_state, policy_state
-from robodistill.progress import progress_bar
 
 
 def ema_model(policy: torch.nn.Module, max_decay: float) -> AveragedModel:
@@ -72,16 +71,22 @@ class DiffusionLearner:
         else:
             student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys}, buffer.view(LABEL))
 
-        for done in progress_bar(range(start, updates, chunk), enabled=self.services.progress, desc=self.name):
-            steps = min(chunk, updates - done)
-            losses = fit.regress(
-                student, buffer, steps, batch, progress=False, after_step=lambda: ema.update_parameters(student)
-            )
-            self.services.log(done + steps, {"update": done + steps, **losses})
-            online = {"online_policy": student.state_dict(), "ema": ema.state_dict()}  # the EMA copy is the policy
-            self.services.checkpoint(
-                "last", {**policy_state(ema.module), **fit.state_dict(), "update": done + steps, **online}
-            )
+        def state() -> dict[str, Any]:  # the EMA copy is the policy; the online weights train on
+            return {**policy_state(ema.module), "online_policy": student.state_dict(), "ema": ema.state_dict()}
+
+        fit_updates(
+            self.services,
+            fit,
+            student,
+            buffer,
+            start,
+            updates,
+            chunk,
+            batch,
+            state=state,
+            desc=self.name,
+            after_step=lambda: ema.update_parameters(student),
+        )
         result = self.services.evaluate(ema.module, updates, final=True)
         self.services.checkpoint("best", {**policy_state(ema.module), "update": updates})
         return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}

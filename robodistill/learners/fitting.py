@@ -12,6 +12,7 @@ import torch
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.labels import LABEL
 from robodistill.errors import UserError
+from robodistill.learners.services import Services
 from robodistill.progress import progress_bar
 
 LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -95,3 +96,26 @@ class FitState:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.rng.bit_generator.state = state["sample_rng"]
+
+
+def fit_updates(
+    services: Services,
+    fit: FitState,
+    student: torch.nn.Module,
+    buffer: LabelBuffer,
+    start: int,
+    updates: int,
+    log_every: int,
+    batch_size: int,
+    state: Callable[[], dict[str, Any]],
+    desc: str,
+    **regress_kwargs: Any,
+) -> None:
+    """Updates `start`..`updates` of an offline fit in chunks of `log_every`: after each chunk, log its mean losses
+    and checkpoint last.pt with the learner's `state()` (its policy, EMA copies, ...), the fit's state and the update
+    count, so a killed run resumes from the chunk's end. `regress_kwargs` as `regress` takes them (loss_fn, ...)."""
+    for done in progress_bar(range(start, updates, log_every), enabled=services.progress, desc=desc):
+        steps = min(log_every, updates - done)
+        losses = fit.regress(student, buffer, steps, batch_size, progress=False, **regress_kwargs)
+        services.log(done + steps, {"update": done + steps, **losses})
+        services.checkpoint("last", {**state(), **fit.state_dict(), "update": done + steps})

@@ -21,9 +21,8 @@ from omegaconf import DictConfig
 
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
-from robodistill.learners.fitting import FitState
+from robodistill.learners.fitting import FitState, fit_updates
 from robodistill.learners.services import Services, load_policy_state, policy_state
-from robodistill.progress import progress_bar
 
 
 class SFTLearner:
@@ -64,11 +63,18 @@ class SFTLearner:
         else:
             student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
 
-        for done in progress_bar(range(start, updates, chunk), enabled=services.progress, desc=self.name):
-            steps = min(chunk, updates - done)
-            losses = fit.regress(student, buffer, steps, int(a.batch_size), progress=False)
-            services.log(done + steps, {"update": done + steps, **losses})
-            services.checkpoint("last", {**policy_state(student), **fit.state_dict(), "update": done + steps})
+        fit_updates(
+            services,
+            fit,
+            student,
+            buffer,
+            start,
+            updates,
+            chunk,
+            int(a.batch_size),
+            state=lambda: policy_state(student),
+            desc=self.name,
+        )
 
         result = services.evaluate(student, updates, final=True)
         result["tasks"] = {tasks[0]["env_id"]: result["success_rate"]}

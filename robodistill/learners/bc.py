@@ -33,7 +33,7 @@ class BCLearner:
         ckpt = self.services.resume()
         buffer = demonstrations(self.services, sources, ckpt is not None, student.obs_keys)
 
-        updates, chunk = int(a.updates), int(a.log_every)
+        updates = int(a.updates)
         fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
         start = 0
         if ckpt is not None:
@@ -43,18 +43,7 @@ class BCLearner:
         else:
             student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
 
-        fit_updates(
-            self.services,
-            fit,
-            student,
-            buffer,
-            start,
-            updates,
-            chunk,
-            int(a.batch_size),
-            state=lambda: policy_state(student),
-            desc=self.name,
-        )
+        fit_updates(self.services, fit, student, buffer, start, state=lambda: policy_state(student), desc=self.name)
         result = self.services.evaluate(student, updates, final=True)
         self.services.checkpoint("best", {**policy_state(student), "update": updates})
         return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}

@@ -128,7 +128,7 @@ class ConsistencyLearner:
         ckpt = services.resume()
         buffer = demonstrations(services, sources, ckpt is not None, student.obs_keys, student.horizons)
 
-        updates, chunk, batch = int(a.updates), int(a.log_every), int(a.batch_size)
+        updates = int(a.updates)
         fit = self.optimization(updates)
         start = 0
         if ckpt is not None:
@@ -140,9 +140,6 @@ class ConsistencyLearner:
             student,
             buffer,
             start,
-            updates,
-            chunk,
-            batch,
             state=lambda: self.state(fit),
             desc=self.name,
             loss_fn=self.loss,

@@ -58,7 +58,7 @@ class DiffusionLearner:
         ckpt = self.services.resume()
         buffer = demonstrations(self.services, sources, ckpt is not None, student.obs_keys, student.horizons)
 
-        updates, chunk, batch = int(a.updates), int(a.log_every), int(a.batch_size)
+        updates = int(a.updates)
         optimizer = torch.optim.AdamW(student.parameters(), lr=float(a.lr), weight_decay=1e-6)
         fit = FitState(optimizer, updates, a.lr_schedule, int(cfg.seed))
         start = 0
@@ -80,9 +80,6 @@ class DiffusionLearner:
             student,
             buffer,
             start,
-            updates,
-            chunk,
-            batch,
             state=state,
             desc=self.name,
             after_step=lambda: ema.update_parameters(student),

@@ -104,16 +104,16 @@ def fit_updates(
     student: torch.nn.Module,
     buffer: LabelBuffer,
     start: int,
-    updates: int,
-    log_every: int,
-    batch_size: int,
     state: Callable[[], dict[str, Any]],
     desc: str,
     **regress_kwargs: Any,
 ) -> None:
-    """Updates `start`..`updates` of an offline fit in chunks of `log_every`: after each chunk, log its mean losses
-    and checkpoint last.pt with the learner's `state()` (its policy, EMA copies, ...), the fit's state and the update
-    count, so a killed run resumes from the chunk's end. `regress_kwargs` as `regress` takes them (loss_fn, ...)."""
+    """Updates `start`..`algo.updates` of an offline fit, `algo.batch_size` samples each, in chunks of
+    `algo.log_every`: after each chunk, log its mean losses and checkpoint last.pt with the learner's `state()` (its
+    policy, EMA copies, ...), the fit's state and the update count, so a killed run resumes from the chunk's end.
+    `regress_kwargs` as `regress` takes them (loss_fn, after_step)."""
+    a = services.cfg.algo
+    updates, log_every, batch_size = int(a.updates), int(a.log_every), int(a.batch_size)
     for done in progress_bar(range(start, updates, log_every), enabled=services.progress, desc=desc):
         steps = min(log_every, updates - done)
         losses = fit.regress(student, buffer, steps, batch_size, progress=False, **regress_kwargs)

@@ -53,7 +53,7 @@ class SFTLearner:
         ckpt = services.resume()
         buffer = demonstrations(services, sources, ckpt is not None, student.obs_keys)
 
-        updates, chunk = int(a.updates), int(a.log_every)
+        updates = int(a.updates)
         fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
         start = 0
         if ckpt is not None:
@@ -63,18 +63,7 @@ class SFTLearner:
         else:
             student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
 
-        fit_updates(
-            services,
-            fit,
-            student,
-            buffer,
-            start,
-            updates,
-            chunk,
-            int(a.batch_size),
-            state=lambda: policy_state(student),
-            desc=self.name,
-        )
+        fit_updates(services, fit, student, buffer, start, state=lambda: policy_state(student), desc=self.name)
 
         result = services.evaluate(student, updates, final=True)
         result["tasks"] = {tasks[0]["env_id"]: result["success_rate"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import wraps
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -15,7 +16,6 @@ class UserError(Exception):
 
 def report_errors(fn: Callable[..., T]) -> Callable[..., T]:
     """Decorator for entry points: print a UserError (or any error marked `user_facing`) as one line, exit 2."""
-    from functools import wraps
 
     @wraps(fn)
     def wrapper(*args, **kwargs):

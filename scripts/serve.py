@@ -71,6 +71,7 @@ def main(cfg: DictConfig) -> None:
 
 def serve_artifact(path: str, host: str, port: int) -> None:
     """Serve an exported policy with the torch-free runtime (its graphs checked against their sha256 first)."""
+    # imported here, not at the top: serving an artifact imports neither torch nor MuJoCo
     from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
     from robodistill.runtime.server import PolicyServer
 

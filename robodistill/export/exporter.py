@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -143,8 +144,6 @@ def run_exported(
     n = len(feeds[names[0]])
     if fmt == "torchscript":
         return run_torch(torch.jit.load(str(file)), names, feeds, batch)
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
     parts = [session.run(outputs, {k: feeds[k][i : i + batch] for k in names}) for i in range(0, n, batch)]
     return [np.concatenate(p) for p in zip(*parts)]

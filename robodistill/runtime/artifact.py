@@ -9,9 +9,11 @@ observation history, tokenises the instruction of a token policy and runs a diff
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -225,7 +227,7 @@ class ArtifactPolicy:
         history {key: (T_o, ...)}, to a policy with obs_horizon > 1); or, for a policy without history, a batch
         {key: (N, ...)} -> {"actions": (N, A), "chunk": (N, T, A)}. A "prompt" string stands in for a token
         policy's instruction bytes. ValueError on a request that does not fit the contract."""
-        from robodistill.runtime.server import observation_batch
+        from robodistill.runtime.server import observation_batch  # optional: the server needs websockets ([serve])
 
         obs = dict(request)
         text = self.contract.get("instruction", {}).get("key")
@@ -333,9 +335,6 @@ def selftest(artifact: Artifact, tolerance: float | None = None) -> dict[str, An
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m robodistill.runtime.artifact <dir>`: verify an artifact on this machine (sha256, load, selftest)."""
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("artifact", type=Path)
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 bad teachers, and exports of their policies."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -226,3 +227,23 @@ def test_a_fresh_run_in_a_reused_directory_starts_fresh_metrics(tmp_path):
     for _ in range(2):
         train_run("algo=ppo", *TINY_PPO, "algo.total_timesteps=128", run=run)
     assert [m["step"] for m in metrics(run) if "eval/success_rate" in m] == [128]
+
+
+def test_export_of_an_sb3_run_takes_the_checkpoint_asked_for(ppo_run, tmp_path):
+    """checkpoint=last exports sb3/final_model.zip, checkpoint=best sb3/best_model.zip (made different here)."""
+    run = tmp_path / "run"
+    shutil.copytree(ppo_run, run, ignore=shutil.ignore_patterns("export_*"))
+    best = load_sb3_model(run, which="best")
+    with torch.no_grad():
+        for p in best.policy.action_net.parameters():
+            p.add_(0.5)
+    best.save(run / "sb3" / "best_model.zip")
+    for which in ("last", "best"):
+        out = tmp_path / f"export_{which}"
+        export_run(run, out=out, samples=50, checkpoint=which, progress=False)
+        states = np.load(out / "selftest.npz")["obs/state"]
+        expected, _ = load_sb3_model(run, which=which).predict(states, deterministic=True)
+        got = ArtifactPolicy(load_artifact(out)).infer({"state": states})[:, 0]
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    final, _ = load_sb3_model(run, which="last").predict(states, deterministic=True)
+    assert np.abs(final - expected).max() > 1e-2  # the two checkpoints really act differently

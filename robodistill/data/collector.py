@@ -13,10 +13,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from tqdm import tqdm
 
 from robodistill.data.dataset import EpisodeWriter
 from robodistill.observations import as_dict, stack, view
+from robodistill.progress import progress_bar
 from robodistill.teachers.protocol import OPTIONAL_LABELS, Teacher, query_teacher, reset_episode
 
 
@@ -131,7 +131,7 @@ class Collector:
         obs, info = self.venv.reset(seed=seed)
         self._episode_start(None)
         buffers = [self._new_buffer(info, i) for i in range(self.num_envs)]
-        bar = tqdm(total=num_episodes or min_steps, desc=desc, disable=not progress, leave=False)
+        bar = progress_bar(total=num_episodes or min_steps, desc=desc, enabled=progress, leave=False)
         while not done():
             obs_d = as_dict(obs)
             label = query_teacher(self.teacher, obs_d, self.action_dim)

@@ -24,7 +24,6 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from policies import POLICY_TYPES, Exporter
 from policies.samplers import DDIM_STEPS
@@ -35,6 +34,7 @@ from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import student_policy
 from robodistill.export.sb3 import load_sb3_policy
 from robodistill.observations import as_dict, obs_mode_for
+from robodistill.progress import progress_bar
 from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import FORMAT_VERSION, ArtifactPolicy, load_artifact, sha256
 from robodistill.tasks import make_env
@@ -55,7 +55,7 @@ def record_observations(
     act = student_policy(policy, sampler)
     stateful = hasattr(act, "reset")
     episodes, count, episode = [], 0, 0
-    bar = tqdm(total=n, desc="record observations", leave=False, disable=not progress)
+    bar = progress_bar(total=n, desc="record observations", leave=False, enabled=progress)
     try:
         while count < n:
             obs, _ = env.reset(seed=seed + episode)
@@ -202,7 +202,7 @@ def export_run(
     models, parity = {}, {}
     try:
         parts = exporter.graphs(policy, obs, rng)
-        for name, (module, names, outputs, feeds) in tqdm(parts.items(), desc="export", disable=not progress):
+        for name, (module, names, outputs, feeds) in progress_bar(parts.items(), desc="export", enabled=progress):
             module.eval()
             file = tmp / f"{name}{suffix}"
             write_graph(module, names, outputs, feeds, file, fmt)

@@ -75,3 +75,15 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield write
     for name in names:
         sys.modules.pop(name, None)  # the next test's module of the same name is imported afresh
+
+
+def checkpoint_tensors(x: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in a checkpoint's nested state, by path: what two runs' checkpoints are compared on."""
+    if isinstance(x, torch.Tensor):
+        yield prefix, x
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            yield from checkpoint_tensors(v, f"{prefix}/{k}")
+    elif isinstance(x, list | tuple):
+        for i, v in enumerate(x):
+            yield from checkpoint_tensors(v, f"{prefix}/{i}")

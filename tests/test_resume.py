@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, checkpoint_tensors
 
 import envs
 from policies import GaussianPolicy
@@ -359,18 +359,6 @@ def _round_metrics(run) -> dict[int, dict]:
     return {m["round"]: m for m in lines if "round" in m}
 
 
-def _tensors(x, prefix=""):
-    """Every tensor in a checkpoint's nested state, by path."""
-    if isinstance(x, torch.Tensor):
-        yield prefix, x
-    elif isinstance(x, dict):
-        for k, v in x.items():
-            yield from _tensors(v, f"{prefix}/{k}")
-    elif isinstance(x, list | tuple):
-        for i, v in enumerate(x):
-            yield from _tensors(v, f"{prefix}/{i}")
-
-
 @pytest.mark.parametrize(
     "kills", [("collection",), pytest.param(("collection", "fit", "write"), marks=pytest.mark.slow)], ids="-".join
 )
@@ -427,7 +415,7 @@ def test_a_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path, kills):
         for k in (k for k in want[r] if "loss" in k):
             assert got[r][k] == pytest.approx(want[r][k], abs=1e-5), (r, k)
     # the same student, optimizer and RNG streams
-    a, b = (dict(_tensors(torch.load(d / "checkpoints/last.pt", weights_only=True))) for d in (ref, run))
+    a, b = (dict(checkpoint_tensors(torch.load(d / "checkpoints/last.pt", weights_only=True))) for d in (ref, run))
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k].double(), a[k].double(), atol=1e-5, rtol=0, msg=k)

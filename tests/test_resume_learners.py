@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import train_run
+from conftest import checkpoint_tensors, train_run
 
 from robodistill.data.dataset import dataset_summary, iter_demos
 from robodistill.rundir import RunDir
@@ -42,21 +42,9 @@ BC = [
 ]
 
 
-def tensors(x, prefix=""):
-    """Every tensor in a checkpoint's nested state, by path."""
-    if isinstance(x, torch.Tensor):
-        yield prefix, x
-    elif isinstance(x, dict):
-        for k, v in x.items():
-            yield from tensors(v, f"{prefix}/{k}")
-    elif isinstance(x, list | tuple):
-        for i, v in enumerate(x):
-            yield from tensors(v, f"{prefix}/{i}")
-
-
 def assert_same_last_checkpoint(a, b) -> None:
     """Policy, optimizer, sampler, collector and global RNG states of checkpoints/last.pt agree."""
-    x, y = (dict(tensors(RunDir(d).load_checkpoint("last"))) for d in (a, b))
+    x, y = (dict(checkpoint_tensors(RunDir(d).load_checkpoint("last"))) for d in (a, b))
     assert x.keys() == y.keys()
     for k in x:
         torch.testing.assert_close(y[k].double(), x[k].double(), atol=1e-6, rtol=0, msg=k)

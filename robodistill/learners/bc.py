@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
-from robodistill.learners.fitting import FitState, fit_updates
-from robodistill.learners.services import Services, load_policy_state, policy_state
+from robodistill.learners.fitting import FitState, fit_updates, resume_or_normalize
+from robodistill.learners.services import Services, policy_state
 
 
 class BCLearner:
@@ -35,13 +35,7 @@ class BCLearner:
 
         updates = int(a.updates)
         fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
-        start = 0
-        if ckpt is not None:
-            load_policy_state(student, ckpt)
-            fit.load_state_dict(ckpt)
-            start = ckpt["update"]
-        else:
-            student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
+        start = resume_or_normalize(student, fit, ckpt, buffer)
 
         fit_updates(self.services, fit, student, buffer, start, state=lambda: policy_state(student), desc=self.name)
         result = self.services.evaluate(student, updates, final=True)

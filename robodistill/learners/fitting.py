@@ -12,7 +12,7 @@ import torch
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.labels import LABEL
 from robodistill.errors import UserError
-from robodistill.learners.services import Services
+from robodistill.learners.services import Services, load_policy_state
 from robodistill.progress import progress_bar
 
 LossFn = Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -119,3 +119,16 @@ def fit_updates(
         losses = fit.regress(student, buffer, steps, batch_size, progress=False, **regress_kwargs)
         services.log(done + steps, {"update": done + steps, **losses})
         services.checkpoint("last", {**state(), **fit.state_dict(), "update": done + steps})
+
+
+def resume_or_normalize(
+    student: torch.nn.Module, fit: FitState, ckpt: dict[str, Any] | None, buffer: LabelBuffer
+) -> int:
+    """A resumed fit restores the student and the fit from `ckpt` and returns its update count; a fresh one fits
+    the student's observation normalisers on the demonstrations and starts at update 0."""
+    if ckpt is None:
+        student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
+        return 0
+    load_policy_state(student, ckpt)
+    fit.load_state_dict(ckpt)
+    return int(ckpt["update"])

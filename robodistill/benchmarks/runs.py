@@ -13,12 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from robodistill import config
 from robodistill.config import compose_config
 from robodistill.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = str(config.CONF_DIR)  # for tests that compose in-process with Hydra's initialize_config_dir
 
 
 def train_once(overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:

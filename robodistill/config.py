@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +19,24 @@ from robodistill import students  # noqa: F401  (registers the student configs t
 from robodistill.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config groups: every default is written there
+
+
+def register_task_schema() -> None:
+    """Store `task/_schema`, what every task option starts from (conf/task/*.yaml list it first): the keys every
+    task has, with `kwargs` left open so that `task.kwargs.<key>=...` adds a key without Hydra's `+`."""
+    node = OmegaConf.create(
+        {
+            "imports": [],  # env packages to import before the env is made (their import registers its id)
+            "max_episode_steps": None,  # None: the id's registered limit
+            "success_key": "success",  # the info key saying an episode succeeded (null: the task has none)
+            "kwargs": {},  # passed to gym.make
+        }
+    )
+    OmegaConf.set_struct(node.kwargs, False)
+    ConfigStore.instance().store(group="task", name="_schema", node=node)
+
+
+register_task_schema()  # at import, like the student configs: Hydra reads the ConfigStore when it composes
 
 
 def group_options(group: str) -> list[str]:
@@ -53,12 +72,24 @@ def option_defaults(group: str, name: str) -> dict[str, Any]:
     return to_dict(cfg[group] if group in cfg else cfg)  # a `# @package _global_` option sits at the top
 
 
-def require_values(cfg: DictConfig, what: str) -> None:
-    """One error naming every `???` value of `cfg` still unset (`what`: e.g. "robot=callback") instead of letting
-    Hydra's missing-value marker reach a later message."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+EXAMPLES = {  # what a value the user must give looks like, for the error that asks for it
+    "task.env_id": "Pusher-v5 (or my_envs:MyEnv-v0)",
+    "teacher.path": "runs/<day>/<time>_<task>_ppo",
+    "teacher.target": "my_pkg.my_module:my_policy",
+    "run": "runs/<day>/<time>_<task>_<algo>",
+    "artifact": "runs/<day>/<time>_<task>_<algo>/export",
+    "robot.read_obs": "my_robot:read_obs",
+    "robot.send_action": "my_robot:send_action",
+}
+
+
+def require_values(cfg: DictConfig, what: str, skip: Sequence[str] = ()) -> None:
+    """One error naming every `???` value of `cfg` still unset (`what`: e.g. "robot=callback"), each with an example,
+    instead of letting Hydra's missing-value marker reach a later message; keys under a `skip` node are not needed."""
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if k.split(".")[0] not in skip)
     if missing:
-        raise UserError(f"{what} needs {' '.join(f'{k}=...' for k in missing)}")
+        given = " ".join(f"{k}=<{EXAMPLES[k]}>" if k in EXAMPLES else f"{k}=..." for k in missing)
+        raise UserError(f"{what} needs {given}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -1,8 +1,15 @@
-"""Make a task's env from its config: robodistill tasks by name, any other Gymnasium id generically."""
+"""Make a task's env from its config: robodistill tasks by name, any other Gymnasium id generically.
+
+A task config names `env_id` (a registered id, or gymnasium's `package.module:Env-id`), the env packages to import
+first (`imports`: packages whose import registers their ids), `kwargs`, `max_episode_steps`, and `success_key`: the
+info key that says an episode succeeded. Every env made here reports `info["success"]` one way: True from the first
+step at which the task's key was true until the episode ends; absent if the task reports no success.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,22 +21,70 @@ from omegaconf import MISSING
 import envs
 from robodistill.errors import UserError
 
-
-def is_robodistill_task(env_id: str) -> bool:
-    return env_id in envs.TASKS
+SUCCESS = "success"  # the info key every env made here reports the episode's success under
 
 
-def make_env(task: Mapping[str, Any], obs_mode: str = "state", render_mode: str | None = None) -> gym.Env:
-    """One env for `task` (a config with `env_id`, optional `kwargs` and `max_episode_steps`)."""
+class EpisodeSuccess(gym.Wrapper):
+    """`info["success"]`: whether the episode has succeeded at any step so far, read from `info[key]` (the task's own
+    rule); absent while the task has never reported `key` this episode, and always when `key` is None."""
+
+    def __init__(self, env: gym.Env, key: str | None = SUCCESS):
+        super().__init__(env)
+        self.key, self.success = key, None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self.success = None
+        return obs, self._report(info)
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._report(info)
+
+    def _report(self, info: dict[str, Any]) -> dict[str, Any]:
+        info = dict(info)
+        value = info.pop(self.key, None) if self.key is not None else None
+        info.pop(SUCCESS, None)  # the env's own "success" key means nothing when the task's rule is another key
+        if value is not None:
+            self.success = bool(self.success) or bool(value)
+        if self.success is not None:
+            info[SUCCESS] = self.success
+        return info
+
+
+def import_env_packages(task: Mapping[str, Any]) -> str:
+    """Import the task's env packages (`imports`, and the module of a `module:Env-id`), so that ids they register
+    exist; returns the bare Gymnasium id."""
     env_id = task.get("env_id")
     if not env_id or env_id == MISSING:  # Hydra's `???` (conf/task/gym.yaml) never reaches a message
         raise UserError("task=gym needs task.env_id=<a registered Gymnasium id>, e.g. task=gym task.env_id=Pusher-v5")
-    if env_id not in gym.registry:
+    module, _, bare_id = str(env_id).rpartition(":")
+    imports = list(task.get("imports") or [])
+    for name in [*imports, module] if module else imports:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # an env package failing at import: its own error, in one line
+            raise UserError(f"cannot import env package {name!r} (task.imports): {type(exc).__name__}: {exc}") from exc
+    return bare_id
+
+
+def make_env(task: Mapping[str, Any], obs_mode: str = "state", render_mode: str | None = None) -> gym.Env:
+    """One env for `task` (a config with `env_id`; optional `imports`, `kwargs`, `max_episode_steps`,
+    `success_key`), its success reported as `info["success"]` (EpisodeSuccess)."""
+    env_id = import_env_packages(task)
+    spec = gym.registry.get(env_id)
+    if spec is None:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UserError(
-            f"unknown task {env_id!r}.{hint} robodistill tasks: {', '.join(envs.TASKS)}; "
-            "any registered Gymnasium id works with task=gym task.env_id=<id>."
+            f"unknown task {env_id!r}.{hint} robodistill tasks: {', '.join(envs.TASKS)}; any registered Gymnasium "
+            "id works with task=gym task.env_id=<id>, and an id a package registers on import with "
+            "task.imports=[<package>] (or task.env_id=<package>:<id>)."
+        )
+    if spec.entry_point is None:
+        raise UserError(
+            f"{env_id} is registered only as a vector env (gym.make_vec); robodistill steps single envs: register a "
+            "single-env entry point for it"
         )
     kwargs = dict(task.get("kwargs") or {})
     if is_robodistill_task(env_id):
@@ -40,11 +95,16 @@ def make_env(task: Mapping[str, Any], obs_mode: str = "state", render_mode: str 
         kwargs["render_mode"] = render_mode
     steps = task.get("max_episode_steps")
     try:
-        return gym.make(env_id, max_episode_steps=steps, **kwargs) if steps else gym.make(env_id, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"cannot make {env_id} with {kwargs}: {exc}") from exc
+        env = gym.make(env_id, max_episode_steps=steps, **kwargs) if steps else gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as exc:
         raise UserError(f"{env_id} needs a package that is not installed: {exc}") from exc
+    except (TypeError, ValueError, gym.error.Error) as exc:
+        raise UserError(f"cannot make {env_id} with {kwargs}: {type(exc).__name__}: {exc}") from exc
+    return EpisodeSuccess(env, task.get("success_key", SUCCESS))
+
+
+def is_robodistill_task(env_id: str) -> bool:
+    return env_id.rpartition(":")[2] in envs.TASKS
 
 
 def env_fns(

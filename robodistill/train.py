@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from robodistill.config import require_values
 from robodistill.errors import UserError
 from robodistill.learners import LEARNERS
 from robodistill.learners.components import build
@@ -20,6 +21,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     name = cfg.algo.name
     if name not in LEARNERS:
         raise UserError(f"unknown algo {name!r}; available: {', '.join(LEARNERS)}")
+    unused = ["teacher"] if not LEARNERS[name].uses_teacher else []  # ppo and sac: no teacher, none to set
+    require_values(cfg, f"algo={name} task={cfg.task.name}", skip=unused)
     torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(int(cfg.seed))
     run = RunDir.create(cfg, run_dir, resume=bool(cfg.resume))

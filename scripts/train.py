@@ -6,7 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from robodistill import students  # noqa: F401  (registers the student configs that conf/student/*.yaml extend)
+from robodistill import config  # noqa: F401  (registers the ConfigStore entries conf/ extends: task schema, student types)
 from robodistill.errors import report_errors
 
 

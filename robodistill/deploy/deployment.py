@@ -23,7 +23,7 @@ from robodistill.progress import progress_bar
 from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
 from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, percentile
 from robodistill.runtime.robots import CallbackRobot
-from robodistill.tasks import make_env
+from robodistill.tasks import SUCCESS, make_env
 
 ROBOTS = ("sim", "callback")
 
@@ -35,12 +35,13 @@ class SimRobot:
         self.env = make_env(task, obs_mode_for(set(obs_keys)))
         self.action_dim = int(self.env.action_space.shape[0])
         self.obs: dict[str, np.ndarray] = {}
-        self.done, self.success, self.steps, self.episode_return = True, False, 0, 0.0
+        self.done, self.steps, self.episode_return = True, 0, 0.0
+        self.success: bool | None = None  # the episode's success (tasks.EpisodeSuccess); None: the task has none
 
     def start_episode(self, seed: int) -> dict[str, np.ndarray]:
         obs, _ = self.env.reset(seed=seed)
         self.obs = as_dict(obs)
-        self.done, self.success, self.steps, self.episode_return = False, False, 0, 0.0
+        self.done, self.success, self.steps, self.episode_return = False, None, 0, 0.0
         return self.obs
 
     def read_obs(self) -> dict[str, np.ndarray]:
@@ -53,7 +54,7 @@ class SimRobot:
         self.obs = as_dict(obs)
         self.steps += 1
         self.episode_return += float(reward)
-        self.success = self.success or bool(info.get("success", False))
+        self.success = info.get(SUCCESS)
         self.done = bool(term or trunc)
 
     def close(self) -> None:
@@ -133,13 +134,15 @@ def deploy_sim(
             )
     finally:
         robot.close()
+    reported = [e["success"] for e in per_episode if e["success"] is not None]  # none: the task reports no success
     return {
         "artifact": str(artifact.path),
         "kind": artifact.kind,
         "task": task["env_id"],
         "rate_hz": rate,
         "episodes": episodes,
-        "success_rate": float(np.mean([e["success"] for e in per_episode])),
+        "success_rate": float(np.mean(reported)) if reported else None,
+        "return_mean": float(np.mean([e["return"] for e in per_episode])),
         **loop_summary(runs),
         "per_episode": per_episode,
     }

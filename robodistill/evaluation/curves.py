@@ -14,7 +14,7 @@ Curve = Sequence[Mapping[str, float]]  # [{"env_steps", "success_rate", "return_
 
 def steps_to_success(history: Curve, level: float) -> int | None:
     """The first evaluated env step whose success rate reached `level` (None if never)."""
-    return next((int(h["env_steps"]) for h in history if h["success_rate"] >= level), None)
+    return next((int(h["env_steps"]) for h in history if (h["success_rate"] or 0.0) >= level), None)
 
 
 def _figure(ncols: int) -> tuple[Figure, Any]:
@@ -26,16 +26,23 @@ def _figure(ncols: int) -> tuple[Figure, Any]:
 def plot_learning_curves(
     history: Curve, path: str | Path, teacher_success: float | None = None, tb: Any = None
 ) -> Path:
-    """One run's curves as a PNG (and as a TensorBoard figure when `tb`, a SummaryWriter, is given)."""
+    """One run's curves as a PNG (and as a TensorBoard figure when `tb`, a SummaryWriter, is given). The teacher's
+    line goes on the success panel, or on the return panel for a task that reports no success (its score is then
+    a return)."""
     fig, (ax_s, ax_r) = _figure(2)
     steps = [h["env_steps"] for h in history]
-    ax_s.plot(steps, [h["success_rate"] for h in history], marker="o", label="student")
+    has_success = any(h["success_rate"] is not None for h in history)
+    if has_success:
+        ax_s.plot(steps, [h["success_rate"] for h in history], marker="o", label="student")
+    else:
+        ax_s.text(0.5, 0.5, "the task reports no success", ha="center", va="center", transform=ax_s.transAxes)
+    ax_r.plot(steps, [h["return_mean"] for h in history], marker="o", label="student")
     if teacher_success is not None:
-        ax_s.axhline(teacher_success, color="gray", linestyle="--", label=f"teacher ({teacher_success:.2f})")
-    ax_r.plot(steps, [h["return_mean"] for h in history], marker="o")
+        ax = ax_s if has_success else ax_r
+        ax.axhline(teacher_success, color="gray", linestyle="--", label=f"teacher ({teacher_success:.2f})")
     _label(ax_s, "success rate", (-0.02, 1.02))
     _label(ax_r, "return")
-    ax_s.legend(loc="lower right")
+    (ax_s if has_success else ax_r).legend(loc="lower right")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

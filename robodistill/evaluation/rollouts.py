@@ -1,11 +1,19 @@
-"""Evaluate a policy over N seeded episodes (episode i uses seed + i, so every policy sees the same starts)."""
+"""Evaluate a policy over N seeded episodes (episode i uses seed + i, so every policy sees the same starts).
+
+"Seeded" holds as far as the env honours `reset(seed=...)`. Evaluation checks it once per call: two resets with the
+same seed must give the same first observation. An env that ignores the seed gets one warning line and
+`seed_reproducible: false` in the result; its `np_random` and action space are then reseeded with each episode's
+seed, which makes episodes repeatable only where the env draws from those.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from policies import chunked
@@ -14,7 +22,7 @@ from robodistill.errors import UserError
 from robodistill.evaluation.video import overlay, write_video
 from robodistill.observations import as_dict, view
 from robodistill.progress import progress_bar
-from robodistill.tasks import make_env
+from robodistill.tasks import SUCCESS, make_env
 
 PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]  # batched obs dict -> actions (B, A)
 
@@ -52,6 +60,34 @@ def teacher_policy(teacher: Any) -> PolicyFn:
     return policy
 
 
+def reset_reproduces(env: gym.Env, seed: int) -> bool:
+    """Whether `env.reset(seed=seed)` twice gives the same first observation."""
+    first, _ = env.reset(seed=seed)
+    again, _ = env.reset(seed=seed)
+    a, b = as_dict(first), as_dict(again)
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def seeded_reset(env: gym.Env, seed: int, reproducible: bool) -> Any:
+    """`env.reset(seed=seed)`; for an env that ignores the seed, also reseed what can be reseeded from outside."""
+    if not reproducible:
+        env.unwrapped.np_random = np.random.default_rng(seed)
+        env.action_space.seed(seed)
+    return env.reset(seed=seed)[0]
+
+
+def headline(result: Mapping[str, Any]) -> dict[str, float]:
+    """What an evaluation is summarised and compared by: its success rate, or, for a task that reports no success,
+    its mean return."""
+    key = "success_rate" if result["success_rate"] is not None else "return_mean"
+    return {key: result[key]}
+
+
+def score(result: Mapping[str, Any]) -> float:
+    """The one number best checkpoints are chosen by (see `headline`)."""
+    return next(iter(headline(result).values()))
+
+
 def evaluate(
     policy: PolicyFn,
     task: Mapping[str, Any],
@@ -63,7 +99,8 @@ def evaluate(
     num_videos: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Success rate, returns and lengths over `episodes` episodes; films the first `num_videos` of them.
+    """Success rate, returns and lengths over `episodes` episodes; films the first `num_videos` of them. A task that
+    reports no success gets `success_rate: None` (its episodes' `success` too) and is judged by its return.
 
     A policy with per-episode state (a `reset(slot)` method, e.g. a ChunkRunner) is reset when env slot `slot`
     starts an episode and called as `policy(obs, slots)` with the slots the batch comes from.
@@ -77,6 +114,13 @@ def evaluate(
     slots: list[dict[str, Any] | None] = [None] * num_envs
     obs_slots: list[dict[str, np.ndarray] | None] = [None] * num_envs
     videos: list[str] = []
+    reproducible = reset_reproduces(env_list[0], seed)
+    if not reproducible:
+        print(
+            f"warning: {task.get('env_id')} ignores reset(seed=...): evaluation reseeds its np_random and action "
+            "space per episode, but its episodes may differ between policies and runs",
+            file=sys.stderr,
+        )
     bar = progress_bar(total=episodes, enabled=progress, desc="evaluate", leave=False)
 
     def start(slot: int) -> None:
@@ -86,9 +130,8 @@ def evaluate(
             return
         ep = next_episode
         next_episode += 1
-        obs, _ = env_list[slot].reset(seed=seed + ep)
-        obs_slots[slot] = as_dict(obs)
-        slots[slot] = {"episode": ep, "return": 0.0, "length": 0, "success": False, "frames": []}
+        obs_slots[slot] = as_dict(seeded_reset(env_list[slot], seed + ep, reproducible))
+        slots[slot] = {"episode": ep, "return": 0.0, "length": 0, "success": None, "frames": []}
         if filming and ep < num_videos:
             slots[slot]["frames"].append(overlay(env_list[slot].render(), 0, 0.0, False))
         if stateful:
@@ -107,9 +150,10 @@ def evaluate(
                 obs_slots[i] = as_dict(obs)
                 rec["return"] += float(reward)
                 rec["length"] += 1
-                rec["success"] = rec["success"] or bool(info.get("success", False))
+                rec["success"] = info.get(SUCCESS)  # any step so far (tasks.EpisodeSuccess); None: not reported
                 if rec["frames"]:
-                    rec["frames"].append(overlay(env_list[i].render(), rec["length"], float(reward), rec["success"]))
+                    frame = overlay(env_list[i].render(), rec["length"], float(reward), bool(rec["success"]))
+                    rec["frames"].append(frame)
                 if term or trunc:
                     if rec["frames"]:
                         path = write_video(Path(video_dir) / f"episode_{rec['episode']:03d}.mp4", rec["frames"])
@@ -121,15 +165,16 @@ def evaluate(
         bar.close()
         for e in env_list:
             e.close()
-    success = np.array([r["success"] for r in results], dtype=float)
+    reported = [r["success"] for r in results if r["success"] is not None]
     extra = {"nfe_per_step": policy.nfe_per_step} if hasattr(policy, "nfe_per_step") else {}
     return {
         **extra,
-        "success_rate": float(success.mean()),
+        "success_rate": float(np.mean(reported)) if reported else None,
         "return_mean": float(np.mean([r["return"] for r in results])),
         "length_mean": float(np.mean([r["length"] for r in results])),
         "episodes": episodes,
         "seed": seed,
+        "seed_reproducible": reproducible,
         "videos": videos,
         "per_episode": results,
     }

@@ -318,7 +318,11 @@ def make_contract(
         "control_rate_hz": float(rate),
         "chunk": fields.pop("chunk"),
         "models": models,
-        "task": {"env_id": task.get("env_id"), "name": task.get("name"), "kwargs": task.get("kwargs") or {}},
+        "task": {  # what deploy's stand-in robot remakes the task from (tasks.make_env)
+            **{k: task[k] for k in ("env_id", "name", "max_episode_steps", "success_key") if k in task},
+            "imports": list(task.get("imports") or []),
+            "kwargs": task.get("kwargs") or {},
+        },
         "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
         "run": str(config.parent.resolve()),
         "commit": git_commit(),

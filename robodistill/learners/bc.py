@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from robodistill.evaluation.rollouts import headline
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
 from robodistill.learners.fitting import FitState, fit_updates, resume_or_normalize
@@ -40,4 +41,4 @@ class BCLearner:
         fit_updates(self.services, fit, student, buffer, start, state=lambda: policy_state(student), desc=self.name)
         result = self.services.evaluate(student, updates, final=True)
         self.services.checkpoint("best", {**policy_state(student), "update": updates})
-        return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}
+        return {**headline(result), "teacher_labels": len(buffer), "updates": updates}

@@ -30,7 +30,7 @@ from robodistill.config import to_dict
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.labels import LABEL, load_labels, sequence_labels
 from robodistill.errors import UserError
-from robodistill.evaluation.rollouts import student_policy
+from robodistill.evaluation.rollouts import headline, student_policy
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
 from robodistill.learners.fitting import FitState, fit_updates
@@ -147,7 +147,7 @@ class ConsistencyLearner:
         )
         result = services.evaluate(student, updates, final=True)
         services.checkpoint("best", {**policy_state(student), "update": updates})
-        return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}
+        return {**headline(result), "teacher_labels": len(buffer), "updates": updates}
 
     # ---- on-policy: the one-step head drives, the teacher's chunks at the states it visits -----------------------
     def fit_on_policy(self) -> dict[str, Any]:

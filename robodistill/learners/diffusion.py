@@ -20,6 +20,7 @@ from torch.optim.swa_utils import AveragedModel
 from policies.diffusion_policy import DiffusionPolicy
 from robodistill.data.labels import LABEL
 from robodistill.errors import UserError
+from robodistill.evaluation.rollouts import headline
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
 from robodistill.learners.fitting import FitState, fit_updates
@@ -86,4 +87,4 @@ class DiffusionLearner:
         )
         result = self.services.evaluate(ema.module, updates, final=True)
         self.services.checkpoint("best", {**policy_state(ema.module), "update": updates})
-        return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}
+        return {**headline(result), "teacher_labels": len(buffer), "updates": updates}

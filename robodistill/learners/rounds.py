@@ -19,6 +19,7 @@ import torch
 from robodistill.data.collector import Collector, CollectStats, make_vector_env
 from robodistill.data.dataset import BackgroundEpisodeWriter, mark_orphans
 from robodistill.errors import UserError
+from robodistill.evaluation.rollouts import headline, score
 from robodistill.learners.services import Services, policy_state
 from robodistill.tasks import env_fns, env_meta
 
@@ -49,7 +50,7 @@ class Rounds:
             self.venv, comps.teacher, driver, None, seed=self.seed, student_deterministic=student_deterministic
         )
         self.writer: BackgroundEpisodeWriter | None = None
-        self.start, self.labels, self.best = 0, 0, -1.0  # first round, teacher labels so far, best eval success
+        self.start, self.labels, self.best = 0, 0, -float("inf")  # first round, labels so far, best eval score
         self.collected: dict[str, Any] = {}  # the last round's beta, label count and collection stats
         if ckpt is not None:
             self.start, self.labels, self.best = ckpt["round"] + 1, ckpt["labels"], ckpt["best_success"]
@@ -88,15 +89,15 @@ class Rounds:
 
     def end(self, r: int, policy: torch.nn.Module, metrics: dict[str, Any], state: dict[str, Any]) -> None:
         """After round `r`'s update: every `algo.eval_every` rounds (not the last: `finish` evaluates it) evaluate
-        `policy`, keeping best.pt at a new best; log the learner's `metrics` with the round's beta, label count and
+        `policy`, keeping best.pt at a new best score (success rate; mean return for a task without success); log the learner's `metrics` with the round's beta, label count and
         collection stats (collect/*) at the label count; checkpoint last.pt with the learner's `state` (policy,
         optimizer, ...) and the rounds' own."""
         metrics = {"round": r, **self.collected, **metrics}
         if self.eval_every > 0 and (r + 1) % self.eval_every == 0 and r + 1 < self.num_rounds:
-            success = self.services.evaluate(policy, self.labels)["success_rate"]
-            metrics["eval/success_rate"] = success
-            if success > self.best:
-                self.best = success
+            result = self.services.evaluate(policy, self.labels)
+            metrics.update({f"eval/{k}": v for k, v in headline(result).items()})
+            if score(result) > self.best:
+                self.best = score(result)
                 self.services.checkpoint("best", {**policy_state(policy), "round": r})
         self.services.log(self.labels, metrics)
         self.services.checkpoint(
@@ -113,11 +114,11 @@ class Rounds:
 
     def finish(self, policy: torch.nn.Module, updates: int) -> dict[str, Any]:
         """The final evaluation (videos, eval.json); best.pt unless an earlier round evaluated better. Returns the
-        run's summary."""
+        run's summary (its headline: success rate, or mean return for a task without success)."""
         result = self.services.evaluate(policy, self.labels, final=True)
-        if result["success_rate"] >= self.best:
+        if score(result) >= self.best:
             self.services.checkpoint("best", {**policy_state(policy), "round": self.num_rounds - 1})
-        return {"success_rate": result["success_rate"], "teacher_labels": self.labels, "updates": updates}
+        return {**headline(result), "teacher_labels": self.labels, "updates": updates}
 
     def close(self) -> None:
         try:

@@ -30,6 +30,7 @@ from policies.gaussian import GaussianConfig
 from robodistill.config import to_dict
 from robodistill.errors import UserError
 from robodistill.evaluation.curves import plot_learning_curves, steps_to_success
+from robodistill.evaluation.rollouts import headline, score
 from robodistill.learners.components import Components
 from robodistill.learners.services import Services
 from robodistill.observations import STATE_KEY, as_dict, view
@@ -132,7 +133,7 @@ def make_vec_env(cfg: DictConfig, comps: Components, teacher_keys: Sequence[str]
         gamma = float(a.sb3.gamma)
         fns = [lambda f=f: AbsorbingSuccess(f(), gamma) for f in fns]
     student_view = StudentView(DummyVecEnv(fns), list(cfg.student.obs_keys), list(teacher_keys))
-    return VecMonitor(student_view, info_keywords=("success",)), student_view
+    return VecMonitor(student_view), student_view  # episode returns and lengths for SB3's rollout/* logs
 
 
 class NormalizedFlatten(BaseFeaturesExtractor):
@@ -238,7 +239,7 @@ class RunCallback(BaseCallback):
         self,
         total_timesteps: int,
         eval_every: int,
-        evaluate: Callable[[int], float],
+        evaluate: Callable[[int], dict[str, Any]],
         checkpoint: Callable[[str], None],
         checkpoint_every: int,
         after_update: Callable[[], None] | None,
@@ -250,7 +251,7 @@ class RunCallback(BaseCallback):
         self.progress = progress
         self.bar = None
         self.next_eval = self.next_ckpt = 0
-        self.best = -1.0
+        self.best = -float("inf")  # the best evaluation score so far (evaluation.rollouts.score)
 
     def _on_training_start(self) -> None:
         done = self.model.num_timesteps
@@ -268,9 +269,9 @@ class RunCallback(BaseCallback):
             self._after_update()
         if t >= self.next_eval:
             self.next_eval = t + self.eval_every
-            success = self._evaluate(t)
-            if success > self.best:
-                self.best = success
+            result = score(self._evaluate(t))
+            if result > self.best:
+                self.best = result
                 self._checkpoint("best")
         if t >= self.next_ckpt:
             self.next_ckpt = t + max(self.checkpoint_every, 1)
@@ -302,7 +303,8 @@ def train_in_run(
     after_update: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train `model` on `venv` up to `algo.total_timesteps` env steps in the run, then evaluate it; returns the
-    summary (success_rate, env_steps, teacher_success, steps_to_80).
+    summary (its headline: success_rate, or return_mean for a task without success; env_steps, teacher_success:
+    the teacher's score on the same scale; steps_to_80).
 
     `ckpt` is a resumed run's checkpoint (`services.resume()`): training continues from its SB3 state and learning
     curve. Along the way: seeded evaluation every `algo.eval_every` env steps (the best model kept as
@@ -328,7 +330,7 @@ def train_in_run(
         if name == "best":
             save_model_zip(model, run.sb3_model_path("best_model.zip"))
 
-    def evaluate(step: int, final: bool = False) -> float:
+    def evaluate(step: int, final: bool = False) -> dict[str, Any]:
         """Evaluate and keep the point for the learning curve (and the teacher's line in TensorBoard)."""
         result = services.evaluate(student, step, final=final, episodes=None if final else int(a.eval_episodes))
         history.append(
@@ -336,13 +338,13 @@ def train_in_run(
         )
         if teacher_success is not None:
             services.log(step, {"eval/teacher_success_rate": teacher_success})
-        return result["success_rate"]
+        return result
 
     callback = RunCallback(
         total, int(a.eval_every), evaluate, checkpoint, int(a.checkpoint_every), after_update, services.progress
     )
     if history:
-        callback.best = max(h["success_rate"] for h in history)
+        callback.best = max(score(h) for h in history)
     try:
         if total > model.num_timesteps:
             model.learn(total - model.num_timesteps, callback=callback, reset_num_timesteps=ckpt is None)
@@ -352,13 +354,13 @@ def train_in_run(
         after_update()
     checkpoint("last")
 
-    success = evaluate(model.num_timesteps, final=True)
+    final = evaluate(model.num_timesteps, final=True)
     save_model_zip(model, run.sb3_model_path("final_model.zip"))
-    if success >= callback.best:
+    if score(final) >= callback.best:
         checkpoint("best")
     plot_learning_curves(history, run.dir / "learning_curves.png", teacher_success, tb=run.tb)
     return {
-        "success_rate": success,
+        **headline(final),
         "env_steps": model.num_timesteps,
         "teacher_success": teacher_success,
         "steps_to_80": steps_to_success(history, 0.8),

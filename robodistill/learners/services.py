@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from robodistill.config import to_dict
 from robodistill.errors import UserError
-from robodistill.evaluation.rollouts import evaluate, student_policy, teacher_policy
+from robodistill.evaluation.rollouts import evaluate, score, student_policy, teacher_policy
 from robodistill.learners.components import Components
 from robodistill.rundir import RunDir, restore_rng
 
@@ -81,13 +81,14 @@ class Services:
             progress=self.progress,
         )
         if task is None:
-            self.log(step, {"eval/success_rate": result["success_rate"], "eval/return_mean": result["return_mean"]})
+            self.log(step, {f"eval/{k}": result[k] for k in ("success_rate", "return_mean") if result[k] is not None})
             if final:
                 self.run.write_json("eval.json", result)
         return result
 
     def evaluate_teacher(self) -> float:
-        """The teacher's own success on the evaluation episodes (the line a student should cross)."""
+        """The teacher's own score on the evaluation episodes (the line a student should cross): its success rate,
+        or its mean return on a task that reports no success."""
         e = self.cfg.eval
         result = evaluate(
             teacher_policy(self.comps.teacher),
@@ -98,7 +99,7 @@ class Services:
             num_envs=int(e.num_envs),
             progress=self.progress,
         )
-        return result["success_rate"]
+        return score(result)
 
 
 def policy_state(policy: torch.nn.Module) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from robodistill.evaluation.rollouts import headline
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
 from robodistill.learners.fitting import FitState, fit_updates, resume_or_normalize
@@ -67,4 +68,4 @@ class SFTLearner:
             result["tasks"][task["env_id"]] = other
         services.run.write_json("eval.json", result)
         services.checkpoint("best", {**policy_state(student), "update": updates})
-        return {"success_rate": result["success_rate"], "teacher_labels": len(buffer), "updates": updates}
+        return {**headline(result), "teacher_labels": len(buffer), "updates": updates}

@@ -3,8 +3,8 @@
 | kind | source |
 |---|---|
 | `scripted` | the task's scripted privileged expert (`envs.make_expert`) |
-| `callable` | any batched `package.module:function` (`obs -> action`) |
-| `sb3` | a Stable-Baselines3 model or a ppo/sac/rpd run |
+| `callable` | any `package.module:function` (`obs -> action`): batched, or one observation at a time |
+| `sb3` | a Stable-Baselines3 model (.zip, an RL Zoo run folder, a ppo/sac/rpd run), with its VecNormalize statistics |
 | `checkpoint` | a robodistill Gaussian student (bc, dagger run) |
 | `diffusion` | a diffusion policy or consistency head run, sampled per step |
 | `vla` | a token policy run (sft, opd): argmax actions and logits |
@@ -28,7 +28,7 @@ from robodistill.config import load_callable, option_defaults
 from robodistill.errors import UserError
 from robodistill.observations import as_dict, view
 from robodistill.rundir import RunDir
-from robodistill.teachers.callable import CallableTeacher
+from robodistill.teachers.callable import UNBATCHED_HINT, CallableTeacher
 from robodistill.teachers.checkpoint import (
     DiffusionTeacher,
     PolicyTeacher,
@@ -47,7 +47,7 @@ from robodistill.teachers.protocol import (
     reset_episode,
 )
 from robodistill.teachers.remote import RemoteTeacher
-from robodistill.teachers.sb3 import SB3Student, SB3Teacher, load_sb3_model
+from robodistill.teachers.sb3 import SB3Student, SB3Teacher, check_spaces, load_sb3_model
 
 TeacherFactory = Callable[[Mapping[str, Any], gym.Env, list[str]], Teacher]
 
@@ -60,11 +60,15 @@ def _scripted(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teac
 
 
 def _callable(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
-    return CallableTeacher(load_callable(str(cfg["target"])), obs_keys)
+    if not isinstance(cfg["batched"], bool):
+        raise UserError(f"teacher.batched must be true or false, got {cfg['batched']!r}")
+    return CallableTeacher(load_callable(str(cfg["target"])), obs_keys, batched=cfg["batched"])
 
 
 def _sb3(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
-    return SB3Teacher(load_sb3_model(str(cfg["path"]), str(cfg["algo"]), str(cfg["checkpoint"])))
+    teacher = SB3Teacher.load(str(cfg["path"]), str(cfg["algo"]), str(cfg["checkpoint"]), cfg["vecnormalize"])
+    check_spaces(teacher.model, env)
+    return teacher
 
 
 def _checkpoint(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
@@ -140,9 +144,18 @@ def check_teacher(teacher: Teacher, env: gym.Env) -> TeacherOutput:
         reset_episode(teacher, None)  # a stateful teacher forgets this probe
         return out
     except TeacherError as exc:
-        raise UserError(f"teacher and task do not fit: {exc}") from exc
+        raise UserError(f"teacher and task do not fit: {exc}{_batching_hint(teacher)}") from exc
     except Exception as exc:
-        raise UserError(f"teacher failed on the task's first observation: {type(exc).__name__}: {exc}") from exc
+        raise UserError(
+            f"teacher failed on the task's first observation: {type(exc).__name__}: {exc}{_batching_hint(teacher)}"
+        ) from exc
+
+
+def _batching_hint(teacher: Teacher) -> str:
+    """For a batched function teacher (looking through wrappers), the hint that it may be an unbatched one."""
+    while not isinstance(teacher, CallableTeacher) and hasattr(teacher, "teacher"):
+        teacher = teacher.teacher
+    return f"; {UNBATCHED_HINT}" if isinstance(teacher, CallableTeacher) and teacher.batched else ""
 
 
 __all__ = [

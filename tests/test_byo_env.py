@@ -171,3 +171,11 @@ def test_bad_env_ids_get_one_clear_error(point_envs, tmp_path):
     p = run_script("scripts/train.py", "task=gym", f"hydra.run.dir={tmp_path / 'r'}")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "???" not in p.stderr, p.stderr[-2000:]
     assert "task.env_id=<Pusher-v5" in p.stderr
+
+
+def test_an_env_that_cannot_render_is_evaluated_without_videos(point_envs, tmp_path, capsys):
+    task = {"env_id": "PointGoal-v0", "imports": ["point_envs"], "success_key": "is_success"}
+    policy = teacher_policy(CallableTeacher(_expert()))
+    result = evaluate(policy, task, "state", 2, 0, video_dir=tmp_path / "videos", num_videos=1, progress=False)
+    assert "warning: cannot film PointGoal-v0" in capsys.readouterr().err  # it takes no render_mode
+    assert result["videos"] == [] and result["success_rate"] == 1.0

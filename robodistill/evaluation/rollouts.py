@@ -68,6 +68,26 @@ def reset_reproduces(env: gym.Env, seed: int) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def can_film(task: Mapping[str, Any], obs_mode: str, seed: int) -> bool:
+    """Whether the task's env renders RGB frames; if not, one warning line says why, and evaluation goes on unfilmed."""
+    name = task.get("env_id")
+    try:
+        env = make_env(task, obs_mode, render_mode="rgb_array")
+        try:
+            env.reset(seed=seed)
+            frame = env.render()
+        finally:
+            env.close()
+    except Exception as exc:  # the env's own renderer failing (a missing package, no render_mode): film nothing
+        why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
+        print(f"warning: cannot film {name} ({why}); evaluating without videos", file=sys.stderr)
+        return False
+    if not (isinstance(frame, np.ndarray) and frame.ndim == 3):
+        print(f"warning: {name} renders no RGB frames; evaluating without videos", file=sys.stderr)
+        return False
+    return True
+
+
 def seeded_reset(env: gym.Env, seed: int, reproducible: bool) -> Any:
     """`env.reset(seed=seed)`; for an env that ignores the seed, also reseed what can be reseeded from outside."""
     if not reproducible:
@@ -107,7 +127,7 @@ def evaluate(
     """
     stateful = hasattr(policy, "reset")
     num_envs = max(1, min(num_envs, episodes))
-    filming = num_videos > 0 and video_dir is not None
+    filming = num_videos > 0 and video_dir is not None and can_film(task, obs_mode, seed)
     env_list = [make_env(task, obs_mode, render_mode="rgb_array" if filming else None) for _ in range(num_envs)]
     results: list[dict[str, Any]] = [None] * episodes  # type: ignore[list-item]
     next_episode = 0

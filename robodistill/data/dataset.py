@@ -18,7 +18,9 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import types
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,24 @@ def _writer_process(path: str, env_args: dict[str, Any], append: bool, conn, rep
                 writer.write(episode)
 
 
+@contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Processes spawned inside do not re-run the user's main script.
+
+    spawn re-imports `__main__` in the child (from its `__spec__` or `__file__`) so that objects defined there can be
+    unpickled; the writer's child needs none of them. Re-running the script there would also re-run the top-level
+    code of a script without an `if __name__ == "__main__":` guard (the collection itself, in the child) and cannot
+    work for code typed into stdin or a notebook. A bare `__main__` during `start()` leaves the child nothing to
+    import.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 class BackgroundEpisodeWriter:
     """EpisodeWriter in a separate process, so HDF5 work runs on the other core while the envs step.
 
@@ -204,10 +224,7 @@ class BackgroundEpisodeWriter:
 
     def __init__(self, path: str | Path, env_args: dict[str, Any], append: bool = False):
         self.path = Path(path)
-        # spawn: never fork a process that holds torch threads; but spawn re-imports __main__, which is impossible
-        # for code typed into stdin or a notebook, so those fork (the child only touches h5py)
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        ctx = mp.get_context("spawn" if main_file is None or Path(main_file).exists() else "fork")
+        ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
         # a one-way pipe, not a Queue: send() writes synchronously (a Queue's feeder thread would lose episodes
         # already handed over if this process is killed) and blocks when the writer falls behind
         reader, self.conn = ctx.Pipe(duplex=False)
@@ -215,7 +232,8 @@ class BackgroundEpisodeWriter:
         self.proc = ctx.Process(
             target=_writer_process, args=(str(path), env_args, append, reader, replies), daemon=False
         )
-        self.proc.start()
+        with _main_script_hidden():
+            self.proc.start()
         reader.close()
         replies.close()
         self.num_demos = self._reply("failed to start")  # the writer has the file open: the next demo's index

@@ -307,9 +307,12 @@ class ChunkRunner:
         self.steps += len(slots)
         return np.stack([self.queue[s].pop(0) for s in slots]).astype(np.float32)
 
-    def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """The collector's student call: actions for envs 0..B-1 (log-probabilities are not defined: zeros)."""
-        actions = self(obs)
+    def act(
+        self, obs: dict[str, np.ndarray], deterministic: bool = True, slots: list[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The collector's student call: actions for envs `slots` (default 0..B-1) (log-probabilities are not
+        defined: zeros)."""
+        actions = self(obs, slots)
         return actions, np.zeros(len(actions), np.float32)
 
     @property
@@ -318,9 +321,10 @@ class ChunkRunner:
         return self.sampler.nfe / max(self.steps, 1)
 
     @torch.inference_mode()
-    def label(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """A freshly sampled, un-normalised chunk (B, T_p, A) for envs 0..B-1 at every call (for a teacher)."""
-        slots = list(range(len(next(iter(obs.values())))))
+    def label(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> np.ndarray:
+        """A freshly sampled, un-normalised chunk (B, T_p, A) for envs `slots` (default 0..B-1) at every call (for a
+        teacher)."""
+        slots = list(range(len(next(iter(obs.values()))))) if slots is None else list(slots)
         self.observe(obs, slots)
         chunk = self.sampler.plan(self.condition(slots), slots)
         self.steps += len(slots)

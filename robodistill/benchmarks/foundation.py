@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from robodistill.teachers import CallableTeacher
 
 
 def collector_over_raw(task: str, num_envs: int, steps: int, repeats: int) -> dict[str, Any]:
-    """Env steps/s of the same vector env: the collector (student acting, teacher labelling every step, HDF5 writer)
-    vs raw stepping that replays the very actions the collector executed (no policy, no teacher, no recording).
+    """Env steps/s of the same envs: the collector (student acting, teacher labelling every step, HDF5 writer) vs raw
+    stepping that replays the very env calls the collector made (its resets and executed actions, in order; no
+    policy, no teacher, no recording).
 
     Replaying keeps the physics identical (same seeds, same contacts), so the ratio is the collector's own cost.
     """
@@ -33,35 +35,48 @@ def collector_over_raw(task: str, num_envs: int, steps: int, repeats: int) -> di
     student = GaussianPolicy(shape_meta(env), ["state"])
     student.eval()
     teacher = CallableTeacher(envs.make_expert(env), ["state"])
-    executed: list[np.ndarray] = []
-    step = venv.step
+    calls: list[tuple[int, str, Any]] = []  # (env, "reset" or "step", seed or action), as the collector made them
+    methods = [(e.reset, e.step) for e in venv.envs]
 
-    def recording_step(actions):
-        executed.append(np.array(actions))
-        return step(actions)
+    def recording(i: int) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        reset, step = methods[i]
+
+        def recording_reset(seed: int | None = None) -> Any:
+            calls.append((i, "reset", seed))
+            return reset(seed=seed)
+
+        def recording_step(action: np.ndarray) -> Any:
+            calls.append((i, "step", np.array(action)))
+            return step(action)
+
+        return recording_reset, recording_step
 
     raw, coll, random = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(repeats):  # interleaved so machine noise hits both alike
-            executed.clear()
-            venv.step = recording_step
+            calls.clear()
+            for i, e in enumerate(venv.envs):
+                e.reset, e.step = recording(i)
             with BackgroundEpisodeWriter(Path(tmp) / f"c{rep}.hdf5", env_meta(env, spec, "state")) as w:
                 c = Collector(venv, teacher, student, w, seed=rep)
                 stats = c.collect(None, beta=0.5, seed=rep, min_steps=steps, progress=False)
             coll.append(stats.env_steps / stats.wall_s)
-            venv.step = step
-            venv.reset(seed=rep)
+            for e, (reset, step) in zip(venv.envs, methods, strict=True):
+                e.reset, e.step = reset, step
             t0 = time.perf_counter()
-            for actions in executed:
-                venv.step(actions)
-            raw.append(len(executed) * num_envs / (time.perf_counter() - t0))
+            for i, kind, arg in calls:
+                if kind == "reset":
+                    venv.envs[i].reset(seed=arg)
+                else:
+                    venv.envs[i].step(arg)
+            raw.append(stats.env_steps / (time.perf_counter() - t0))
             # for reference: random actions rarely touch the cube, so their physics is cheaper than a policy's
             venv.reset(seed=rep)
             rng = np.random.default_rng(rep)
             t0 = time.perf_counter()
-            for _ in executed:
-                venv.step(rng.uniform(-1, 1, executed[0].shape).astype(np.float32))
-            random.append(len(executed) * num_envs / (time.perf_counter() - t0))
+            for _ in range(stats.env_steps // num_envs):
+                venv.step(rng.uniform(-1, 1, (num_envs, venv.single_action_space.shape[0])).astype(np.float32))
+            random.append(stats.env_steps // num_envs * num_envs / (time.perf_counter() - t0))
     venv.close()
     r, c = statistics.median(raw), statistics.median(coll)
     return {

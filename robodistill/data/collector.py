@@ -2,6 +2,9 @@
 
 At each step a per-env coin with probability beta decides whether the teacher's or the student's action is
 executed; the teacher's label is stored either way. Finished episodes are written to the dataset at once.
+
+An env starts an episode only while the round needs one more, and is no longer stepped once it is not needed: a round
+collects exactly its episodes, and every state the teacher labels is kept (no episode is cut off and dropped).
 """
 
 from __future__ import annotations
@@ -13,45 +16,50 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector.utils import concatenate, create_empty_array
 
 from robodistill.data.dataset import EpisodeWriter
 from robodistill.observations import as_dict, stack, view
 from robodistill.progress import progress_bar
-from robodistill.teachers.protocol import OPTIONAL_LABELS, Teacher, query_teacher, reset_episode
+from robodistill.teachers.protocol import OPTIONAL_LABELS, Teacher, act_in_slots, query_teacher, reset_episode
 
 
 @dataclass
 class CollectStats:
+    """What one `collect` call did: episodes kept, their steps, success and return, and what the teacher labelled."""
+
     episodes: int = 0
-    steps: int = 0
+    steps: int = 0  # steps of the episodes kept (all of them)
     successes: int = 0
+    reported: int = 0  # episodes whose task reports success (`info["success"]`)
     returns: list[float] = field(default_factory=list)
     teacher_acted: int = 0
-    env_steps: int = 0  # every env step taken, including episodes dropped at the end; each one teacher-labelled
+    env_steps: int = 0  # every env step taken
+    teacher_calls: int = 0  # states the teacher labelled (rows of its batched calls)
     wall_s: float = 0.0
 
     @property
-    def teacher_labels(self) -> int:
-        return self.env_steps  # the teacher labels every env at every step
+    def success_rate(self) -> float | None:
+        """Successful episodes per episode; None for a task that reports no success."""
+        return self.successes / self.reported if self.reported else None
 
-    @property
-    def success_rate(self) -> float:
-        return self.successes / max(self.episodes, 1)
-
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | None]:
         return {
             "episodes": self.episodes,
             "steps": self.steps,
             "success_rate": self.success_rate,
             "return_mean": float(np.mean(self.returns)) if self.returns else 0.0,
-            "teacher_labels": self.teacher_labels,
+            "env_steps": self.env_steps,
+            "teacher_calls": self.teacher_calls,
+            "teacher_calls_per_label": self.teacher_calls / max(self.steps, 1),  # 1.0: no labelled state dropped
             "teacher_acted_fraction": self.teacher_acted / max(self.steps, 1),
             "steps_per_s": self.steps / max(self.wall_s, 1e-9),
         }
 
 
 def make_vector_env(env_fns: list[Callable[[], gym.Env]]) -> gym.vector.SyncVectorEnv:
-    """In-process vector env (subprocess IPC costs more than small MuJoCo steps) with same-step autoreset."""
+    """In-process vector env (subprocess IPC costs more than small MuJoCo steps). The collector steps and resets its
+    `envs` one by one, only those whose episode the round needs; its own `step` autoresets in the same step."""
     return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
@@ -81,10 +89,10 @@ class Collector:
         """What the collector draws from across `collect` calls: its coin RNG and the RNGs of the teacher and its
         wrappers (an imperfect teacher's noise).
 
-        Nothing else carries over: every `collect` resets the envs with its own seed (env i: seed + i; SAME_STEP
-        autoreset then draws from each env's reseeded RNG, and no action space is sampled), every episode starts
-        the teacher's and student's episode state afresh, and a stochastic student samples from torch's global RNG,
-        which the run's checkpoint restores.
+        Nothing else carries over: every `collect` resets the envs it uses with its own seed (env i: seed + i; its
+        later episodes reset without a seed, drawing from the env's reseeded RNG, and no action space is sampled),
+        every episode starts the teacher's and student's episode state afresh, and a stochastic student samples from
+        torch's global RNG, which the run's checkpoint restores.
         """
         return {"coins": self.rng.bit_generator.state, "teacher": [g.bit_generator.state for g in self._teacher_rngs()]}
 
@@ -116,58 +124,74 @@ class Collector:
         desc: str = "collect",
         min_steps: int | None = None,
     ) -> CollectStats:
-        """Run until `num_episodes` episodes finish, or until finished episodes hold `min_steps` steps.
+        """Exactly `num_episodes` episodes, or whole episodes until they hold at least `min_steps` steps.
 
-        Episodes still running then are dropped; env i is reset with seed + i.
+        An env starts an episode while fewer than `num_episodes` have started (or while the finished and running
+        episodes hold fewer than `min_steps` steps); otherwise it idles, and neither teacher nor student sees it. The
+        call returns when every started episode has finished: all are kept. Env i is first reset with seed + i, its
+        later episodes without a seed.
         """
         if (num_episodes is None) == (min_steps is None):
             raise ValueError("give exactly one of num_episodes and min_steps")
         stats = CollectStats()
+        obs: list[Any] = [None] * self.num_envs  # each env's current observation
+        buffers: list[dict[str, Any] | None] = [None] * self.num_envs  # each env's running episode; None: idle
 
-        def done() -> bool:
-            return stats.episodes >= num_episodes if num_episodes is not None else stats.steps >= min_steps
+        def start_if_needed(i: int, seed_i: int | None) -> None:
+            """Start env i's next episode if the round needs one more: fewer than `num_episodes` started, or fewer
+            than `min_steps` steps in the finished and running ones."""
+            running = [b for b in buffers if b is not None]
+            if num_episodes is not None:
+                needed = stats.episodes + len(running) < num_episodes
+            else:
+                needed = stats.steps + sum(len(b["actions"]) for b in running) < min_steps
+            if needed:
+                obs[i], info = self.venv.envs[i].reset(seed=seed_i)
+                buffers[i] = self._new_buffer(info)
+                self._episode_start(i)
 
         t0 = time.perf_counter()
-        obs, info = self.venv.reset(seed=seed)
         self._episode_start(None)
-        buffers = [self._new_buffer(info, i) for i in range(self.num_envs)]
+        for i in range(self.num_envs):
+            start_if_needed(i, seed + i)
         bar = progress_bar(total=num_episodes or min_steps, desc=desc, enabled=progress, leave=False)
-        while not done():
-            obs_d = as_dict(obs)
-            label = query_teacher(self.teacher, obs_d, self.action_dim)
+        while active := [i for i, b in enumerate(buffers) if b is not None]:  # row j of each batch is env active[j]
+            n = len(active)
+            batch = self._batch([obs[i] for i in active])
+            label = query_teacher(self.teacher, batch, self.action_dim, active)
             if self.student is not None and beta < 1.0:
-                s_action, s_logp = self.student.act(view(obs_d, self.student.obs_keys), self.student_deterministic)
+                student_obs = view(batch, self.student.obs_keys)
+                s_action, s_logp = act_in_slots(self.student, student_obs, active, self.student_deterministic)
             else:
                 s_action, s_logp = label.action, None
-            use_teacher = self.rng.random(self.num_envs) < beta
+            use_teacher = self.rng.random(n) < beta
             executed = np.where(use_teacher[:, None], label.action, s_action).astype(np.float32)
-            states = [f() if f is not None else None for f in self._sim_states]
-
-            obs, reward, term, trunc, info = self.venv.step(executed)
-            stats.env_steps += self.num_envs
-            for i in range(self.num_envs):
+            stats.env_steps += n
+            stats.teacher_calls += n
+            for j, i in enumerate(active):
                 b = buffers[i]
-                b["obs"].append({k: v[i] for k, v in obs_d.items()})
-                b["actions"].append(executed[i])
-                b["rewards"].append(reward[i])
-                b["teacher_actions"].append(label.action[i])
-                b["teacher_acted"].append(use_teacher[i])
+                if self._sim_states[i] is not None:
+                    b["states"].append(self._sim_states[i]())
+                obs[i], reward, term, trunc, info = self.venv.envs[i].step(executed[j])
+                b["obs"].append({k: v[j] for k, v in batch.items()})
+                b["actions"].append(executed[j])
+                b["rewards"].append(reward)
+                b["teacher_actions"].append(label.action[j])
+                b["teacher_acted"].append(use_teacher[j])
                 for name in OPTIONAL_LABELS:
                     value = getattr(label, name)
                     if value is not None:
-                        b.setdefault(f"teacher_{name}", []).append(value[i])
+                        b.setdefault(f"teacher_{name}", []).append(value[j])
                 if self.student is not None and s_logp is not None:
-                    b["student_actions"].append(s_action[i])
-                    b["student_log_probs"].append(s_logp[i])
-                if states[i] is not None:
-                    b["states"].append(states[i])
-                if term[i] or trunc[i]:
-                    success = info["final_info"].get("success")  # generic Gymnasium envs may not report it
-                    success = bool(success[i]) if success is not None else False
-                    episode = self._finish(b, as_dict(info["final_obs"][i]), success, beta, bool(term[i]))
+                    b["student_actions"].append(s_action[j])
+                    b["student_log_probs"].append(s_logp[j])
+                if term or trunc:
+                    success = info.get("success")  # the episode's success (any step); None: the task reports none
+                    episode = self._finish(b, as_dict(obs[i]), success, beta, bool(term))
                     stats.episodes += 1
                     stats.steps += len(episode["actions"])
-                    stats.successes += int(episode["attrs"]["success"])
+                    stats.reported += success is not None
+                    stats.successes += bool(success)
                     stats.returns.append(float(episode["rewards"].sum()))
                     stats.teacher_acted += int(episode["teacher"]["acted"].sum())
                     if self.writer is not None:
@@ -175,13 +199,16 @@ class Collector:
                     if on_episode is not None:
                         on_episode(episode)
                     bar.update(1 if num_episodes is not None else len(episode["actions"]))
-                    buffers[i] = self._new_buffer(info, i)
-                    self._episode_start(i)
-                    if done():
-                        break
+                    buffers[i] = None
+                    start_if_needed(i, None)
         bar.close()
         stats.wall_s = time.perf_counter() - t0
         return stats
+
+    def _batch(self, obs: list[Any]) -> dict[str, np.ndarray]:
+        """Single-env observations as one batch, in the observation space's dtypes (as the vector env batches)."""
+        space = self.venv.single_observation_space
+        return as_dict(concatenate(space, obs, create_empty_array(space, len(obs))))
 
     def _episode_start(self, slot: int | None) -> None:
         """Tell a stateful teacher or student (observation history, action queue) that env `slot` (all: None)
@@ -189,10 +216,9 @@ class Collector:
         reset_episode(self.teacher, slot)
         reset_episode(self.student, slot)
 
-    def _new_buffer(self, info: dict[str, Any], i: int) -> dict[str, Any]:
-        instr = info.get("instruction")
-        has = info.get("_instruction")
-        instruction = str(instr[i]) if instr is not None and (has is None or has[i]) else ""
+    def _new_buffer(self, info: dict[str, Any]) -> dict[str, Any]:
+        """An episode's step lists, from its reset `info`."""
+        instruction = info.get("instruction")
         return {
             "obs": [],
             "actions": [],
@@ -202,11 +228,11 @@ class Collector:
             "student_actions": [],
             "student_log_probs": [],
             "states": [],
-            "instruction": instruction,
+            "instruction": "" if instruction is None else str(instruction),
         }
 
     def _finish(
-        self, b: dict[str, Any], final_obs: dict[str, np.ndarray], success: bool, beta: float, terminated: bool
+        self, b: dict[str, Any], final_obs: dict[str, np.ndarray], success: bool | None, beta: float, terminated: bool
     ) -> dict[str, Any]:
         """Turn a finished episode's step lists into the dataset's arrays."""
         obs = stack(b["obs"])
@@ -225,7 +251,12 @@ class Collector:
             "rewards": np.asarray(b["rewards"], np.float32),
             "dones": dones,
             "teacher": teacher,
-            "attrs": {"success": success, "terminated": terminated, "beta": beta, "instruction": b["instruction"]},
+            "attrs": {
+                "success": bool(success),
+                "terminated": terminated,
+                "beta": beta,
+                "instruction": b["instruction"],
+            },
         }
         if b["states"]:
             episode["states"] = np.asarray(b["states"])

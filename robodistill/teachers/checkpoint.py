@@ -99,8 +99,9 @@ class DiffusionTeacher:
     def reset(self, slot: int | None = None) -> None:
         self.runner.reset(slot)
 
-    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
-        chunk = self.runner.label(obs)  # (N, T_p, A)
+    def act(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> TeacherOutput:
+        """Labels for observations from env `slots` (None: envs 0..N-1), each continuing its env's history."""
+        chunk = self.runner.label(obs, slots)  # (N, T_p, A)
         return TeacherOutput(action=chunk[:, self.policy.first_action], chunk=chunk)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from robodistill.errors import UserError
-from robodistill.teachers.protocol import Teacher, TeacherOutput
+from robodistill.teachers.protocol import Teacher, TeacherOutput, act_in_slots
 
 
 class ImperfectTeacher:
@@ -25,8 +25,8 @@ class ImperfectTeacher:
         self.obs_keys = teacher.obs_keys
         self.rng = np.random.default_rng(seed)
 
-    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
-        out = self.teacher.act(obs)
+    def act(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> TeacherOutput:
+        out = act_in_slots(self.teacher, obs, slots)
         action = np.asarray(out.action, dtype=np.float32)
         noisy = action + self.noise_std * self.rng.standard_normal(action.shape).astype(np.float32)
         wrong = self.rng.random(len(action)) < self.wrong_action_rate
@@ -47,7 +47,7 @@ class CountingTeacher:
         self.calls: dict[str, int] = {}
         self.labels: dict[str, int] = {}
 
-    def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
+    def act(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> TeacherOutput:
         self.calls[self.phase] = self.calls.get(self.phase, 0) + 1
         self.labels[self.phase] = self.labels.get(self.phase, 0) + len(next(iter(obs.values())))
-        return self.teacher.act(obs)
+        return act_in_slots(self.teacher, obs, slots)

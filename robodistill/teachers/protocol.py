@@ -26,6 +26,8 @@ OPTIONAL_LABELS = ("mean", "std", "logits", "chunk")  # the TeacherOutput fields
 
 
 class Teacher(Protocol):
+    """`act(obs_batch)`; a teacher that keeps per-env state also has `reset(slot)` and `act(obs, slots=...)`."""
+
     obs_keys: list[str]
 
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput: ...
@@ -37,20 +39,42 @@ class TeacherError(RuntimeError):
     user_facing = True  # entry points print it as one line; checkpoints already written stay as they are
 
 
-def reset_episode(policy: Any, slot: int | None) -> None:
-    """Reset the per-episode state of env `slot` (all: None) in a stateful policy, looking through wrappers."""
+def _stateful(policy: Any) -> Any | None:
+    """The policy, or the first one it wraps (`.teacher`), that keeps per-episode state (has `reset`); else None."""
     while policy is not None:
         if hasattr(policy, "reset"):
-            policy.reset(slot)
-            return
+            return policy
         policy = getattr(policy, "teacher", None)
+    return None
 
 
-def query_teacher(teacher: Teacher, obs: dict[str, np.ndarray], action_dim: int) -> TeacherOutput:
-    """One batched teacher call on the teacher's view of `obs`; any failure or bad label becomes a TeacherError."""
+def reset_episode(policy: Any, slot: int | None) -> None:
+    """Reset the per-episode state of env `slot` (all: None) in a stateful policy, looking through wrappers."""
+    stateful = _stateful(policy)
+    if stateful is not None:
+        stateful.reset(slot)
+
+
+def act_in_slots(policy: Any, obs: dict[str, np.ndarray], slots: list[int] | None, *args: Any) -> Any:
+    """`policy.act(obs, *args)` for a batch whose row j comes from env `slots[j]` (None: env j).
+
+    A stateful policy (one with `reset`, or wrapping one) keeps state per env, so it is told the slots
+    (`act(obs, *args, slots=slots)`); a stateless one (a batched callable, SB3, a remote server) keeps the plain
+    call.
+    """
+    if slots is not None and _stateful(policy) is not None:
+        return policy.act(obs, *args, slots=slots)
+    return policy.act(obs, *args)
+
+
+def query_teacher(
+    teacher: Teacher, obs: dict[str, np.ndarray], action_dim: int, slots: list[int] | None = None
+) -> TeacherOutput:
+    """One batched teacher call on the teacher's view of `obs` (row j from env `slots[j]`; None: env j); any failure
+    or bad label becomes a TeacherError."""
     n = len(next(iter(obs.values())))
     try:
-        out = teacher.act({k: obs[k] for k in teacher.obs_keys})
+        out = act_in_slots(teacher, {k: obs[k] for k in teacher.obs_keys}, slots)
     except Exception as exc:  # any failure inside a user's teacher becomes one clear error
         raise TeacherError(f"teacher raised {type(exc).__name__}: {exc}") from exc
     check_labels(out, n, action_dim)

@@ -85,9 +85,11 @@ def check_labels(out: TeacherOutput, n: int, action_dim: int) -> None:
     """Raise TeacherError unless the teacher returned finite actions of shape (n, action_dim)."""
     a = out.action
     if a.shape != (n, action_dim):
+        unbatched = a.shape in ((action_dim,), ()) and n > 1  # one action for a batch: a per-observation function
+        hint = " (a function of one observation at a time needs teacher.batched=false)" if unbatched else ""
         raise TeacherError(
             f"teacher returned actions of shape {a.shape}, but the task's action space needs ({n}, {action_dim}): "
-            "teacher and student action spaces do not match"
+            f"teacher and student action spaces do not match{hint}"
         )
     if not np.all(np.isfinite(a)):
         raise TeacherError("teacher returned NaN or inf actions")

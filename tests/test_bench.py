@@ -98,3 +98,24 @@ def test_deploy_quick_bench_writes_json(tmp_path):
     assert set(data["jitter_p99_ms"]) == {"50", "100"} and set(data["server_rtt_ms"]) == {"1", "8"}
     assert data["deadline_misses_per_10k"] >= 0 and 0 <= data["deploy_success"] <= 1 and 0 <= data["eval_success"] <= 1
     assert len(data["commit"]) >= 7 and "server round trip" in p.stdout
+
+
+@pytest.mark.slow  # ~40 s: = scripts/bench.py byo --quick; task=gym runs: test_train_cli.py, test_rl_cli.py
+def test_byo_quick_bench_writes_json(tmp_path):
+    out = tmp_path / "byo.json"
+    p = run_script("scripts/bench.py", "byo", "--quick", "--out", str(out), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["tasks"]) == {"Reacher-v5", "Pusher-v5"}
+    for row in data["tasks"].values():
+        assert row["expert"]["env_steps"] == 2000 and row["expert"]["validation_curve"]
+        rounds = row["student"]["rounds"]
+        assert [r["round"] for r in rounds] == [0, 1] and all(r["eval_return_mean"] < 0 for r in rounds)
+        labels = [r["labels_so_far"] for r in rounds]
+        assert 0 < labels[0] < labels[1]  # aggregated over rounds
+        assert row["student"]["labels_kept"] == rounds[-1]["labels_so_far"]
+        assert row["random"]["return_mean"] < 0 and row["student"]["wall_s"] > 0
+    # every episode a round asked for is kept, and only those are labelled
+    assert data["teacher_calls_per_label"] == {"Reacher-v5": 1.0, "Pusher-v5": 1.0}
+    assert data["expert_return"]["Reacher-v5"] > data["random_return"]["Reacher-v5"]  # even 2000 SAC steps beat random
+    assert len(data["commit"]) >= 7 and "calls/label" in p.stdout

@@ -33,7 +33,6 @@ from robodistill.teachers import make_teacher
 TASKS = ("Reacher-v5", "Pusher-v5")
 EVAL_SEED = 100_000  # conf/eval/default.yaml: the episodes every policy is scored on
 VALIDATION_SEED = 200_000  # the expert's learning curve and best checkpoint: other episodes than the scored ones
-CALLS_KEY = "collect/teacher_calls_per_label"  # the collector's own figure, where it reports one
 
 # Expert steps: SAC ran at 50-70 env steps/s on one core here (probes with seed 1 on the validation episodes:
 # Reacher -4.6 at 30k steps, -4.5 at 40k, flat; Pusher -39 at 10k, -33 at 50k, -32 at 60k, still creeping up ~1 per
@@ -81,24 +80,17 @@ def rounds_of(run_dir: Path) -> list[dict[str, Any]]:
     final = run.read_json("eval.json")
     out = []
     for i, m in enumerate(lines):
-        kept = m["collect/steps"]
-        if CALLS_KEY in m:  # the collector's own count of the states its teacher labelled
-            paid, calls, source = m["collect/teacher_calls"], m[CALLS_KEY], CALLS_KEY
-        else:  # a collector that reports the env steps it took, each one teacher-labelled
-            paid = m["collect/teacher_labels"]
-            calls, source = paid / kept, "collect/teacher_labels / collect/steps"
         last = i == len(lines) - 1
         out.append(
             {
                 "round": m["round"],
                 "beta": m["beta"],
-                "labels_kept": kept,
-                "teacher_calls": paid,
+                "labels_kept": m["collect/steps"],
+                "teacher_calls": m["collect/teacher_calls"],  # states the teacher labelled, kept or not
                 "labels_so_far": m["teacher_labels"],
                 "collect_return_mean": m["collect/return_mean"],
                 "eval_return_mean": final["return_mean"] if last else m.get("eval/return_mean"),
-                "teacher_calls_per_label": calls,
-                "teacher_calls_source": source,
+                "teacher_calls_per_label": m["collect/teacher_calls_per_label"],
                 "wall_s": m["wall_s"],
             }
         )
@@ -159,7 +151,7 @@ def pipeline(env_id: str, s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     per_round = rounds_of(dagger_dir)
     student_eval = RunDir(dagger_dir).read_json("eval.json")
     kept = sum(r["labels_kept"] for r in per_round)
-    calls = sum(r["teacher_calls_per_label"] * r["labels_kept"] for r in per_round) / max(kept, 1)
+    calls = sum(r["teacher_calls"] for r in per_round) / kept
     exp, rnd, stu = returns(expert_eval), returns(random_eval), returns(student_eval)
     return {
         "expert": {
@@ -177,7 +169,6 @@ def pipeline(env_id: str, s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             "rounds": per_round,
             "labels_kept": kept,
             "teacher_calls_per_label": calls,
-            "teacher_calls_source": per_round[-1]["teacher_calls_source"],
             "wall_s": dagger["wall_s"],
         },
     }
@@ -217,20 +208,21 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     lines.append("")
     lines.append(
         f"{'task':<12}{'round':>6}{'beta':>6}{'labels':>8}{'collect ret':>13}{'eval ret':>10}{'calls/label':>13}"
+        f"{'dagger s':>10}"
     )
     for t, r in results.items():
         for d in r["student"]["rounds"]:
             lines.append(
                 f"{t:<12}{d['round']:>6}{d['beta']:>6.2f}{d['labels_so_far']:>8,}{d['collect_return_mean']:>13.2f}"
-                f"{d['eval_return_mean']:>10.2f}{d['teacher_calls_per_label']:>13.3f}"
+                f"{d['eval_return_mean']:>10.2f}{d['teacher_calls_per_label']:>13.3f}{d['wall_s']:>10.1f}"
             )
-    source = {r["student"]["teacher_calls_source"] for r in results.values()}
     lines += [
         f"(returns: mean over the same {s['eval_episodes']} seeded evaluation episodes, seed {EVAL_SEED} + i; expert: "
         f"SAC, its best checkpoint on validation episodes (seed {VALIDATION_SEED} + i); DAgger: {s['rounds']} rounds "
         f"of {s['episodes_per_round']} episodes, {s['updates_per_round']} updates each; recovered = (student - random)"
         f" / (expert - random))",
-        f"(teacher calls per kept label: {' / '.join(sorted(source))}; wall seconds with {s['workers']} pipeline(s) "
-        "at a time)",
+        f"(calls/label: states the teacher labelled per state kept in the dataset, 1.000: none thrown away; dagger s "
+        f"per round: the run's wall seconds at the round's end, evaluation included; wall seconds with "
+        f"{s['workers']} pipeline(s) at a time)",
     ]
     return payload, lines

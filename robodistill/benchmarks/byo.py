@@ -35,7 +35,7 @@ EVAL_SEED = 100_000  # conf/eval/default.yaml: the episodes every policy is scor
 VALIDATION_SEED = 200_000  # the expert's learning curve and best checkpoint: other episodes than the scored ones
 
 # Expert steps: SAC ran at 50-70 env steps/s on one core here (probes with seed 1 on the validation episodes:
-# Reacher -4.6 at 30k steps, -4.5 at 40k, flat; Pusher -39 at 10k, -33 at 50k, -32 at 60k, still creeping up ~1 per
+# Reacher -4.6 at 30k steps, -4.5 at 40k, flat; Pusher -39 at 10k, -36 at 30k, -32.6 at 50k, -31.7 at 60k, ~1 per
 # 10k). 80k Pusher steps keep the full suite, both pipelines at once, near half an hour on two cores.
 SIZES = {  # name: (--quick, full)
     "expert_steps": ({"Reacher-v5": 2000, "Pusher-v5": 2000}, {"Reacher-v5": 40_000, "Pusher-v5": 80_000}),

@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> None:
         sampler_steps=int(cfg.sampler_steps),
         seed=int(cfg.seed),
         progress=bool(cfg.progress),
+        rate_hz=cfg.rate_hz,
     )
     out = cfg.out or f"{cfg.run}/export_{cfg.format}"
     print(json.dumps({"artifact": str(out), "kind": contract["kind"], "parity": contract["parity"]}, indent=2))

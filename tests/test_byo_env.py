@@ -179,3 +179,23 @@ def test_an_env_that_cannot_render_is_evaluated_without_videos(point_envs, tmp_p
     result = evaluate(policy, task, "state", 2, 0, video_dir=tmp_path / "videos", num_videos=1, progress=False)
     assert "warning: cannot film PointGoal-v0" in capsys.readouterr().err  # it takes no render_mode
     assert result["videos"] == [] and result["success_rate"] == 1.0
+
+
+def test_export_and_deploy_rebuild_the_task_from_the_saved_imports(point_envs, tmp_path):
+    run = tmp_path / "run"
+    train_run("task=gym", "task.imports=[point_envs]", "task.env_id=PointGoal-v0", *TINY, run=run)
+    out = tmp_path / "artifact"
+    # each script in a fresh interpreter that has imported nothing of point_envs: only the run's config names it
+    args = ("scripts/export.py", f"run={run}", f"out={out}", "samples=50", "progress=false")
+    p = run_script(*args, env=point_envs)  # the env states no rate (no render_fps, no dt): asked for, nothing written
+    assert p.returncode == 2 and "rate_hz=<Hz>" in p.stderr and "Traceback" not in p.stderr and not out.exists()
+    p = run_script(*args, "rate_hz=20", env=point_envs)
+    assert p.returncode == 0, p.stderr[-2000:]
+    contract = json.loads((out / "contract.json").read_text())
+    assert contract["task"]["imports"] == ["point_envs"] and contract["control_rate_hz"] == 20.0
+    p = run_script(
+        "scripts/deploy.py", f"artifact={out}", "episodes=1", "rate_hz=200", "progress=false", env=point_envs
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(p.stdout)
+    assert result["task"] == "PointGoal-v0" and result["episodes"] == 1 and result["ticks"] >= 30

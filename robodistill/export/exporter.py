@@ -175,9 +175,11 @@ def export_run(
     sampler_steps: int = DDIM_STEPS,
     seed: int = 0,
     progress: bool = True,
+    rate_hz: float | None = None,
 ) -> dict[str, Any]:
     """Export `run_dir`'s student to `out` (default <run>/export_<fmt>); returns the contract. Parity is checked on
-    `samples` recorded observations; the export is refused (UserError, nothing written) beyond `tolerance`."""
+    `samples` recorded observations; the export is refused (UserError, nothing written) beyond `tolerance`.
+    `rate_hz`: the control rate the contract states (None: the task's own)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     run = RunDir(run_dir).require()
@@ -186,6 +188,7 @@ def export_run(
     task = to_dict(cfg.task)
     policy = load_sb3_policy(run, cfg, task, checkpoint) if run.is_sb3() else load_policy(run.dir, checkpoint)
     kind = kind_of(policy)
+    rate_hz = rate_hz or task_rate(task, policy.obs_keys)  # before anything is written: it may be unknown
     exporter = exporter_of(policy)
     fields = exporter.contract(policy, sampler_steps)
     torch.set_num_threads(1)
@@ -209,7 +212,7 @@ def export_run(
             ref = run_torch(module, names, feeds)
             parity[name] = compare(outputs, ref, run_exported(file, fmt, names, outputs, feeds), tolerance)
             models[name] = {"file": file.name, "sha256": sha256(file), "inputs": names, "outputs": outputs}
-        contract = make_contract(policy, kind, fields, config, task, models, fmt, tolerance)
+        contract = make_contract(policy, kind, fields, config, task, models, fmt, tolerance, rate_hz)
         (tmp / "contract.json").write_text(json.dumps(contract, indent=2))
         if fmt == "onnx":  # the runtime's own path end to end, on the runtime's inputs
             parity["runtime"] = runtime_parity(tmp, policy, obs, rng, tolerance)
@@ -277,6 +280,22 @@ def torch_actions(
     return POLICY_TYPES[kind].exporter.reference(policy, obs, noise, contract)
 
 
+def task_rate(task: dict[str, Any], obs_keys: list[str]) -> float:
+    """The task's control rate: its env's `metadata["render_fps"]`, else 1 / `dt`; a UserError if it has neither."""
+    env = make_env(task, obs_mode_for(set(obs_keys)))
+    try:
+        base = env.unwrapped
+        rate = base.metadata.get("render_fps") or (round(1.0 / base.dt) if getattr(base, "dt", None) else None)
+    finally:
+        env.close()
+    if not rate:
+        raise UserError(
+            f"cannot tell {task.get('env_id')}'s control rate (its env has no metadata['render_fps'] and no dt): "
+            "give it with rate_hz=<Hz>"
+        )
+    return float(rate)
+
+
 def make_contract(
     policy: nn.Module,
     kind: str,
@@ -286,13 +305,13 @@ def make_contract(
     models: dict[str, Any],
     fmt: str,
     tolerance: float,
+    rate: float,
 ) -> dict[str, Any]:
-    """What the policy observes and commands, at which rate and in which chunks: the runtime's contract. `fields`:
-    the kind's own (its exporter's `contract`: chunk sizes, and what the runtime's step reads)."""
+    """What the policy observes and commands, at which rate (`rate`, Hz) and in which chunks: the runtime's contract.
+    `fields`: the kind's own (its exporter's `contract`: chunk sizes, and what the runtime's step reads)."""
     env = make_env(task, obs_mode_for(set(policy.obs_keys)))
     try:
         space = env.action_space
-        rate = env.unwrapped.metadata.get("render_fps") or round(1.0 / env.unwrapped.dt)
         control_mode = getattr(env.unwrapped, "control_mode", None)
     finally:
         env.close()

@@ -8,12 +8,17 @@ import pytest
 from conftest import run_script
 
 
+def quick_bench(suite: str, tmp_path, timeout: int) -> tuple:
+    """`scripts/bench.py <suite> --quick --out <tmp>/<suite>.json` run as a user would: the process and its JSON."""
+    out = tmp_path / f"{suite}.json"
+    p = run_script("scripts/bench.py", suite, "--quick", "--out", str(out), timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p, json.loads(out.read_text())
+
+
 @pytest.mark.slow  # ~40 s: = scripts/bench.py foundation --quick
 def test_foundation_quick_bench_writes_json(tmp_path):
-    out = tmp_path / "foundation.json"
-    p = run_script("scripts/bench.py", "foundation", "--quick", "--out", str(out), timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    data = json.loads(out.read_text())
+    p, data = quick_bench("foundation", tmp_path, timeout=600)
     assert isinstance(data["collector_over_raw"], float) and data["collector_over_raw"] > 0
     assert set(data["expert_success"]) == {
         "robodistill/Reach-v0",
@@ -35,10 +40,7 @@ def test_foundation_quick_bench_writes_json(tmp_path):
 
 @pytest.mark.slow  # ~40 s: = scripts/bench.py rpd --quick
 def test_rpd_quick_bench_writes_json_and_png(tmp_path):
-    out = tmp_path / "rpd.json"
-    p = run_script("scripts/bench.py", "rpd", "--quick", "--out", str(out), timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    data = json.loads(out.read_text())
+    p, data = quick_bench("rpd", tmp_path, timeout=600)
     row = data["tasks"]["robodistill/PushCube-v0"]
     for key in ("teacher_success", "ppo_success", "rpd_success", "ppo_steps_to_80", "rpd_steps_to_80"):
         assert key in row
@@ -50,10 +52,7 @@ def test_rpd_quick_bench_writes_json_and_png(tmp_path):
 
 @pytest.mark.slow  # ~25 s: = scripts/bench.py diffusion --quick
 def test_diffusion_quick_bench_writes_json(tmp_path):
-    out = tmp_path / "diffusion.json"
-    p = run_script("scripts/bench.py", "diffusion", "--quick", "--out", str(out), timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
-    data = json.loads(out.read_text())
+    p, data = quick_bench("diffusion", tmp_path, timeout=900)
     row = data["tasks"]["robodistill/PickCube-v0"]
     assert set(row) >= {"ddpm100", "ddim10", "sdp", "rti", "consistency"}
     for variant in ("ddpm100", "ddim10", "sdp", "rti", "consistency"):
@@ -70,10 +69,7 @@ def test_diffusion_quick_bench_writes_json(tmp_path):
 
 @pytest.mark.slow  # ~200 s: the OPD learner, server and client are covered by test_opd_cli.py and test_remote.py
 def test_opd_quick_bench_writes_json_and_pngs(tmp_path):
-    out = tmp_path / "opd.json"
-    p = run_script("scripts/bench.py", "opd", "--quick", "--out", str(out), timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
-    data = json.loads(out.read_text())
+    p, data = quick_bench("opd", tmp_path, timeout=900)
     assert set(data["tasks"]) == {"robodistill/PushCube-v0", "robodistill/PickCube-v0"}
     for row in data["tasks"].values():
         for loss in ("rkl", "fkl", "ce", "sft"):
@@ -88,10 +84,7 @@ def test_opd_quick_bench_writes_json_and_pngs(tmp_path):
 
 @pytest.mark.slow  # ~90 s: export, runtime, control loop, server and deploy are covered by test_export.py and test_control.py
 def test_deploy_quick_bench_writes_json(tmp_path):
-    out = tmp_path / "deploy.json"
-    p = run_script("scripts/bench.py", "deploy", "--quick", "--out", str(out), timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
-    data = json.loads(out.read_text())
+    p, data = quick_bench("deploy", tmp_path, timeout=900)
     assert set(data["onnx_over_torch_latency"]) == {"gaussian_mlp", "gaussian_cnn", "vla", "diffusion", "consistency"}
     assert all(r > 0 for r in data["onnx_over_torch_latency"].values())
     assert all(d <= 1e-4 for d in data["parity_max_abs_diff"].values())
@@ -102,10 +95,7 @@ def test_deploy_quick_bench_writes_json(tmp_path):
 
 @pytest.mark.slow  # ~40 s: = scripts/bench.py byo --quick; task=gym runs: test_train_cli.py, test_rl_cli.py
 def test_byo_quick_bench_writes_json(tmp_path):
-    out = tmp_path / "byo.json"
-    p = run_script("scripts/bench.py", "byo", "--quick", "--out", str(out), timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    data = json.loads(out.read_text())
+    p, data = quick_bench("byo", tmp_path, timeout=600)
     assert set(data["tasks"]) == {"Reacher-v5", "Pusher-v5"}
     for row in data["tasks"].values():
         assert row["expert"]["env_steps"] == 2000 and row["expert"]["validation_curve"]

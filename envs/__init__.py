@@ -12,8 +12,17 @@ from envs.rendering import RenderingUnavailable, import_mujoco
 
 import_mujoco()  # fails here, with the Debian package to install, if the GL backend is missing
 
-from envs.base import OBS_MODES, REWARD_MODES, ScriptedExpert, TableTopEnv  # noqa: E402
-from envs.robot import CONTROL_MODES  # noqa: E402
+from envs.base import (  # noqa: E402
+    IMAGE_SUFFIX,
+    OBS_MODES,
+    PROPRIO_KEY,
+    REWARD_MODES,
+    ScriptedExpert,
+    TableTopEnv,
+    cameras_read,
+    image_key,
+)
+from envs.robot import CAMERAS, CONTROL_MODES  # noqa: E402
 
 # id -> (entry point, max episode steps)
 TASKS: dict[str, tuple[str, int]] = {
@@ -50,13 +59,18 @@ def make_expert(env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
 
 
 __all__ = [
+    "CAMERAS",
     "CONTROL_MODES",
+    "IMAGE_SUFFIX",
     "OBS_MODES",
+    "PROPRIO_KEY",
     "REWARD_MODES",
     "RenderingUnavailable",
     "TASKS",
     "ScriptedExpert",
     "TableTopEnv",
+    "cameras_read",
+    "image_key",
     "instruction_templates",
     "make_expert",
 ]

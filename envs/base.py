@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -12,6 +12,7 @@ from gymnasium import spaces
 
 from envs.rendering import make_renderer
 from envs.robot import (
+    CAMERAS,
     CONTROL_FREQ,
     EE_POS_SCALE,
     EE_ROT_SCALE,
@@ -27,6 +28,8 @@ OBS_MODES = ("state", "rgb", "state+rgb")  # each may end in "+language": the in
 LANGUAGE = "+language"
 INSTRUCTION_BYTES = 64  # the `instruction` observation: UTF-8 bytes, zero padded
 REWARD_MODES = ("sparse", "dense", "normalized_dense")
+IMAGE_SUFFIX = "_rgb"  # each camera's image is the observation `<camera>_rgb`
+PROPRIO_KEY = "proprio"
 # what `sim_state` saves: enough for mj_setState to restore an episode's exact state
 SIM_STATE_SPEC = int(mujoco.mjtState.mjSTATE_FULLPHYSICS) | int(mujoco.mjtState.mjSTATE_USER)
 
@@ -36,6 +39,9 @@ class TableTopEnv(gym.Env):
 
     A task overrides: `_objects_xml`, `_initialize_episode`, `_task_obs`, `evaluate`, `compute_dense_reward`,
     `instruction_templates`, `max_dense_reward` and `make_expert`.
+
+    The rgb obs modes observe each of `cameras` (a fixed scene camera `front`, a `wrist` camera on the hand) as its
+    own uint8 image `<camera>_rgb` (H, W, 3) at `image_size`, plus `proprio`; only the listed cameras are rendered.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_FREQ}
@@ -51,7 +57,7 @@ class TableTopEnv(gym.Env):
         render_mode: str | None = None,
         image_size: int | tuple[int, int] = 96,
         render_size: int | tuple[int, int] = 256,
-        camera: str = "front",
+        cameras: Sequence[str] = CAMERAS,
     ):
         base_mode = obs_mode.removesuffix(LANGUAGE)
         if base_mode not in OBS_MODES:
@@ -60,13 +66,19 @@ class TableTopEnv(gym.Env):
             )
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"unknown reward_mode {reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
+        if isinstance(cameras, str) or not all(isinstance(c, str) for c in cameras):
+            raise ValueError(f"cameras must be a list of camera names (of {', '.join(CAMERAS)}), got {cameras!r}")
+        unknown = [c for c in cameras if c not in CAMERAS]
+        if unknown or len(set(cameras)) != len(cameras):
+            what = f"unknown cameras {unknown}" if unknown else f"cameras listed twice in {list(cameras)}"
+            raise ValueError(f"{what}; this task's cameras: {', '.join(CAMERAS)}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"unsupported render_mode {render_mode!r}; only 'rgb_array' is offered")
         self.obs_mode, self.reward_mode, self.render_mode = base_mode, reward_mode, render_mode
         self.language = obs_mode.endswith(LANGUAGE)
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.render_size = (render_size, render_size) if isinstance(render_size, int) else tuple(render_size)
-        self.camera = camera
+        self.cameras = tuple(cameras)  # rendered only in the rgb obs modes, in this order
 
         self.model = mujoco.MjModel.from_xml_string(scene_xml(self.task_name, self._objects_xml()))
         self.data = mujoco.MjData(self.model)
@@ -87,18 +99,15 @@ class TableTopEnv(gym.Env):
         state = self._state_vector()
         self.state_layout = self._layout()
         state_space = spaces.Box(-np.inf, np.inf, state.shape, dtype=np.float32)
-        h, w = self.image_size
-        image_space = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
-        proprio_space = spaces.Box(-np.inf, np.inf, self._proprio().shape, dtype=np.float32)
-        if base_mode == "state":
-            obs_spaces = {"state": state_space}
-        elif base_mode == "rgb":
-            obs_spaces = {"rgb": image_space, "proprio": proprio_space}
-        else:
-            obs_spaces = {"state": state_space, "rgb": image_space, "proprio": proprio_space}
+        obs_spaces = {} if base_mode == "rgb" else {"state": state_space}
+        if base_mode != "state":
+            h, w = self.image_size
+            for camera in self.cameras:
+                obs_spaces[image_key(camera)] = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
+            obs_spaces[PROPRIO_KEY] = spaces.Box(-np.inf, np.inf, self._proprio().shape, dtype=np.float32)
         if self.language:
             obs_spaces["instruction"] = spaces.Box(0, 255, (INSTRUCTION_BYTES,), dtype=np.uint8)
-        self.observation_space = spaces.Dict(obs_spaces) if len(obs_spaces) > 1 else state_space
+        self.observation_space = state_space if list(obs_spaces) == ["state"] else spaces.Dict(obs_spaces)
 
     # ---- hooks for tasks ------------------------------------------------------------------------------------
     def _objects_xml(self) -> str:
@@ -182,7 +191,7 @@ class TableTopEnv(gym.Env):
         """Observation and action shapes every policy, dataset and export reads."""
         obs = {}
         if isinstance(self.observation_space, spaces.Dict):
-            kinds = {"rgb": "rgb", "instruction": "text"}
+            kinds = {image_key(c): "rgb" for c in self.cameras} | {"instruction": "text"}
             for k, s in self.observation_space.spaces.items():
                 obs[k] = {"shape": list(s.shape), "type": kinds.get(k, "low_dim")}
         else:
@@ -197,7 +206,8 @@ class TableTopEnv(gym.Env):
             return self._state_vector()
         obs = {} if self.obs_mode == "rgb" else {"state": self._state_vector()}
         if self.obs_mode != "state":
-            obs.update(rgb=self._render_camera(), proprio=self._proprio())
+            obs.update({image_key(c): self._render_camera(c) for c in self.cameras})
+            obs[PROPRIO_KEY] = self._proprio()
         if self.language:
             obs["instruction"] = encode_instruction(self.instruction)
         return obs
@@ -237,12 +247,13 @@ class TableTopEnv(gym.Env):
         return float(dense / self.max_dense_reward) if self.reward_mode == "normalized_dense" else float(dense)
 
     # ---- rendering ------------------------------------------------------------------------------------------
-    def _render_camera(self) -> np.ndarray:
-        if self._obs_renderer is None:
+    def _render_camera(self, camera: str) -> np.ndarray:
+        """One observation frame (H, W, 3) uint8 of `camera` at `image_size`."""
+        if self._obs_renderer is None:  # one renderer (GL context) draws every camera of the same size
             h, w = self.image_size
             self._obs_renderer = make_renderer(self.model, h, w)
         r = self._obs_renderer
-        r.update_scene(self.data, camera=self.camera)
+        r.update_scene(self.data, camera=camera)
         # observation frames skip shadows and reflections: ~3x faster, and nothing a policy needs
         r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
@@ -262,6 +273,16 @@ class TableTopEnv(gym.Env):
             if r is not None:
                 r.close()
         self._obs_renderer = self._video_renderer = None
+
+
+def image_key(camera: str) -> str:
+    """The observation key of a camera's image: `<camera>_rgb`."""
+    return camera + IMAGE_SUFFIX
+
+
+def cameras_read(keys: Iterable[str]) -> list[str]:
+    """The cameras whose images (`<camera>_rgb`) are among the observation `keys`, in their order."""
+    return [k.removesuffix(IMAGE_SUFFIX) for k in keys if k.endswith(IMAGE_SUFFIX)]
 
 
 def encode_instruction(text: str) -> np.ndarray:

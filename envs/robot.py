@@ -24,6 +24,13 @@ HOME_QPOS = np.array([0.0, np.pi / 8, 0.0, -5 * np.pi / 8, 0.0, 3 * np.pi / 4, n
 FINGER_RANGE = 0.04  # each finger slides 0..4 cm
 BASE_POS = (-0.615, 0.0, 0.0)
 CONTROL_MODES = ("pd_joint_delta_pos", "pd_ee_delta_pos", "pd_ee_delta_pose")
+CAMERAS = ("front", "wrist")  # observation cameras: fixed on the scene, and on the hand (moves with it)
+# The wrist camera in the hand frame (z runs along the fingers, x toward the front camera when the gripper points
+# down): behind the hand's palm, tilted toward the fingertips so that they sit at the top of the image and the table
+# below them fills the rest, as a camera clamped to a real robot's wrist sees it.
+WRIST_CAMERA_POS = (-0.07, 0.0, 0.03)
+WRIST_CAMERA_TILT = 0.44  # rad between the view direction and the fingers' axis
+WRIST_CAMERA_FOVY = 75  # degrees
 CONTROL_FREQ = 20  # Hz
 SIM_TIMESTEP = 0.002  # s
 JOINT_DELTA_SCALE = 0.1  # rad per control step at |action| = 1
@@ -65,6 +72,7 @@ _ARM = """
                 <body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834" gravcomp="1">
                   <geom class="arm" type="box" size="0.025 0.09 0.025" pos="0 0 0.03"/>
                   <site name="tcp" pos="0 0 0.1034" size="0.005" rgba="1 0 0 0" group="4"/>
+                  <camera name="wrist" pos="{wrist_pos}" xyaxes="{wrist_xyaxes}" fovy="{wrist_fovy}"/>
                   <body name="left_finger" pos="0 0 0.0584" gravcomp="1">
                     <joint name="finger_left" class="finger" axis="0 1 0"/>
                     <geom class="pad" pos="0 0.008 0.035"/>
@@ -136,7 +144,15 @@ _SCENE = """
 def scene_xml(name: str, objects: str) -> str:
     """Full MJCF for a table-top task: table, arm, cameras and the task's own `objects` XML."""
     ranges = {f"r{i}": f"{lo} {hi}" for i, (lo, hi) in enumerate(JOINT_LIMITS)}
-    arm = _ARM.format(base=" ".join(str(v) for v in BASE_POS), **ranges)
+    # a camera looks along its -z with image up its y: view (sin t, 0, cos t), up (cos t, 0, -sin t), right hand +y
+    c, s = np.cos(WRIST_CAMERA_TILT), np.sin(WRIST_CAMERA_TILT)
+    arm = _ARM.format(
+        base=" ".join(str(v) for v in BASE_POS),
+        wrist_pos=" ".join(str(v) for v in WRIST_CAMERA_POS),
+        wrist_xyaxes=f"0 1 0 {c:.4f} 0 {-s:.4f}",
+        wrist_fovy=WRIST_CAMERA_FOVY,
+        **ranges,
+    )
     actuators = "\n    ".join(
         f'<general name="act{i + 1}" joint="joint{i + 1}" biastype="affine" gainprm="{kp}" biasprm="0 -{kp} -{2 * np.sqrt(kp):.1f}" '
         f'ctrlrange="{JOINT_LIMITS[i, 0]} {JOINT_LIMITS[i, 1]}" forcerange="-87 87"/>'

@@ -1,4 +1,4 @@
-"""A small VLA-style token policy: camera image + instruction + proprioception -> transformer -> per-dimension
+"""A small VLA-style token policy: camera images + instruction + proprioception -> transformer -> per-dimension
 logits over action bins."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from policies.encoders import observed
 from policies.normalizer import Normalizer
 from policies.tokens import ActionTokenizer, InstructionTokenizer
 
-IMAGE_KEY, INSTRUCTION_KEY = "rgb", "instruction"
+INSTRUCTION_KEY = "instruction"
 
 
 class KeypointStem(nn.Module):
@@ -78,16 +78,16 @@ class VLAConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if INSTRUCTION_KEY not in self.obs_keys or IMAGE_KEY not in self.obs_keys:
+        if INSTRUCTION_KEY not in self.obs_keys or len(self.obs_keys) < 2:
             raise ConfigError(
-                f"a VLA observes {IMAGE_KEY!r} and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
+                f"a VLA observes camera images (e.g. 'front_rgb') and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
                 f"'proprio'), got {list(self.obs_keys)}"
             )
 
 
 class VLAPolicy(PolicyModule):
-    """Tokens: image keypoints, instruction words, one token per low-dim observation (proprioception; a privileged
-    teacher may add `state`) and one query per action dimension;
+    """Tokens: image keypoints of each camera, instruction words, one token per low-dim observation (proprioception;
+    a privileged teacher may add `state`) and one query per action dimension;
     the transformer's output at query k gives the logits of dimension k (all dimensions decoded in parallel)."""
 
     Config = VLAConfig
@@ -98,7 +98,10 @@ class VLAPolicy(PolicyModule):
         if cfg.vocab is None:
             raise ConfigError("a VLA policy needs its word vocabulary (vocab)")
         meta = observed(shape_meta, self.obs_keys)
+        self.images = sorted(k for k in self.obs_keys if meta[k].get("type") == "rgb")  # one per camera
         self.low_dim = sorted(k for k in self.obs_keys if meta[k].get("type") == "low_dim")
+        if not self.images:
+            raise ConfigError(f"a VLA observes at least one camera image; none of {list(self.obs_keys)} is an image")
         self.vocab = list(cfg.vocab)
         self.bins, self.d_model, self.layers, self.heads = (
             int(cfg.bins),
@@ -112,7 +115,7 @@ class VLAPolicy(PolicyModule):
         self.words = InstructionTokenizer(self.vocab, self.max_words)
 
         d = self.d_model
-        self.stem = KeypointStem(d, self.image_tokens)
+        self.stems = nn.ModuleDict({k: KeypointStem(d, self.image_tokens) for k in self.images})
         self.word_embed = nn.Embedding(len(self.vocab), d, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(1, self.max_words, d) * 0.02)
         self.normalizers = nn.ModuleDict({k: Normalizer(tuple(meta[k]["shape"])) for k in self.low_dim})
@@ -129,18 +132,20 @@ class VLAPolicy(PolicyModule):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-dimension logits (B, A, bins)."""
-        image = torch.as_tensor(obs[IMAGE_KEY])
+        images = {k: torch.as_tensor(obs[k]) for k in self.images}
         if self.training and self.shift > 0:
-            image = random_shift(image, self.shift)
+            images = {k: random_shift(v, self.shift) for k, v in images.items()}
         ids, _ = self.words(obs[INSTRUCTION_KEY])
-        return self.logits(image, ids, {k: torch.as_tensor(obs[k]) for k in self.low_dim})
+        return self.logits(images, ids, {k: torch.as_tensor(obs[k]) for k in self.low_dim})
 
-    def logits(self, image: torch.Tensor, ids: torch.Tensor, low_dim: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-dimension logits (B, A, bins) from images, instruction word ids (B, max_words; 0 pads) and the
-        low-dim observations: the part of `forward` an exported graph holds (the word split runs outside)."""
-        b = image.shape[0]
-        tokens = [self.stem(image), self.word_embed(ids) + self.word_pos]
-        masks = [torch.zeros(b, self.image_tokens, dtype=torch.bool), ids == 0]
+    def logits(
+        self, images: dict[str, torch.Tensor], ids: torch.Tensor, low_dim: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Per-dimension logits (B, A, bins) from each camera's images, instruction word ids (B, max_words; 0 pads)
+        and the low-dim observations: the part of `forward` an exported graph holds (the word split runs outside)."""
+        b = ids.shape[0]
+        tokens = [self.stems[k](images[k]) for k in self.images] + [self.word_embed(ids) + self.word_pos]
+        masks = [torch.zeros(b, self.image_tokens * len(self.images), dtype=torch.bool), ids == 0]
         for k in self.low_dim:
             x = self.normalizers[k](low_dim[k].float())
             tokens.append(self.low_dim_embed[k](x)[:, None])
@@ -192,14 +197,18 @@ IDS_KEY = "instruction_ids"  # the exported graph reads the instruction as word 
 
 
 class VLAGraph(nn.Module):
-    """Image, instruction word ids and low-dim observations -> (argmax actions (B, 1, A), logits (B, A, bins))."""
+    """Images (one input per camera), instruction word ids and low-dim observations -> (argmax actions (B, 1, A),
+    logits (B, A, bins))."""
 
     def __init__(self, policy: VLAPolicy):
         super().__init__()
         self.policy = policy
 
-    def forward(self, image: torch.Tensor, ids: torch.Tensor, *low_dim: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = self.policy.logits(image, ids, dict(zip(self.policy.low_dim, low_dim)))
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        p = self.policy
+        n = len(p.images)
+        images, ids, low_dim = dict(zip(p.images, inputs[:n])), inputs[n], dict(zip(p.low_dim, inputs[n + 1 :]))
+        logits = p.logits(images, ids, low_dim)
         return self.policy.tokenizer.detokenize(logits.argmax(-1))[:, None], logits
 
 
@@ -216,7 +225,7 @@ class VLAExporter(Exporter):
 
     def graphs(self, policy: Any, obs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Graph]:
         ids = policy.words(obs[INSTRUCTION_KEY])[0].numpy()
-        feeds = {IMAGE_KEY: obs[IMAGE_KEY], IDS_KEY: ids, **{k: obs[k] for k in policy.low_dim}}
+        feeds = {**{k: obs[k] for k in policy.images}, IDS_KEY: ids, **{k: obs[k] for k in policy.low_dim}}
         return {"policy": Graph(VLAGraph(policy), list(feeds), ["actions", "logits"], feeds)}
 
     def contract(self, policy: Any, sampler_steps: int) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
+from envs import PROPRIO_KEY, cameras_read
 
 STATE_KEY = "state"  # the key a flat Box observation gets
 INSTRUCTION_KEY = "instruction"  # the language instruction, UTF-8 bytes (uint8, zero padded)
@@ -27,9 +30,10 @@ def stack(obs_list: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([o[k] for o in obs_list]) for k in obs_list[0]}
 
 
-def obs_mode_for(keys: set[str]) -> str:
-    """Smallest robodistill obs_mode that provides all `keys`."""
+def obs_mode_for(keys: Iterable[str]) -> str:
+    """Smallest robodistill obs_mode that provides all `keys` (`rgb`: the cameras and proprioception)."""
+    keys = set(keys)
     language = "+language" if INSTRUCTION_KEY in keys else ""
-    if not keys & {"rgb", "proprio"}:
+    if PROPRIO_KEY not in keys and not cameras_read(keys):
         return "state" + language
     return ("state+rgb" if STATE_KEY in keys else "rgb") + language

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -105,6 +105,42 @@ def make_env(task: Mapping[str, Any], obs_mode: str = "state", render_mode: str 
 
 def is_robodistill_task(env_id: str) -> bool:
     return env_id.rpartition(":")[2] in envs.TASKS
+
+
+def task_for_keys(task: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """`task` whose env renders only the cameras read: a robodistill task's `kwargs.cameras` becomes the cameras of
+    the image keys (`<camera>_rgb`) among the observation `keys` read (none: nothing is rendered). UserError for a
+    camera the task does not have, or one left out of `kwargs.cameras`. Other Gymnasium tasks are returned as they
+    are."""
+    task = dict(task)
+    env_id = str(task.get("env_id"))
+    if not is_robodistill_task(env_id):
+        return task
+    kwargs = dict(task.get("kwargs") or {})
+    offered = kwargs.get("cameras", envs.CAMERAS)
+    if isinstance(offered, str) or not isinstance(offered, Iterable):
+        raise UserError(f"task.kwargs.cameras={offered!r}: give a list of cameras, e.g. task.kwargs.cameras=[front]")
+    offered = list(offered)
+    cameras = (
+        f"its cameras: {', '.join(envs.CAMERAS)} (observation keys {', '.join(map(envs.image_key, envs.CAMERAS))})"
+    )
+    unknown = [c for c in offered if c not in envs.CAMERAS]
+    if unknown:
+        raise UserError(f"task.kwargs.cameras={offered} names cameras {env_id} does not have: {unknown}; {cameras}")
+    read = envs.cameras_read(keys)
+    absent = [c for c in read if c not in envs.CAMERAS]
+    if absent:
+        wanted = ", ".join(map(envs.image_key, absent))
+        raise UserError(f"obs_keys read {wanted}, but {env_id} has no camera {', '.join(map(repr, absent))}; {cameras}")
+    left_out = [c for c in read if c not in offered]
+    if left_out:
+        wanted = ", ".join(map(envs.image_key, left_out))
+        raise UserError(
+            f"obs_keys read {wanted}, but task.kwargs.cameras={offered}: add the camera there or drop the key from "
+            "obs_keys"
+        )
+    kwargs["cameras"] = [c for c in offered if c in read]
+    return {**task, "kwargs": kwargs}
 
 
 def env_fns(

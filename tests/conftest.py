@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 # one torch thread, as training runs (conf: torch_threads=1): on a busy 2-core machine torch's default of one thread
@@ -20,6 +22,9 @@ torch.set_num_threads(1)
 
 from robodistill.config import compose_config  # noqa: E402  (after MUJOCO_GL is set)
 from robodistill.errors import UserError  # noqa: E402
+from robodistill.learners.components import make_student  # noqa: E402
+from robodistill.observations import obs_mode_for  # noqa: E402
+from robodistill.tasks import make_env, shape_meta, task_for_keys  # noqa: E402
 from robodistill.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +80,30 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield write
     for name in names:
         sys.modules.pop(name, None)  # the next test's module of the same name is imported afresh
+
+
+def fresh_run(run: Path, task: dict[str, Any], student_cfg: dict[str, Any]) -> Path:
+    """A run directory as scripts/train.py leaves it (config.yaml, checkpoints/best.pt) with a freshly initialised
+    student of `student_cfg` for `task`, its normalisers fitted to random data so that the exported graphs'
+    normalisation is not the identity."""
+    keys = student_cfg["obs_keys"]
+    env = make_env(task_for_keys(task, keys), obs_mode_for(keys))
+    meta = shape_meta(env)
+    env.close()
+    torch.manual_seed(0)
+    student = make_student(student_cfg, meta)
+    rng = np.random.default_rng(0)
+    lows = {k: rng.normal(size=(64, *v["shape"])) * 2 + 1 for k, v in meta["obs"].items() if v["type"] == "low_dim"}
+    if student_cfg["kind"] in ("diffusion", "consistency"):
+        student.fit_normalizers(lows, rng.uniform(-0.8, 0.6, (64, student.action_dim)))
+    else:
+        student.fit_normalizers(lows)
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"policy_config": student.config, "policy": student.state_dict()}, run / "checkpoints" / "best.pt")
+    OmegaConf.save(
+        OmegaConf.create({"task": task, "algo": {"name": "bc"}, "eval": {"seed": 100000}}), run / "config.yaml"
+    )
+    return run
 
 
 def checkpoint_tensors(x: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:

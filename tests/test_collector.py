@@ -108,23 +108,24 @@ def test_teacher_returning_nan_stops_with_clear_error(tmp_path):
 
 
 def test_pixel_student_drives_while_a_state_teacher_labels(tmp_path):
-    """The collector gives each its own view of one observation: the CNN student acts on rgb + proprio, the
-    teacher labels from the privileged state, and both views are stored."""
+    """The collector gives each its own view of one observation: the CNN student acts on its cameras + proprio,
+    the teacher labels from the privileged state, and both views are stored."""
     env = gym.make(TASK["env_id"], obs_mode="state+rgb", image_size=32)
     task = {**TASK, "kwargs": {"image_size": 32}}
     teacher = CountingTeacher(envs.make_expert(env))
     torch.manual_seed(0)
-    pol = GaussianPolicy(shape_meta(env), ["rgb", "proprio"], hidden=[16])
+    pol = GaussianPolicy(shape_meta(env), ["front_rgb", "wrist_rgb", "proprio"], hidden=[16])
     venv = make_vector_env(env_fns(task, 2, "state+rgb"))
     with EpisodeWriter(tmp_path / "d.hdf5", env_meta(env, task, "state+rgb")) as w:
         Collector(venv, teacher, pol, w, seed=0).collect(2, beta=0.0, seed=1, progress=False)
     with h5py.File(tmp_path / "d.hdf5", "r") as f:
         g = f["data/demo_0"]
-        rgb, state = g["obs/rgb"][()], g["obs/state"][()]
-        assert rgb.shape[1:] == (32, 32, 3) and rgb.dtype == np.uint8 and rgb.std() > 5  # rendered frames
+        front, wrist, state = g["obs/front_rgb"][()], g["obs/wrist_rgb"][()], g["obs/state"][()]
+        for rgb in (front, wrist):
+            assert rgb.shape[1:] == (32, 32, 3) and rgb.dtype == np.uint8 and rgb.std() > 5  # rendered frames
         assert state.shape[1:] == env.observation_space["state"].shape
         np.testing.assert_allclose(g["teacher/actions"][()], envs.make_expert(env)(state), atol=1e-5)
-        student_action = pol.act({"rgb": rgb, "proprio": g["obs/proprio"][()]})[0]
+        student_action = pol.act({"front_rgb": front, "wrist_rgb": wrist, "proprio": g["obs/proprio"][()]})[0]
         np.testing.assert_allclose(g["actions"][()], student_action, atol=1e-5)
         assert not g["teacher/acted"][()].any()
     assert teacher.calls > 0 and teacher.keys_seen == {"state"}  # the teacher sees only its own view

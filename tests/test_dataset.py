@@ -28,15 +28,17 @@ def _collect(path, episodes, obs_mode="state"):
 
 
 def test_robomimic_sequence_dataset_reads_collector_output(tmp_path):
+    """Each camera is its own rgb modality (obs/front_rgb, obs/wrist_rgb) for robomimic."""
     import robomimic.utils.obs_utils as ObsUtils
     from robomimic.utils.dataset import SequenceDataset
 
     path = tmp_path / "demos.hdf5"
     stats = _collect(path, 4, obs_mode="state+rgb")
-    ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["state", "proprio"], "rgb": ["rgb"]}})
+    cameras = ["front_rgb", "wrist_rgb"]
+    ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["state", "proprio"], "rgb": cameras}})
     ds = SequenceDataset(
         hdf5_path=str(path),
-        obs_keys=("state", "proprio", "rgb"),
+        obs_keys=("state", "proprio", *cameras),
         dataset_keys=("actions", "rewards", "dones"),
         seq_length=4,
         load_next_obs=True,
@@ -47,8 +49,11 @@ def test_robomimic_sequence_dataset_reads_collector_output(tmp_path):
     item = ds[0]
     assert item["actions"].shape == (4, 4)
     assert item["obs"]["state"].shape[0] == 4
-    assert item["obs"]["rgb"].shape[-3:] in ((3, 32, 32), (32, 32, 3))
-    first = next(iter_demos(path, ["actions"]))
+    first = next(iter_demos(path, ["actions", *(f"obs/{k}" for k in cameras)]))
+    for k in cameras:  # each camera's frames as stored (robomimic processes rgb later, in its training loop)
+        np.testing.assert_array_equal(item["obs"][k], first[f"obs/{k}"][:4])
+        assert item["obs"][k].shape == (4, 32, 32, 3)
+    assert not np.array_equal(item["obs"]["front_rgb"], item["obs"]["wrist_rgb"])
     np.testing.assert_allclose(item["actions"], first["actions"][:4])
     assert dataset_summary(path)["samples"] == stats.steps
 

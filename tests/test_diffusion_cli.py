@@ -224,7 +224,7 @@ def test_pixel_diffusion_policy_trains(tmp_path):
     )
     assert json.loads((run / "eval.json").read_text())["episodes"] == 1
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["update"] == 4 and "rgb" in ckpt["policy_config"]["obs_keys"]
+    assert ckpt["update"] == 4 and ckpt["policy_config"]["obs_keys"] == ["front_rgb", "wrist_rgb", "proprio"]
 
 
 @pytest.mark.parametrize(

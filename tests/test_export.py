@@ -11,15 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, one_clear_error, run_script
-from omegaconf import OmegaConf
+from conftest import ROOT, fresh_run, one_clear_error, run_script
 
 import policies
 from robodistill.errors import UserError
 from robodistill.export.exporter import export_run
-from robodistill.learners.components import make_student
 from robodistill.runtime.artifact import ArtifactError, ArtifactPolicy, load_artifact, selftest
-from robodistill.tasks import make_env, shape_meta
 
 TASK = {
     "name": "pushcube",
@@ -29,37 +26,26 @@ TASK = {
 SMALL_DP = {"down_dims": [16, 32], "step_embed_dim": 16, "pred_horizon": 8, "action_horizon": 4}
 STUDENTS = {
     "mlp": {"kind": "gaussian", "obs_keys": ["state"], "hidden": [64, 64]},
-    "cnn": {"kind": "gaussian", "obs_keys": ["rgb", "proprio"], "hidden": [64], "image_feature_dim": 32},
-    "vla": {"kind": "vla", "obs_keys": ["rgb", "proprio", "instruction"], "d_model": 32, "layers": 1},
+    "cnn": {
+        "kind": "gaussian",
+        "obs_keys": ["front_rgb", "wrist_rgb", "proprio"],
+        "hidden": [64],
+        "image_feature_dim": 32,
+    },
+    "vla": {
+        "kind": "vla",
+        "obs_keys": ["front_rgb", "wrist_rgb", "proprio", "instruction"],
+        "d_model": 32,
+        "layers": 1,
+    },
     "diffusion": {"kind": "diffusion", "obs_keys": ["state"], **SMALL_DP},
     "consistency": {"kind": "consistency", "obs_keys": ["state"], **SMALL_DP},
 }
 
 
 def fake_run(tmp_path: Path, name: str) -> Path:
-    """A run directory as scripts/train.py leaves it (config.yaml, checkpoints/best.pt) with a freshly initialised
-    student whose normalisers are fitted to random data, so the graphs' normalisation is not the identity."""
-    from robodistill.observations import obs_mode_for
-
-    cfg = STUDENTS[name]
-    env = make_env(TASK, obs_mode_for(set(cfg["obs_keys"])))
-    meta = shape_meta(env)
-    env.close()
-    torch.manual_seed(0)
-    student = make_student(cfg, meta)
-    rng = np.random.default_rng(0)
-    lows = {k: rng.normal(size=(64, *v["shape"])) * 2 + 1 for k, v in meta["obs"].items() if v["type"] == "low_dim"}
-    if name in ("diffusion", "consistency"):
-        student.fit_normalizers(lows, rng.uniform(-0.8, 0.6, (64, 4)))
-    else:
-        student.fit_normalizers(lows)
-    run = tmp_path / name
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save({"policy_config": student.config, "policy": student.state_dict()}, run / "checkpoints" / "best.pt")
-    OmegaConf.save(
-        OmegaConf.create({"task": TASK, "algo": {"name": "bc"}, "eval": {"seed": 100000}}), run / "config.yaml"
-    )
-    return run
+    """A run directory of the student STUDENTS[name] on TASK (conftest.fresh_run)."""
+    return fresh_run(tmp_path / name, TASK, STUDENTS[name])
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +191,7 @@ def test_contract_mismatch_with_the_robot_refuses_to_start(mlp_artifact, tmp_pat
         artifact.check_robot({"state": np.zeros(30, np.float32)}, action_dim=8)
     assert "observation 'state' has shape [30]" in str(info.value) and "8 action dimensions" in str(info.value)
     with pytest.raises(ArtifactError, match="no observation 'state'"):
-        artifact.check_robot({"rgb": np.zeros((32, 32, 3), np.uint8)}, action_dim=4)
+        artifact.check_robot({"front_rgb": np.zeros((32, 32, 3), np.uint8)}, action_dim=4)
     artifact.check_robot({"state": np.zeros(38, np.float32), "extra": np.zeros(2)}, action_dim=4)  # extra keys: fine
     # end to end: the sim robot in another control mode (7 joint deltas + gripper) is refused before the first tick
     p = run_script(

@@ -69,7 +69,8 @@ def test_sft_trains_one_token_policy_on_demos_of_several_tasks(sft_run):
     for name in ("Reach-v0", "PushCube-v0"):
         with h5py.File(sft_run / "demos" / f"{name}.hdf5") as f:
             demo = f["data/demo_0"]
-            assert demo["obs/rgb"].shape[1:] == (32, 32, 3) and demo["obs/instruction"].dtype == "uint8"
+            assert demo["obs/front_rgb"].shape[1:] == demo["obs/wrist_rgb"].shape[1:] == (32, 32, 3)
+            assert demo["obs/instruction"].dtype == "uint8"
             assert bytes(demo["obs/instruction"][0]).rstrip(b"\0").decode() in demo.attrs["instruction"]
     ckpt = torch.load(sft_run / "checkpoints" / "best.pt", weights_only=True)
     assert ckpt["policy_config"]["kind"] == "vla" and "cube" in ckpt["policy_config"]["vocab"]
@@ -93,7 +94,7 @@ def test_opd_over_a_remote_teacher_that_goes_down_stops_cleanly_and_resumes(sft_
         *OPD,
         "teacher=remote",
         f"teacher.uri={server.url}",
-        "teacher.obs_keys=[rgb,proprio,instruction]",
+        "teacher.obs_keys=[front_rgb,wrist_rgb,proprio,instruction]",
         "teacher.retries=2",
         "teacher.backoff_s=0.05",
         f"algo.init={sft_run}",

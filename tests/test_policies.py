@@ -29,23 +29,25 @@ from robodistill.students import student_config
 META = {
     "obs": {
         "state": {"shape": [6], "type": "low_dim"},
-        "rgb": {"shape": [24, 24, 3], "type": "rgb"},
+        "front_rgb": {"shape": [24, 24, 3], "type": "rgb"},
+        "wrist_rgb": {"shape": [24, 24, 3], "type": "rgb"},
         "proprio": {"shape": [3], "type": "low_dim"},
     },
     "action": {"shape": [2]},
 }
+CAMERAS = ["front_rgb", "wrist_rgb"]
 
 
 def _obs(n=5, seed=0):
     rng = np.random.default_rng(seed)
     return {
         "state": rng.normal(3.0, 2.0, (n, 6)).astype(np.float32),
-        "rgb": rng.integers(0, 255, (n, 24, 24, 3), dtype=np.uint8),
+        **{k: rng.integers(0, 255, (n, 24, 24, 3), dtype=np.uint8) for k in CAMERAS},
         "proprio": rng.normal(size=(n, 3)).astype(np.float32),
     }
 
 
-@pytest.mark.parametrize("keys", [["state"], ["rgb", "proprio"]])
+@pytest.mark.parametrize("keys", [["state"], [*CAMERAS, "proprio"], ["wrist_rgb", "proprio"]])
 def test_rebuilt_from_config_and_state_dict_acts_the_same(keys):
     torch.manual_seed(0)
     pol = GaussianPolicy(META, keys, hidden=[32, 32])
@@ -142,18 +144,27 @@ def test_student_options_repeat_no_default_of_their_dataclass(option):
     assert not repeated, f"conf/student/{option}.yaml repeats defaults of {type(config).__name__}: {repeated}"
 
 
-# `config` dicts as checkpoints written before the typed configs stored them
+# `config` dicts as checkpoints written before the typed configs stored them (and before each camera had its own key:
+# the image is found by its type in the shape schema, whatever its name)
+OLD_META = {
+    "obs": {
+        "state": {"shape": [6], "type": "low_dim"},
+        "rgb": {"shape": [24, 24, 3], "type": "rgb"},
+        "proprio": {"shape": [3], "type": "low_dim"},
+    },
+    "action": {"shape": [2]},
+}
 OLD_CONFIGS = {
     "gaussian": {
         "kind": "gaussian",
-        "shape_meta": META,
+        "shape_meta": OLD_META,
         "obs_keys": ["rgb", "proprio"],
         "hidden": [16],
         "image_feature_dim": 8,
     },
     "diffusion": {
         "kind": "diffusion",
-        "shape_meta": META,
+        "shape_meta": OLD_META,
         "obs_keys": ["state"],
         "obs_horizon": 2,
         "pred_horizon": 8,
@@ -169,7 +180,7 @@ OLD_CONFIGS = {
     },
     "vla": {
         "kind": "vla",
-        "shape_meta": META,
+        "shape_meta": OLD_META,
         "obs_keys": ["rgb", "proprio", "instruction"],
         "vocab": ["<pad>", "<unk>", "push"],
         "bins": 16,
@@ -194,7 +205,7 @@ OLD_CONFIGS["consistency"] = {
 
 @pytest.mark.parametrize("kind", list(OLD_CONFIGS))
 def test_configs_saved_by_earlier_checkpoints_still_build(kind):
-    meta = {**META, "obs": {**META["obs"], "instruction": {"shape": [32], "type": "text"}}}
+    meta = {**OLD_META, "obs": {**OLD_META["obs"], "instruction": {"shape": [32], "type": "text"}}}
     policy = policies.build_policy({**OLD_CONFIGS[kind], "shape_meta": meta})
     assert policy.kind == kind and isinstance(policy, policies.Policy)
     assert {k: v for k, v in policy.config.items() if k in OLD_CONFIGS[kind]} == {
@@ -208,8 +219,11 @@ def test_configs_saved_by_earlier_checkpoints_still_build(kind):
 def test_config_values_are_checked_by_the_dataclass():
     with pytest.raises(ConfigError, match="noise_levels must be one of"):
         DiffusionConfig(obs_keys=["state"], noise_levels="loud")
-    with pytest.raises(ConfigError, match="a VLA observes 'rgb' and 'instruction'"):
+    with pytest.raises(ConfigError, match="a VLA observes camera images \\(e.g. 'front_rgb'\\) and 'instruction'"):
         VLAConfig(obs_keys=["state"])
+    meta = {**META, "obs": {**META["obs"], "instruction": {"shape": [32], "type": "text"}}}
+    with pytest.raises(ConfigError, match="a VLA observes at least one camera image"):
+        policies.build_policy({"kind": "vla", "shape_meta": meta, "obs_keys": ["state", "instruction"], "vocab": ["a"]})
     with pytest.raises(ConfigError, match="a consistency policy needs obs_keys"):
         ConsistencyConfig.from_dict({"t_max": 5})
     with pytest.raises(ConfigError, match="unknown policy kind 'gausian'; known: gaussian, diffusion"):

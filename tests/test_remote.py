@@ -266,8 +266,8 @@ def test_remote_teacher_errors_are_clear(pushcube):
     with pytest.raises(UserError, match="cannot reach the remote teacher"):
         RemoteTeacher.from_config({"uri": f"ws://127.0.0.1:{free_port()}", "retries": 0})
     with PolicyServer(lambda obs: {"wrong": 1}, {"obs_keys": ["state"]}, port=0) as server:
-        with pytest.raises(UserError, match="reads \\['state'\\], but this teacher sends \\['rgb'\\]"):
-            RemoteTeacher.from_config({"uri": server.url, "obs_keys": ["rgb"]})
+        with pytest.raises(UserError, match="reads \\['state'\\], but this teacher sends \\['front_rgb'\\]"):
+            RemoteTeacher.from_config({"uri": server.url, "obs_keys": ["front_rgb"]})
         teacher = RemoteTeacher.from_config({"uri": server.url})
         with pytest.raises(TeacherError, match="replied without 'actions'"):
             teacher.act({"state": states})

@@ -142,7 +142,8 @@ def test_rpd_pixel_student_with_a_privileged_state_teacher(tmp_path):
     )
     assert result["teacher_labels_per_step"] == 1.0
     model = load_sb3_model(run)
-    assert sorted(model.observation_space.spaces) == ["proprio", "rgb"]  # the student never sees the state
+    # the student never sees the state
+    assert sorted(model.observation_space.spaces) == ["front_rgb", "proprio", "wrist_rgb"]
 
 
 def test_rpd_with_an_undertrained_bc_teacher(tmp_path):

@@ -19,7 +19,9 @@ def test_check_env_state_and_rgb(task):
     rgb = gym.make(task, obs_mode="rgb", image_size=48)
     gym_check_env(rgb.unwrapped, skip_render_check=True)
     obs, info = rgb.reset(seed=0)
-    assert obs["rgb"].shape == (48, 48, 3) and obs["rgb"].dtype == np.uint8
+    assert set(obs) == {"front_rgb", "wrist_rgb", "proprio"}
+    for camera in ("front_rgb", "wrist_rgb"):
+        assert obs[camera].shape == (48, 48, 3) and obs[camera].dtype == np.uint8
     assert {"success", "fail", "instruction"} <= set(info)
     assert isinstance(env.unwrapped.instruction, str) and env.unwrapped.instruction
 

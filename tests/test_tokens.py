@@ -89,7 +89,7 @@ def test_an_opd_update_moves_the_student_toward_the_teacher():
     env = make_env({"env_id": "robodistill/PushCube-v0", "kwargs": {"image_size": 32}}, "rgb+language")
     meta = shape_meta(env)
     vocab = build_vocab(envs.instruction_templates())
-    keys = ["rgb", "proprio", "instruction"]
+    keys = ["front_rgb", "wrist_rgb", "proprio", "instruction"]
     teacher = VLAPolicy(meta, keys, vocab, bins=32, d_model=32, layers=1).eval()
     student = VLAPolicy(meta, keys, vocab, bins=32, d_model=32, layers=1)
     obs = []

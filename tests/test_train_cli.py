@@ -93,7 +93,8 @@ def test_pixel_student_with_state_teacher_bc(tmp_path):
     )
     with h5py.File(run / "data/dataset.hdf5", "r") as f:
         g = f["data/demo_0"]
-        assert g["obs/rgb"].shape[1:] == (32, 32, 3) and "state" in g["obs"]
-        assert g["obs/rgb"][()].std() > 5  # rendered frames, not a blank buffer
+        for key in ("obs/front_rgb", "obs/wrist_rgb"):
+            assert g[key].shape[1:] == (32, 32, 3) and "state" in g["obs"]
+            assert g[key][()].std() > 5  # rendered frames, not a blank buffer
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
-    assert ckpt["policy_config"]["obs_keys"] == ["rgb", "proprio"]
+    assert ckpt["policy_config"]["obs_keys"] == ["front_rgb", "wrist_rgb", "proprio"]

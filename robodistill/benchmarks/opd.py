@@ -30,9 +30,9 @@ from robodistill.tasks import env_fns
 from robodistill.teachers import RemoteTeacher, VLATeacher, load_policy
 
 TASKS = {"pushcube": "robodistill/PushCube-v0", "pickcube": "robodistill/PickCube-v0"}
-# Both policies read the camera image, the instruction and the state vector (the two tasks' are alike in shape):
-# pixel-only token policies did not learn these tasks on this CPU budget (probes in the README).
-OBS_KEYS = "[rgb,state,instruction]"
+# Both policies read the front camera's image, the instruction and the state vector (the two tasks' are alike in
+# shape): pixel-only token policies did not learn these tasks on this CPU budget (probes in the README).
+OBS_KEYS = "[front_rgb,state,instruction]"
 LOSSES = ("rkl", "fkl", "ce")
 VARIANTS = (*LOSSES, "sft")
 
@@ -171,7 +171,10 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     for seed in seeds:
         for task, task_id in TASKS.items():
             other = next(t for t in TASKS.values() if t != task_id)
-            heldout = {"env_id": other, "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": s["image"]}}
+            heldout = {
+                "env_id": other,
+                "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": s["image"], "cameras": ["front"]},
+            }
             for variant in VARIANTS:
                 sft_mode = ["opd.loss=ce", "algo.replay=all", "algo.beta.start=1.0"]
                 mode = sft_mode if variant == "sft" else [f"opd.loss={variant}"]
@@ -194,7 +197,10 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                 keys.append((seed, task, variant))
     results = dict(zip(keys, map_jobs(call_job, jobs, workers)))
 
-    task_cfg = {"env_id": TASKS["pushcube"], "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": s["image"]}}
+    task_cfg = {
+        "env_id": TASKS["pushcube"],
+        "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": s["image"], "cameras": ["front"]},
+    }
     rates = throughput(teacher_dir, out_dir / "base_s0", task_cfg, s["throughput_episodes"])
 
     payload: dict[str, Any] = {

@@ -23,16 +23,17 @@ from robodistill.progress import progress_bar
 from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
 from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, percentile
 from robodistill.runtime.robots import CallbackRobot
-from robodistill.tasks import SUCCESS, make_env
+from robodistill.tasks import SUCCESS, make_env, task_for_keys
 
 ROBOTS = ("sim", "callback")
 
 
 class SimRobot:
-    """One env of `task` offering the observation keys `obs_keys` (the smallest obs mode that has them)."""
+    """One env of `task` offering the observation keys `obs_keys` (the smallest obs mode that has them, rendering
+    only the cameras they name)."""
 
     def __init__(self, task: Mapping[str, Any], obs_keys: list[str]):
-        self.env = make_env(task, obs_mode_for(set(obs_keys)))
+        self.env = make_env(task_for_keys(task, obs_keys), obs_mode_for(obs_keys))
         self.action_dim = int(self.env.action_space.shape[0])
         self.obs: dict[str, np.ndarray] = {}
         self.done, self.steps, self.episode_return = True, 0, 0.0

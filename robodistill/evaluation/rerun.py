@@ -12,6 +12,7 @@ from robodistill.config import to_dict
 from robodistill.evaluation.rollouts import evaluate, student_policy
 from robodistill.observations import obs_mode_for
 from robodistill.rundir import RunDir
+from robodistill.tasks import task_for_keys
 from robodistill.teachers import load_run_policy
 
 
@@ -32,8 +33,8 @@ def evaluate_run(
     ev = cfg.eval
     result = evaluate(
         student_policy(student, to_dict(cfg.sampler)),
-        to_dict(cfg.task),
-        obs_mode_for(set(student.obs_keys)),
+        task_for_keys(to_dict(cfg.task), student.obs_keys),
+        obs_mode_for(student.obs_keys),
         episodes=int(ev.episodes if episodes is None else episodes),
         seed=int(ev.seed if seed is None else seed),
         num_envs=int(ev.num_envs if num_envs is None else num_envs),

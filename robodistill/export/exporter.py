@@ -37,7 +37,7 @@ from robodistill.observations import as_dict, obs_mode_for
 from robodistill.progress import progress_bar
 from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import FORMAT_VERSION, ArtifactPolicy, load_artifact, sha256
-from robodistill.tasks import make_env
+from robodistill.tasks import make_env, task_for_keys
 from robodistill.teachers import load_policy
 
 FORMATS = ("onnx", "torchscript")
@@ -51,7 +51,7 @@ def record_observations(
 ) -> list[dict[str, np.ndarray]]:
     """`n` observations from the student driving its own task (episodes seeded seed, seed + 1, ...; a chunk policy
     sampled by `sampler`), as episodes of stacked frames {key: (T, ...)}: the states the exported policy meets."""
-    env = make_env(task, obs_mode_for(set(policy.obs_keys)))
+    env = make_env(task_for_keys(task, policy.obs_keys), obs_mode_for(policy.obs_keys))
     act = student_policy(policy, sampler)
     stateful = hasattr(act, "reset")
     episodes, count, episode = [], 0, 0
@@ -282,7 +282,7 @@ def torch_actions(
 
 def task_rate(task: dict[str, Any], obs_keys: list[str]) -> float:
     """The task's control rate: its env's `metadata["render_fps"]`, else 1 / `dt`; a UserError if it has neither."""
-    env = make_env(task, obs_mode_for(set(obs_keys)))
+    env = make_env(task_for_keys(task, obs_keys), obs_mode_for(obs_keys))
     try:
         base = env.unwrapped
         rate = base.metadata.get("render_fps") or (round(1.0 / base.dt) if getattr(base, "dt", None) else None)
@@ -308,8 +308,10 @@ def make_contract(
     rate: float,
 ) -> dict[str, Any]:
     """What the policy observes and commands, at which rate (`rate`, Hz) and in which chunks: the runtime's contract.
-    `fields`: the kind's own (its exporter's `contract`: chunk sizes, and what the runtime's step reads)."""
-    env = make_env(task, obs_mode_for(set(policy.obs_keys)))
+    `fields`: the kind's own (its exporter's `contract`: chunk sizes, and what the runtime's step reads). Its task
+    lists as cameras exactly those the policy reads."""
+    task = task_for_keys(task, policy.obs_keys)
+    env = make_env(task, obs_mode_for(policy.obs_keys))
     try:
         space = env.action_space
         control_mode = getattr(env.unwrapped, "control_mode", None)

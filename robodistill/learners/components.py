@@ -19,7 +19,7 @@ from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import student_policy
 from robodistill.observations import obs_mode_for
 from robodistill.students import student_config
-from robodistill.tasks import make_env, shape_meta
+from robodistill.tasks import make_env, shape_meta, task_for_keys
 from robodistill.teachers import Teacher, TeacherOutput, check_teacher, make_teacher
 
 
@@ -50,11 +50,12 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
     backend = cfg.collector.backend
     if backend != "sync":
         raise UserError(f"collector.backend={backend!r} is not available yet; use collector.backend=sync")
-    task = to_dict(cfg.task)
     teacher_keys = list(cfg.teacher.obs_keys) if teacher else []
     student_config(cfg.student)  # a misspelt student key: one error, also where the learner builds its own student
     student_keys = list(cfg.student.obs_keys)
-    obs_mode = obs_mode_for(set(teacher_keys) | set(student_keys))
+    # the env (and every env made from `task`: collector, evaluation, rounds) renders only the cameras read
+    task = task_for_keys(to_dict(cfg.task), teacher_keys + student_keys)
+    obs_mode = obs_mode_for(teacher_keys + student_keys)
     env = make_env(task, obs_mode)
     meta = shape_meta(env)
     the_teacher = the_student = probe = None

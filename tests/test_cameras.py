@@ -17,7 +17,7 @@ from robodistill.data.dataset import EpisodeWriter
 from robodistill.deploy.deployment import SimRobot, deploy_sim
 from robodistill.export.exporter import export_run
 from robodistill.learners.components import build
-from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
+from robodistill.runtime.artifact import ArtifactError, ArtifactPolicy, load_artifact
 from robodistill.tasks import env_fns, env_meta, make_env, shape_meta, task_for_keys
 
 ENV_ID = "robodistill/PushCube-v0"
@@ -166,3 +166,29 @@ def test_two_camera_export_parity_and_deploy(two_camera_artifact, tmp_path):
     front_only = SimRobot(TASK, ["front_rgb", "proprio"])
     assert front_only.env.unwrapped.cameras == ("front",)
     front_only.close()
+
+
+def test_the_runtime_refuses_a_missing_camera_a_wrong_size_or_dtype(two_camera_artifact):
+    artifact = load_artifact(two_camera_artifact)
+    robot = SimRobot(artifact.contract["task"], list(artifact.observations))
+    obs = robot.start_episode(0)
+    robot.close()
+    with pytest.raises(ArtifactError) as info:  # every mismatch named in one message
+        artifact.check_robot(
+            {"front_rgb": obs["front_rgb"][:16, :16], "wrist_rgb": obs["wrist_rgb"] / 255.0, "proprio": obs["proprio"]},
+            4,
+        )
+    message = str(info.value)
+    assert "camera image 'front_rgb' has shape [16, 16, 3], the contract says [32, 32, 3]" in message
+    assert "camera image 'wrist_rgb' is float64, the contract says uint8" in message
+    with pytest.raises(ArtifactError, match="camera image 'wrist_rgb' is uint16"):  # same kind, still refused
+        artifact.check_robot({**obs, "wrist_rgb": obs["wrist_rgb"].astype(np.uint16)}, 4)
+    with pytest.raises(ArtifactError) as info:
+        artifact.check_robot({"front_rgb": obs["front_rgb"], "proprio": obs["proprio"]}, 4)
+    assert (
+        "no camera image 'wrist_rgb' (the policy reads the cameras ['front_rgb', 'wrist_rgb'], the robot gives "
+        "['front_rgb'])" in str(info.value)
+    )
+    # the policy server's path refuses a float image instead of casting it to black
+    with pytest.raises(ValueError, match="camera image 'front_rgb' is float32, the contract says uint8"):
+        ArtifactPolicy(artifact).answer({**obs, "front_rgb": obs["front_rgb"].astype(np.float32)})

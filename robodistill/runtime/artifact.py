@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 FORMAT_VERSION = 1
+RGB = "rgb"  # the contract's observation type of a camera image (uint8 H x W x 3), one key per camera
 IDS_KEY = (
     "instruction_ids"  # a token policy's graph reads the instruction as word ids, tokenised here (policies/vla.py)
 )
@@ -68,19 +69,38 @@ class Artifact:
         """{key: {"shape", "dtype", "type"}} of one observation (no batch or history dimension)."""
         return self.contract["observations"]
 
-    def check_robot(self, obs: dict[str, Any], action_dim: int) -> None:
-        """Refuse (ArtifactError, one message listing every mismatch) a robot whose observation or action size does
-        not fit the contract. Extra observation keys are fine."""
+    @property
+    def cameras(self) -> list[str]:
+        """The observation keys that are camera images (`type` rgb), one per camera."""
+        return [k for k, spec in self.observations.items() if spec.get("type") == RGB]
+
+    def mismatches(self, obs: dict[str, Any]) -> list[str]:
+        """How one observation does not fit the contract, each mismatch named: a missing key or camera, a shape, a
+        dtype (a camera image must have exactly the contract's; other values may be cast within their kind).
+        Extra observation keys are fine."""
         problems = []
+        cameras = self.cameras
         for key, spec in self.observations.items():
+            image = key in cameras
+            what = "camera image" if image else "observation"
             if key not in obs:
-                problems.append(f"no observation {key!r}")
+                given = [k for k, v in obs.items() if np.ndim(v) == 3]
+                also = f" (the policy reads the cameras {cameras}, the robot gives {given})" if image else ""
+                problems.append(f"no {what} {key!r}{also}")
                 continue
             a = np.asarray(obs[key])
             if list(a.shape) != list(spec["shape"]):
-                problems.append(f"observation {key!r} has shape {list(a.shape)}, the contract says {spec['shape']}")
+                problems.append(f"{what} {key!r} has shape {list(a.shape)}, the contract says {spec['shape']}")
+            elif image and a.dtype != np.dtype(spec["dtype"]):
+                problems.append(f"{what} {key!r} is {a.dtype}, the contract says {spec['dtype']}")
             elif not np.can_cast(a.dtype, np.dtype(spec["dtype"]), "same_kind"):
-                problems.append(f"observation {key!r} is {a.dtype}, the contract says {spec['dtype']}")
+                problems.append(f"{what} {key!r} is {a.dtype}, the contract says {spec['dtype']}")
+        return problems
+
+    def check_robot(self, obs: dict[str, Any], action_dim: int) -> None:
+        """Refuse (ArtifactError, one message listing every mismatch) a robot whose observation (`mismatches`) or
+        action size does not fit the contract."""
+        problems = self.mismatches(obs)
         if int(action_dim) != self.action_dim:
             problems.append(f"the robot takes {action_dim} action dimensions, the policy gives {self.action_dim}")
         if problems:
@@ -251,8 +271,16 @@ class ArtifactPolicy:
         return {"actions": chunk[:, 0], "chunk": chunk}
 
     def cast(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Observations in the contract's dtypes (a client may send float64)."""
-        return {k: np.asarray(v, dtype=self.contract["observations"][k]["dtype"]) for k, v in batch.items()}
+        """Observations in the contract's dtypes (a client may send float64); ValueError for a camera image of
+        another dtype (a float image in [0, 1] cast to uint8 would be black)."""
+        specs = self.contract["observations"]
+        out = {}
+        for k, v in batch.items():
+            v = np.asarray(v)
+            if specs[k].get("type") == RGB and v.dtype != np.dtype(specs[k]["dtype"]):
+                raise ValueError(f"camera image {k!r} is {v.dtype}, the contract says {specs[k]['dtype']}")
+            out[k] = v.astype(specs[k]["dtype"], copy=False)
+        return out
 
     def infer(self, batch: dict[str, np.ndarray], noise: np.ndarray | None = None) -> np.ndarray:
         """Batched inference on graph-shaped inputs (B, ...) or (B, T_o, ...): chunks (B, T, A). `noise`

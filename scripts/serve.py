@@ -33,12 +33,13 @@ def main(cfg: DictConfig) -> None:
     from robodistill.config import to_dict
     from robodistill.observations import obs_mode_for
     from robodistill.runtime.server import PolicyServer, observation_batch
-    from robodistill.tasks import make_env, shape_meta
+    from robodistill.tasks import make_env, shape_meta, task_for_keys
     from robodistill.teachers import OPTIONAL_LABELS, check_teacher, make_teacher, query_teacher, reset_episode
 
     teacher_cfg = to_dict(cfg.teacher)
     kind = teacher_cfg.get("kind")
-    env = make_env(to_dict(cfg.task), obs_mode_for(set(teacher_cfg.get("obs_keys") or ["state"])))
+    keys = list(teacher_cfg.get("obs_keys") or ["state"])
+    env = make_env(task_for_keys(to_dict(cfg.task), keys), obs_mode_for(set(keys)))  # renders only what it reads
     teacher = make_teacher(teacher_cfg, env, seed=int(cfg.seed))
     probe = check_teacher(teacher, env)  # one query on a reset observation: the teacher fits the task
     meta = shape_meta(env)

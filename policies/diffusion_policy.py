@@ -17,7 +17,7 @@ from torch import nn
 
 from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModule
 from policies.diffusion import ConditionalUnet1D, NoiseSchedule
-from policies.encoders import ObservationEncoder, observed
+from policies.encoders import ObservationEncoder, check_image_encoder, observed
 from policies.normalizer import Normalizer
 
 NOISE_LEVELS = ("uniform", "sdp")
@@ -37,6 +37,9 @@ class DiffusionConfig(PolicyConfig):
     step_embed_dim: int = 32
     kernel: int = 5
     image_feature_dim: int = 64
+    encoder: str = "cnn"  # each camera's image encoder: a name of policies.vision.ENCODERS
+    shift: int = 4  # random-shift augmentation of each image in training (pixels; 0: off)
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # the encoder's own options (e.g. head, width)
     noise_levels: str = "uniform"  # uniform: plain DP | sdp: per-position levels (streaming diffusion)
     constant_level_prob: float = 0.2  # sdp: one level for the whole chunk with this probability
     gripper_scale: float = 1.0  # 0.1: scale the gripper in the training data, for sampler=rti sampler.gripper=scale
@@ -45,6 +48,7 @@ class DiffusionConfig(PolicyConfig):
         super().__post_init__()
         if self.noise_levels not in NOISE_LEVELS:
             raise ConfigError(f"noise_levels must be one of {NOISE_LEVELS}, got {self.noise_levels!r}")
+        check_image_encoder(self.encoder, self.shift, self.encoder_options)
         if min(self.obs_horizon, self.pred_horizon, self.action_horizon) < 1:
             raise ConfigError("obs_horizon, pred_horizon and action_horizon must be >= 1")
         first = self.obs_horizon - 1 if self.noise_levels == "uniform" else 0
@@ -81,7 +85,7 @@ class DiffusionPolicy(PolicyModule):
         self.noise_levels, self.constant_level_prob = cfg.noise_levels, cfg.constant_level_prob
         self.gripper_scale = float(cfg.gripper_scale)
         self.gripper_dims = list(shape_meta["action"].get("gripper_dims", []))
-        self.encoder = ObservationEncoder(obs_meta, cfg.image_feature_dim)
+        self.encoder = ObservationEncoder(obs_meta, cfg.image_feature_dim, cfg.encoder, cfg.shift, cfg.encoder_options)
         self.action_normalizer = Normalizer((self.action_dim,))
         self.net = ConditionalUnet1D(
             self.action_dim,

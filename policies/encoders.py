@@ -1,4 +1,5 @@
-"""Observation encoders: low-dim vectors through a normaliser, camera images through a small CNN."""
+"""Observation encoders: low-dim vectors through a normaliser, each camera image through its own image encoder
+(`policies.vision`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from policies.base import ConfigError
 from policies.normalizer import Normalizer
+from policies.vision import ENCODERS, encoder_options, make_encoder
 
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -28,33 +31,37 @@ def observed(shape_meta: dict[str, Any], obs_keys: list[str]) -> dict[str, dict[
     return {k: shape_meta["obs"][k] for k in obs_keys}
 
 
-class ImageEncoder(nn.Module):
-    """Small CNN for uint8 (B, H, W, 3) images -> (B, feature_dim); spatial-softmax-free, fast on a CPU."""
-
-    def __init__(
-        self, image_shape: tuple[int, int, int], feature_dim: int = 128, channels: tuple[int, ...] = (32, 64, 64)
-    ):
-        super().__init__()
-        h, w, c = image_shape
-        convs: list[nn.Module] = []
-        in_c = c
-        for i, out_c in enumerate(channels):
-            convs += [nn.Conv2d(in_c, out_c, kernel_size=5 if i == 0 else 3, stride=2, padding=1), nn.ReLU()]
-            in_c = out_c
-        self.conv = nn.Sequential(*convs)
-        with torch.no_grad():
-            n = self.conv(torch.zeros(1, c, h, w)).numel()
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(n, feature_dim), nn.LayerNorm(feature_dim), nn.ReLU())
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
-        return self.head(self.conv(x))
+def check_image_encoder(encoder: str, shift: int, options: Any) -> None:
+    """ConfigError for an image encoder config that cannot be built: an unknown `encoder` (the choices listed), a
+    negative `shift`, or `options` the encoder does not take (its options listed)."""
+    if encoder not in ENCODERS:
+        raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    if not isinstance(shift, int) or shift < 0:
+        raise ConfigError(f"shift must be a whole number of pixels >= 0 (0: no augmentation), got {shift!r}")
+    if not isinstance(options, dict):
+        raise ConfigError(f"encoder_options must be a mapping of option to value, got {options!r}")
+    accepted = [o for o in encoder_options(encoder) if o != "shift"]  # the shift is the config's own `shift`
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"encoder_options: the {encoder} image encoder has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(accepted)}"
+        )
 
 
 class ObservationEncoder(nn.Module):
-    """Encodes a dict of observations (the keys in `obs_meta`) into one feature vector."""
+    """Encodes a dict of observations (the keys in `obs_meta`) into one feature vector: each camera image (type "rgb")
+    through its own `encoder` (a name of `policies.vision.ENCODERS`, with `shift` pixels of random shift in training
+    and the encoder's own `encoder_options`), each low-dim vector through its normaliser."""
 
-    def __init__(self, obs_meta: dict[str, dict[str, Any]], image_feature_dim: int = 128):
+    def __init__(
+        self,
+        obs_meta: dict[str, dict[str, Any]],
+        image_feature_dim: int = 128,
+        encoder: str = "cnn",
+        shift: int = 4,
+        encoder_options: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.keys = sorted(obs_meta)
         self.images = nn.ModuleDict()
@@ -63,7 +70,7 @@ class ObservationEncoder(nn.Module):
         for k in self.keys:
             shape = tuple(obs_meta[k]["shape"])
             if obs_meta[k].get("type") == "rgb":
-                self.images[k] = ImageEncoder(shape, image_feature_dim)
+                self.images[k] = make_encoder(encoder, shape, image_feature_dim, shift=shift, **(encoder_options or {}))
                 self.out_dim += image_feature_dim
             else:
                 self.normalizers[k] = Normalizer(shape)

@@ -1,4 +1,5 @@
-"""Gaussian policy: an observation encoder (MLP on state, small CNN on images) and a diagonal Gaussian head."""
+"""Gaussian policy: an observation encoder (normalised low-dim vectors, an image encoder per camera) and a diagonal
+Gaussian head."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModule
-from policies.encoders import ObservationEncoder, mlp, observed
+from policies.encoders import ObservationEncoder, check_image_encoder, mlp, observed
 
 
 @dataclass
@@ -20,13 +21,17 @@ class GaussianConfig(PolicyConfig):
 
     kind: ClassVar[str] = "gaussian"
     hidden: list[int] = field(default_factory=lambda: [256, 256])
-    image_feature_dim: int = 128  # CNN features of a camera image
+    image_feature_dim: int = 128  # features of each camera image
     init_log_std: float = -1.0
+    encoder: str = "cnn"  # each camera's image encoder: a name of policies.vision.ENCODERS
+    shift: int = 4  # random-shift augmentation of each image in training (pixels; 0: off)
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # the encoder's own options (e.g. num_keypoints)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.hidden:
             raise ConfigError("hidden must list at least one layer width")
+        check_image_encoder(self.encoder, self.shift, self.encoder_options)
 
 
 class GaussianPolicy(PolicyModule):
@@ -40,7 +45,7 @@ class GaussianPolicy(PolicyModule):
         obs_meta = observed(shape_meta, self.obs_keys)
         self.hidden = list(cfg.hidden)
         self.image_feature_dim = cfg.image_feature_dim
-        self.encoder = ObservationEncoder(obs_meta, cfg.image_feature_dim)
+        self.encoder = ObservationEncoder(obs_meta, cfg.image_feature_dim, cfg.encoder, cfg.shift, cfg.encoder_options)
         self.trunk = mlp([self.encoder.out_dim, *self.hidden], nn.ReLU)
         self.trunk.append(nn.ReLU())
         self.mean = nn.Linear(self.hidden[-1], self.action_dim)

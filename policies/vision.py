@@ -19,6 +19,14 @@ import torch
 from torch import nn
 
 
+class ImageTooSmall(ValueError):
+    """An image smaller than an encoder's downsampling reads; `min_side` is the smallest side it takes."""
+
+    def __init__(self, message: str, min_side: int):
+        super().__init__(message)
+        self.min_side = min_side
+
+
 class RandomShift(nn.Module):
     """Shifts each image (B, H, W, C) by its own random offset of up to `pad` pixels in each direction, as padding
     with the edge pixels and cropping back would (DrQ; robomimic's crop randomiser): what lets a pixel policy
@@ -107,9 +115,10 @@ class CameraEncoder(nn.Module):
         out = self._map(c, h, w)
         if out is None or min(out[-2:]) < self.min_map:
             side = next(s for s in range(1, 4097) if self._reads(c, s))
-            raise ValueError(
+            raise ImageTooSmall(
                 f"the {self.name} image encoder takes images of at least {side}x{side} pixels (its downsampling "
-                f"leaves too little of a {h}x{w} image): use larger images or another encoder"
+                f"leaves too little of a {h}x{w} image): use larger images or another encoder",
+                side,
             )
         return out
 
@@ -253,16 +262,22 @@ class ResNet18Encoder(CameraEncoder):
 ENCODERS: dict[str, type[CameraEncoder]] = {e.name: e for e in (CNNEncoder, KeypointEncoder, ResNet18Encoder)}
 
 
-def make_encoder(name: str, image_shape: tuple[int, int, int], feature_dim: int, **options: Any) -> CameraEncoder:
-    """The encoder `name` (a key of ENCODERS) for images of `image_shape` (H, W, C), with its own `options` (shift,
-    channels, num_keypoints, head, width); ValueError naming the choices for an unknown name or option."""
+def encoder_options(name: str) -> list[str]:
+    """The options the encoder `name` takes besides its image shape and feature size; ValueError naming the choices
+    for an unknown name."""
     if name not in ENCODERS:
         raise ValueError(f"unknown image encoder {name!r}; choose one of {', '.join(ENCODERS)}")
-    cls = ENCODERS[name]
-    accepted = [p for p in inspect.signature(cls).parameters if p not in ("image_shape", "feature_dim")]
+    return [p for p in inspect.signature(ENCODERS[name]).parameters if p not in ("image_shape", "feature_dim")]
+
+
+def make_encoder(name: str, image_shape: tuple[int, int, int], feature_dim: int, **options: Any) -> CameraEncoder:
+    """The encoder `name` (a key of ENCODERS) for images of `image_shape` (H, W, C), with its own `options` (shift,
+    channels, num_keypoints, head, width); ValueError naming the choices for an unknown name or option, ImageTooSmall
+    naming the smallest size for too small an image."""
+    accepted = encoder_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
             f"the {name} image encoder has no option {', '.join(unknown)}; its options: {', '.join(accepted)}"
         )
-    return cls(tuple(image_shape), feature_dim, **options)
+    return ENCODERS[name](tuple(image_shape), feature_dim, **options)

@@ -15,14 +15,15 @@ from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModu
 from policies.encoders import observed
 from policies.normalizer import Normalizer
 from policies.tokens import ActionTokenizer, InstructionTokenizer
+from policies.vision import RandomShift, SpatialSoftmax
 
 INSTRUCTION_KEY = "instruction"
 
 
 class KeypointStem(nn.Module):
-    """uint8 images (B, H, W, 3) -> (B, K, d) tokens, one per learned keypoint: two strided convolutions, then a
-    spatial softmax per channel whose expected (x, y) locates what that channel detects (robomimic's trick for
-    small objects), embedded with the keypoint's identity. Cheap enough to train on a CPU."""
+    """uint8 images (B, H, W, 3) -> (B, K, d) tokens, one per learned keypoint: two strided convolutions to K maps,
+    spatial-softmax keypoints (`policies.vision.SpatialSoftmax`: where each map fires, robomimic's trick for small
+    objects), each embedded with its identity. Cheap enough to train on a CPU."""
 
     def __init__(self, d_model: int, keypoints: int):
         super().__init__()
@@ -31,32 +32,19 @@ class KeypointStem(nn.Module):
             nn.GELU(),
             nn.Conv2d(32, keypoints, 3, stride=2, padding=1),
         )
+        self.keypoints = SpatialSoftmax(keypoints, keypoints)
         self.embed = nn.Linear(2, d_model)
         self.identity = nn.Parameter(torch.randn(1, keypoints, d_model) * 0.02)
-        # a sharp softmax from the start: with the small activations of a fresh network a temperature of 1 spreads
-        # every keypoint over the whole image, and the gradient that would localise it is tiny
-        self.log_scale = nn.Parameter(torch.full((1, keypoints, 1), 2.3))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # checkpoints written before the shared SpatialSoftmax kept its scale as the stem's own `log_scale`
+        if prefix + "log_scale" in state_dict:
+            state_dict[prefix + "keypoints.log_scale"] = state_dict.pop(prefix + "log_scale")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.conv(image.permute(0, 3, 1, 2).float() / 127.5 - 1.0)  # (B, K, h, w)
-        b, k, h, w = x.shape
-        attention = (x.flatten(2) * self.log_scale.exp()).softmax(-1).view(b, k, h, w)
-        ys = torch.linspace(-1, 1, h, device=x.device)
-        xs = torch.linspace(-1, 1, w, device=x.device)
-        points = torch.stack([(attention.sum(2) * xs).sum(-1), (attention.sum(3) * ys).sum(-1)], -1)  # (B, K, 2)
+        points = self.keypoints(self.conv(image.permute(0, 3, 1, 2).float() / 127.5 - 1.0))  # (B, K, 2)
         return self.embed(points) + self.identity
-
-
-def random_shift(image: torch.Tensor, pad: int) -> torch.Tensor:
-    """Each image (B, H, W, C) shifted by up to `pad` pixels (edge-padded, random crop): the augmentation that lets
-    a pixel policy generalise from few demonstrations (DrQ, robomimic's crop randomiser)."""
-    b, h, w, _ = image.shape
-    padded = F.pad(image.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, b))
-    rows = (dy[:, None] + torch.arange(h)[None])[:, :, None].expand(b, h, w)
-    cols = (dx[:, None] + torch.arange(w)[None])[:, None, :].expand(b, h, w)
-    out = padded[torch.arange(b)[:, None, None], :, rows, cols]  # (B, H, W, C)
-    return out.to(image.dtype)
 
 
 @dataclass
@@ -110,7 +98,8 @@ class VLAPolicy(PolicyModule):
             int(cfg.heads),
         )
         self.image_tokens, self.max_words = int(cfg.image_tokens), int(cfg.max_words)
-        self.temperature, self.shift, self.label_sigma = float(cfg.temperature), int(cfg.shift), float(cfg.label_sigma)
+        self.temperature, self.label_sigma = float(cfg.temperature), float(cfg.label_sigma)
+        self.shift = RandomShift(cfg.shift)  # training only: the identity in eval mode and in exported graphs
         self.tokenizer = ActionTokenizer(self.bins)
         self.words = InstructionTokenizer(self.vocab, self.max_words)
 
@@ -132,9 +121,7 @@ class VLAPolicy(PolicyModule):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-dimension logits (B, A, bins)."""
-        images = {k: torch.as_tensor(obs[k]) for k in self.images}
-        if self.training and self.shift > 0:
-            images = {k: random_shift(v, self.shift) for k, v in images.items()}
+        images = {k: self.shift(torch.as_tensor(obs[k])) for k in self.images}
         ids, _ = self.words(obs[INSTRUCTION_KEY])
         return self.logits(images, ids, {k: torch.as_tensor(obs[k]) for k in self.low_dim})
 

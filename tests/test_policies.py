@@ -50,9 +50,9 @@ def _obs(n=5, seed=0):
 @pytest.mark.parametrize("keys", [["state"], [*CAMERAS, "proprio"], ["wrist_rgb", "proprio"]])
 def test_rebuilt_from_config_and_state_dict_acts_the_same(keys):
     torch.manual_seed(0)
-    pol = GaussianPolicy(META, keys, hidden=[32, 32])
+    pol = GaussianPolicy(META, keys, hidden=[32, 32]).eval()  # eval mode: images are not shifted
     pol.fit_normalizers(_obs(100, seed=1))
-    clone = policies.build_policy(pol.config)
+    clone = policies.build_policy(pol.config).eval()
     clone.load_state_dict(pol.state_dict())
     a, lp = pol.act(_obs())
     b, lq = clone.act(_obs())
@@ -120,7 +120,7 @@ def test_a_misspelt_student_key_is_one_line_listing_the_valid_keys():
         make_student(cfg.student, META)
     assert str(err.value) == (
         "student=mlp: a gaussian policy has no key 'hiden'; valid keys: obs_keys, hidden, "
-        "image_feature_dim, init_log_std"
+        "image_feature_dim, init_log_std, encoder, shift, encoder_options"
     )
     with pytest.raises(UserError, match="student=diffusion: pred_horizon 15 must be divisible by 2"):
         make_student(compose_config(["student=diffusion", "student.pred_horizon=15"]).student, META)
@@ -228,3 +228,90 @@ def test_config_values_are_checked_by_the_dataclass():
         ConsistencyConfig.from_dict({"t_max": 5})
     with pytest.raises(ConfigError, match="unknown policy kind 'gausian'; known: gaussian, diffusion"):
         policies.build_policy({"kind": "gausian", "shape_meta": META, "obs_keys": ["state"]})
+
+
+# ---- camera encoders --------------------------------------------------------------------------------------------
+def test_the_image_encoder_is_checked_by_the_config():
+    with pytest.raises(ConfigError, match="encoder must be one of cnn, keypoints, resnet18, got 'vit'"):
+        GaussianConfig(obs_keys=CAMERAS, encoder="vit")
+    with pytest.raises(ConfigError, match="shift must be a whole number of pixels >= 0"):
+        DiffusionConfig(obs_keys=CAMERAS, shift=-1)
+    with pytest.raises(ConfigError, match="the keypoints image encoder has no option head; its options: channels"):
+        GaussianConfig(obs_keys=CAMERAS, encoder="keypoints", encoder_options={"head": "avgpool"})
+    with pytest.raises(ConfigError, match="no option shift"):  # the shift is the config's own key
+        GaussianConfig(obs_keys=CAMERAS, encoder_options={"shift": 2})
+    with pytest.raises(UserError, match="student=cnn: encoder must be one of cnn, keypoints, resnet18"):
+        make_student(compose_config(["student=cnn", "student.encoder=vit"]).student, META)
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "keypoints", "resnet18"])
+def test_each_camera_gets_the_chosen_encoder_and_its_options(encoder):
+    options = {"width": 8} if encoder == "resnet18" else {}
+    student = make_student(
+        {
+            "kind": "gaussian",
+            "obs_keys": [*CAMERAS, "proprio"],
+            "encoder": encoder,
+            "shift": 2,
+            "encoder_options": options,
+            "image_feature_dim": 16,
+        },
+        {**META, "obs": {**META["obs"], **{k: {"shape": [48, 48, 3], "type": "rgb"} for k in CAMERAS}}},
+    )
+    images = student.encoder.images
+    assert set(images) == set(CAMERAS) and images["front_rgb"] is not images["wrist_rgb"]
+    assert all(e.name == encoder and e.shift.pad == 2 for e in images.values())
+    assert not student.training  # built for acting: no shift until a fit trains it
+    a, _ = student.act(_obs_at(48))
+    assert a.shape == (5, 2)
+
+
+def _obs_at(side: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        **{k: rng.integers(0, 255, (5, side, side, 3), dtype=np.uint8) for k in CAMERAS},
+        "proprio": _obs()["proprio"],
+    }
+
+
+def test_a_too_small_image_names_the_smallest_size_and_the_task_key():
+    with pytest.raises(UserError) as err:
+        make_student({"name": "cnn", "kind": "gaussian", "obs_keys": CAMERAS, "encoder": "resnet18"}, META)
+    assert "\n" not in str(err.value)
+    assert "takes images of at least 33x33 pixels" in str(err.value) and "task.kwargs.image_size=33" in str(err.value)
+
+
+# a camera encoder's parameters as the CNN of policies/encoders.py (ImageEncoder) named and shaped them, for 24x24
+# images and 8 features: checkpoints of camera students trained before the encoders became selectable
+OLD_CNN = {
+    "conv.0.weight": (32, 3, 5, 5),
+    "conv.0.bias": (32,),
+    "conv.2.weight": (64, 32, 3, 3),
+    "conv.2.bias": (64,),
+    "conv.4.weight": (64, 64, 3, 3),
+    "conv.4.bias": (64,),
+    "head.1.weight": (8, 576),
+    "head.1.bias": (8,),
+    "head.2.weight": (8,),
+    "head.2.bias": (8,),
+}
+
+
+def test_checkpoints_of_the_earlier_cnn_load():
+    torch.manual_seed(0)
+    old = {f"encoder.images.rgb.{k}": torch.randn(shape) for k, shape in OLD_CNN.items()}
+    policy = policies.build_policy(OLD_CONFIGS["gaussian"]).eval()
+    assert policy.cfg.encoder == "cnn"
+    state = {**policy.state_dict(), **old}
+    policy.load_state_dict(state)  # strict: the same names and shapes
+    assert torch.equal(policy.encoder.images["rgb"].conv[0].weight, old["encoder.images.rgb.conv.0.weight"])
+
+
+def test_token_policy_checkpoints_with_the_stem_s_own_softmax_scale_load():
+    meta = {**OLD_META, "obs": {**OLD_META["obs"], "instruction": {"shape": [32], "type": "text"}}}
+    policy = policies.build_policy({**OLD_CONFIGS["vla"], "shape_meta": meta})
+    state = policy.state_dict()
+    scale = state.pop("stems.rgb.keypoints.log_scale")
+    state["stems.rgb.log_scale"] = torch.full_like(scale, 1.5)  # as KeypointStem stored it before SpatialSoftmax
+    policy.load_state_dict(state)
+    assert torch.equal(policy.stems["rgb"].keypoints.log_scale, torch.full_like(scale, 1.5))

@@ -14,6 +14,7 @@ from torch import nn
 import envs
 import policies
 from policies.tokens import build_vocab
+from policies.vision import ImageTooSmall
 from robodistill.config import to_dict
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import student_policy
@@ -35,12 +36,18 @@ class Components:
 
 
 def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Module:
-    """A fresh student network for the task's shapes, from its validated config (`student_config`)."""
+    """A fresh student network for the task's shapes, from its validated config (`student_config`), in eval mode: it
+    acts (and collects) without augmentation until a fit trains it (`fitting.regress` switches modes)."""
     cfg = student_config(student_cfg)
     if hasattr(cfg, "vocab") and not cfg.vocab:  # a token policy: every task's words, one multi-task model
         cfg = dataclasses.replace(cfg, vocab=build_vocab(envs.instruction_templates()))
     try:
-        return policies.policy_type(cfg.kind).policy.from_config(cfg, meta)
+        return policies.policy_type(cfg.kind).policy.from_config(cfg, meta).eval()
+    except ImageTooSmall as exc:
+        raise UserError(
+            f"cannot build student {student_cfg.get('name', cfg.kind)!r}: {exc} "
+            f"(task.kwargs.image_size={exc.min_side} or more, or another student.encoder)"
+        ) from exc
     except ValueError as exc:
         raise UserError(f"cannot build student {student_cfg.get('name', cfg.kind)!r}: {exc}") from exc
 

@@ -112,7 +112,7 @@ class AbsorbingSuccess(gym.Wrapper):
 
 
 def check_sb3_run(cfg: DictConfig) -> None:
-    """An SB3 learner trains SB3's own Gaussian policy: no diffusion sampler, a `gaussian` student config."""
+    """An SB3 learner trains SB3's own Gaussian policy: no diffusion sampler, a `gaussian` student config, SB3's CNN."""
     if cfg.sampler.kind != "auto":
         raise UserError(
             f"sampler={cfg.sampler.kind} needs a diffusion-family policy, but algo={cfg.algo.name} trains an SB3 policy"
@@ -121,6 +121,11 @@ def check_sb3_run(cfg: DictConfig) -> None:
         raise UserError(
             f"algo={cfg.algo.name} trains an SB3 Gaussian policy, but student={cfg.student.name} is a "
             f"{cfg.student.kind!r} policy: use student=mlp (state) or student=cnn (pixels)"
+        )
+    if cfg.student.encoder != "cnn":  # a gaussian config has one
+        raise UserError(
+            f"algo={cfg.algo.name} trains SB3's own CNN on camera images, not student.encoder={cfg.student.encoder}: "
+            "use student.encoder=cnn, or algo=dagger / algo=bc for another image encoder"
         )
 
 

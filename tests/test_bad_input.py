@@ -74,3 +74,17 @@ def test_dataset_with_wrong_action_dim(tmp_path):
         g["actions"] = np.zeros((5, 9), "float32")
     with user_error("the task needs"):
         train_run("task=reach", "algo=bc", f"algo.dataset={path}", run=tmp_path / "r")
+
+
+def test_dataset_recorded_with_other_cameras_than_the_student_reads(tmp_path):
+    path = tmp_path / "front_only.hdf5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("data/demo_0")
+        f["data"].attrs["total"] = 5
+        f["data"].attrs["env_args"] = "{}"
+        g.attrs["num_samples"] = 5
+        g.create_dataset("obs/front_rgb", data=np.zeros((5, 64, 64, 3), "uint8"), chunks=(1, 64, 64, 3))
+        g["obs/proprio"] = np.zeros((5, 9), "float32")
+        g["actions"] = np.zeros((5, 4), "float32")
+    with user_error("recorded with cameras [front_rgb]", "the student reads cameras [front_rgb, wrist_rgb]"):
+        train_run("task=reach", "student=cnn", "algo=bc", f"algo.dataset={path}", run=tmp_path / "r")

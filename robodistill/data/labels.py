@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from robodistill.data.buffer import LabelBuffer
@@ -42,26 +43,57 @@ def episode_labels(episode: dict[str, Any], obs_keys: list[str]) -> dict[str, np
     return {**{k: episode["obs"][k] for k in obs_keys}, LABEL: episode["teacher"]["actions"]}
 
 
+def _cameras(keys: list[str], is_camera) -> str:
+    names = [k for k in keys if is_camera(k)]
+    return ", ".join(names) if names else "none"
+
+
+def check_observations(path: str | Path, demo: h5py.Group, obs_keys: list[str], meta: dict[str, Any]) -> None:
+    """One UserError if a dataset's demo lacks an observation the student reads, naming the cameras (and other
+    observations) the dataset recorded and the ones the student reads."""
+    recorded = sorted(demo["obs"]) if "obs" in demo else []
+    missing = [k for k in obs_keys if k not in recorded]
+    if not missing:
+        return
+
+    def recorded_camera(k: str) -> bool:
+        d = demo["obs"][k]
+        return isinstance(d, h5py.Dataset) and d.dtype == np.uint8 and d.ndim >= 4
+
+    def read_camera(k: str) -> bool:
+        return meta["obs"].get(k, {}).get("type") == "rgb"
+
+    raise UserError(
+        f"dataset {path} was recorded with cameras [{_cameras(recorded, recorded_camera)}] "
+        f"(observations {recorded}), the student reads cameras [{_cameras(obs_keys, read_camera)}] "
+        f"(observations {list(obs_keys)}): the dataset lacks {', '.join(f'obs/{k}' for k in missing)}; record it "
+        "with the student's cameras (task.kwargs.cameras) or give the student the dataset's (student.obs_keys)"
+    )
+
+
 def load_labels(
     path: str | Path,
     obs_keys: list[str],
     meta: dict[str, Any],
     horizons: tuple[int, int, int] | None = None,
     chunk_label: str | None = None,
+    into: LabelBuffer | None = None,
 ) -> LabelBuffer:
     """Read a dataset's live demos (orphans skipped) one by one into a LabelBuffer (teacher labels, else executed
-    actions), checking shapes.
+    actions), checking that the dataset records every observation the student reads and their shapes.
 
     With `horizons` (obs_horizon, pred_horizon, first_action) every sample is a window (`sequence_labels`); with
-    `chunk_label` (e.g. "teacher/chunk") its label is that stored chunk instead of a window of actions.
+    `chunk_label` (e.g. "teacher/chunk") its label is that stored chunk instead of a window of actions. `into`: the
+    empty buffer to fill (e.g. one with an image memory budget); None: a new unbounded one.
     """
     with open_dataset(path) as f:
         first = next(live_demos(f), None)
         if first is None:
             raise UserError(f"dataset {path} holds no demos")
         label = "teacher/actions" if "teacher/actions" in first else "actions"
+        check_observations(path, first, obs_keys, meta)
     action_dim = int(meta["action"]["shape"][0])
-    buffer, longest = LabelBuffer(), 0
+    buffer, longest = (LabelBuffer() if into is None else into), 0
     for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + [label] + ([chunk_label] if chunk_label else [])):
         for k in obs_keys:
             if list(demo[f"obs/{k}"].shape[1:]) != list(meta["obs"][k]["shape"]):

@@ -1,8 +1,10 @@
 """DAgger: the mixture beta*teacher + (1-beta)*student drives, the teacher labels every visited state, refit.
 
 Each round: collect episodes with the round's beta (per env, per step), append them to the dataset on disk and to
-the in-memory label buffer (aggregation), then take a fixed number of gradient steps on the whole buffer — the
-student keeps its weights between rounds, so the cost per round stays flat instead of retraining from scratch.
+the label buffer (aggregation), then take a fixed number of gradient steps on the whole buffer — the student keeps
+its weights between rounds, so the cost per round stays flat instead of retraining from scratch. The buffer keeps
+at most `collector.image_memory_mb` of camera images in memory; beyond it minibatches read them from a temporary
+file, so memory stays flat however many rounds aggregate.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from robodistill.data.buffer import LabelBuffer
 from robodistill.data.labels import episode_labels, load_labels
 from robodistill.learners.components import Components
-from robodistill.learners.fitting import FitState
+from robodistill.learners.fitting import FitState, label_buffer
 from robodistill.learners.rounds import Rounds
 from robodistill.learners.schedules import BetaSchedule
 from robodistill.learners.services import Services, load_policy_state, policy_state
@@ -36,7 +37,7 @@ class DAggerLearner:
         steps, batch = int(a.updates_per_round), int(a.batch_size)  # per round
         updates = int(a.rounds) * steps
         fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
-        buffer = LabelBuffer()
+        buffer = label_buffer(self.services)
         ckpt = self.services.resume()
         if ckpt is not None:
             load_policy_state(student, ckpt)
@@ -44,7 +45,7 @@ class DAggerLearner:
 
         with Rounds(self.services, ckpt, student, bool(cfg.collector.student_deterministic)) as rounds:
             if ckpt is not None:  # aggregation: every episode of the checkpointed rounds is a labelled state
-                buffer = load_labels(rounds.dataset, student.obs_keys, self.comps.shape_meta)
+                buffer = load_labels(rounds.dataset, student.obs_keys, self.comps.shape_meta, into=buffer)
             for r in rounds:
                 beta = schedule(r)
                 rounds.collect(r, beta, lambda episode: buffer.add(episode_labels(episode, student.obs_keys)))

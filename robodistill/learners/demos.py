@@ -22,6 +22,7 @@ from robodistill.data.collector import Collector, make_vector_env
 from robodistill.data.dataset import BackgroundEpisodeWriter
 from robodistill.data.labels import load_labels
 from robodistill.errors import UserError
+from robodistill.learners.fitting import label_buffer
 from robodistill.learners.services import Services
 from robodistill.tasks import env_fns, env_meta, make_env
 from robodistill.teachers import make_teacher
@@ -43,10 +44,10 @@ def demonstrations(
     for path, task in sources:
         if task is not None and not resumed:
             collect_demos(services, path, task)
-        buffers.append(load_labels(path, obs_keys, services.comps.shape_meta, horizons))
+        buffers.append(load_labels(path, obs_keys, services.comps.shape_meta, horizons, into=label_buffer(services)))
         if len(buffers[-1]) == 0:
             raise UserError(f"dataset {path} holds no samples")
-    return merge(buffers)
+    return merge(buffers, label_buffer(services))
 
 
 def collect_demos(services: Services, path: Path, task: Mapping[str, Any]) -> None:
@@ -76,11 +77,13 @@ def collect_demos(services: Services, path: Path, task: Mapping[str, Any]) -> No
     services.log(0, {f"demos/{k}": v for k, v in stats.as_dict().items()})
 
 
-def merge(buffers: list[LabelBuffer]) -> LabelBuffer:
-    """One buffer holding the samples of all (one buffer is returned as it is, without a copy)."""
+def merge(buffers: list[LabelBuffer], out: LabelBuffer, chunk: int = 4096) -> LabelBuffer:
+    """The samples of all in the empty buffer `out`, copied `chunk` samples at a time; the merged buffers' temporary
+    files are closed (one buffer is returned as it is, without a copy)."""
     if len(buffers) == 1:
         return buffers[0]
-    out = LabelBuffer()
     for b in buffers:
-        out.add({k: b.view(k) for k in b.arrays})
+        for start in range(0, len(b), chunk):
+            out.add(b.rows(start, start + chunk))
+        b.close()
     return out

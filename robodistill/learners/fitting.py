@@ -121,6 +121,12 @@ def fit_updates(
         services.checkpoint("last", {**state(), **fit.state_dict(), "update": done + steps})
 
 
+def label_buffer(services: Services) -> LabelBuffer:
+    """An empty buffer for a run's labels: its images hold at most `collector.image_memory_mb` in memory (null: no
+    limit), the rest in an unnamed temporary file in the run's directory."""
+    return LabelBuffer(services.cfg.collector.get("image_memory_mb"), services.run.dir)
+
+
 def resume_or_normalize(
     student: torch.nn.Module, fit: FitState, ckpt: dict[str, Any] | None, buffer: LabelBuffer
 ) -> int:

@@ -2,8 +2,11 @@
 as one holding every frame in memory, holds no more image bytes than its budget however many labels arrive, leaves
 low-dim (state) buffers as they were; a dataset recorded with other cameras than the student reads is refused."""
 
+import json
+
 import numpy as np
-from conftest import user_error
+import torch
+from conftest import checkpoint_tensors, train_run, user_error
 
 from robodistill.benchmarks.pixels_memory import fill_and_sample
 from robodistill.data.buffer import MB, LabelBuffer
@@ -131,3 +134,33 @@ def test_zero_budget_keeps_no_image_in_memory(tmp_path):
     buffer.add(_samples(_episode(5, np.random.default_rng(6))))
     assert buffer.image_bytes == 0 and set(buffer.files) == {"front_rgb", "wrist_rgb"}
     assert buffer.take(np.array([4]))["front_rgb"].shape == (1, SIZE, SIZE, 3)
+
+
+def test_camera_dagger_reading_images_from_the_file_trains_as_in_memory(tmp_path):
+    """A two-camera DAgger run with no image memory (every minibatch's frames read from the file) computes the same
+    losses and weights as one holding every frame in memory."""
+    runs = {}
+    for mb in ("0", "null"):
+        train_run(
+            "task=reach",
+            "student=cnn",
+            "algo.rounds=2",
+            "algo.episodes_per_round=2",
+            "algo.updates_per_round=5",
+            "algo.batch_size=16",
+            "eval.episodes=1",
+            "eval.num_envs=1",
+            "eval.videos=0",
+            "collector.num_envs=2",
+            f"collector.image_memory_mb={mb}",
+            run=tmp_path / mb,
+        )
+        lines = (tmp_path / mb / "metrics.jsonl").read_text().splitlines()
+        losses = [{k: v for k, v in json.loads(line).items() if k.startswith("loss/")} for line in lines]
+        ckpt = torch.load(tmp_path / mb / "checkpoints" / "last.pt", weights_only=False)
+        runs[mb] = [x for x in losses if x], dict(checkpoint_tensors(ckpt))
+    (losses_file, weights_file), (losses_memory, weights_memory) = runs["0"], runs["null"]
+    assert len(losses_file) == 2 and losses_file == losses_memory
+    assert weights_file.keys() == weights_memory.keys()
+    for k, v in weights_file.items():
+        assert torch.equal(v, weights_memory[k]), k

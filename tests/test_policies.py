@@ -315,3 +315,18 @@ def test_token_policy_checkpoints_with_the_stem_s_own_softmax_scale_load():
     state["stems.rgb.log_scale"] = torch.full_like(scale, 1.5)  # as KeypointStem stored it before SpatialSoftmax
     policy.load_state_dict(state)
     assert torch.equal(policy.stems["rgb"].keypoints.log_scale, torch.full_like(scale, 1.5))
+
+
+def test_the_paper_size_image_diffusion_config_builds():
+    cfg = compose_config(["student=diffusion_rgb_paper"])
+    meta = {**META, "obs": {**META["obs"], **{k: {"shape": [96, 96, 3], "type": "rgb"} for k in CAMERAS}}}
+    torch.manual_seed(0)
+    student = make_student(cfg.student, meta)
+    assert [type(e).__name__ for e in student.encoder.images.values()] == ["ResNet18Encoder"] * 2
+    assert type(student.encoder.images["front_rgb"].head[0]).__name__ == "SpatialSoftmax"
+    assert student.config["down_dims"] == [256, 512, 1024]
+    rng = np.random.default_rng(0)
+    obs = {k: torch.as_tensor(rng.integers(0, 255, (1, 2, 96, 96, 3), dtype=np.uint8)) for k in CAMERAS}
+    obs["proprio"] = torch.zeros(1, 2, 3)
+    loss, _ = student.imitation_loss(obs, torch.zeros(1, 16, 2))
+    assert torch.isfinite(loss)

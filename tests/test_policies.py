@@ -324,7 +324,7 @@ def test_the_paper_size_image_diffusion_config_builds():
     student = make_student(cfg.student, meta)
     assert [type(e).__name__ for e in student.encoder.images.values()] == ["ResNet18Encoder"] * 2
     assert type(student.encoder.images["front_rgb"].head[0]).__name__ == "SpatialSoftmax"
-    assert student.config["down_dims"] == [256, 512, 1024]
+    assert student.config["down_dims"] == [512, 1024, 2048]
     rng = np.random.default_rng(0)
     obs = {k: torch.as_tensor(rng.integers(0, 255, (1, 2, 96, 96, 3), dtype=np.uint8)) for k in CAMERAS}
     obs["proprio"] = torch.zeros(1, 2, 3)

@@ -20,11 +20,12 @@ from torch import nn
 
 
 class ImageTooSmall(ValueError):
-    """An image smaller than an encoder's downsampling reads; `min_side` is the smallest side it takes."""
+    """An image smaller than an encoder's downsampling reads: `reason` says so, `min_side` is the smallest side it
+    takes; the message adds the fix."""
 
-    def __init__(self, message: str, min_side: int):
-        super().__init__(message)
-        self.min_side = min_side
+    def __init__(self, reason: str, min_side: int):
+        super().__init__(f"{reason}: use larger images or another encoder")
+        self.reason, self.min_side = reason, min_side
 
 
 class RandomShift(nn.Module):
@@ -117,7 +118,7 @@ class CameraEncoder(nn.Module):
             side = next(s for s in range(1, 4097) if self._reads(c, s))
             raise ImageTooSmall(
                 f"the {self.name} image encoder takes images of at least {side}x{side} pixels (its downsampling "
-                f"leaves too little of a {h}x{w} image): use larger images or another encoder",
+                f"leaves too little of a {h}x{w} image)",
                 side,
             )
         return out

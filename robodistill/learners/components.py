@@ -45,8 +45,8 @@ def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Mod
         return policies.policy_type(cfg.kind).policy.from_config(cfg, meta).eval()
     except ImageTooSmall as exc:
         raise UserError(
-            f"cannot build student {student_cfg.get('name', cfg.kind)!r}: {exc} "
-            f"(task.kwargs.image_size={exc.min_side} or more, or another student.encoder)"
+            f"cannot build student {student_cfg.get('name', cfg.kind)!r}: {exc.reason}: "
+            f"set task.kwargs.image_size={exc.min_side} or more, or choose another student.encoder"
         ) from exc
     except ValueError as exc:
         raise UserError(f"cannot build student {student_cfg.get('name', cfg.kind)!r}: {exc}") from exc

@@ -96,6 +96,7 @@ class DiffusionPolicy(PolicyModule):
             position_steps=cfg.noise_levels == "sdp",
         )
         self.schedule = NoiseSchedule(cfg.num_train_steps)
+        self.eval()  # built to act: no image augmentation until a fit switches it to training mode
 
     @property
     def first_action(self) -> int:

@@ -52,6 +52,7 @@ class GaussianPolicy(PolicyModule):
         self.log_std = nn.Linear(self.hidden[-1], self.action_dim)
         nn.init.zeros_(self.log_std.weight)
         nn.init.constant_(self.log_std.bias, cfg.init_log_std)
+        self.eval()  # built to act: no image augmentation until a fit switches it to training mode
 
     def fit_normalizers(self, obs: dict[str, np.ndarray]) -> None:
         """Fit low-dim observation normalisers from data (N, ...)."""

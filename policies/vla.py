@@ -114,6 +114,7 @@ class VLAPolicy(PolicyModule):
         self.transformer = nn.TransformerEncoder(layer, self.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, self.bins)
+        self.eval()  # built to act: no image augmentation until a fit switches it to training mode
 
     def fit_normalizers(self, obs: dict[str, np.ndarray]) -> None:
         for k, norm in self.normalizers.items():

@@ -50,9 +50,9 @@ def _obs(n=5, seed=0):
 @pytest.mark.parametrize("keys", [["state"], [*CAMERAS, "proprio"], ["wrist_rgb", "proprio"]])
 def test_rebuilt_from_config_and_state_dict_acts_the_same(keys):
     torch.manual_seed(0)
-    pol = GaussianPolicy(META, keys, hidden=[32, 32]).eval()  # eval mode: images are not shifted
+    pol = GaussianPolicy(META, keys, hidden=[32, 32])
     pol.fit_normalizers(_obs(100, seed=1))
-    clone = policies.build_policy(pol.config).eval()
+    clone = policies.build_policy(pol.config)
     clone.load_state_dict(pol.state_dict())
     a, lp = pol.act(_obs())
     b, lq = clone.act(_obs())

@@ -36,13 +36,13 @@ class Components:
 
 
 def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Module:
-    """A fresh student network for the task's shapes, from its validated config (`student_config`), in eval mode: it
-    acts (and collects) without augmentation until a fit trains it (`fitting.regress` switches modes)."""
+    """A fresh student network for the task's shapes, from its validated config (`student_config`); built in eval mode,
+    it acts (and collects) without augmentation until a fit trains it (`fitting.regress` switches modes)."""
     cfg = student_config(student_cfg)
     if hasattr(cfg, "vocab") and not cfg.vocab:  # a token policy: every task's words, one multi-task model
         cfg = dataclasses.replace(cfg, vocab=build_vocab(envs.instruction_templates()))
     try:
-        return policies.policy_type(cfg.kind).policy.from_config(cfg, meta).eval()
+        return policies.policy_type(cfg.kind).policy.from_config(cfg, meta)
     except ImageTooSmall as exc:
         raise UserError(
             f"cannot build student {student_cfg.get('name', cfg.kind)!r}: {exc.reason}: "

@@ -109,3 +109,17 @@ def test_byo_quick_bench_writes_json(tmp_path):
     assert data["teacher_calls_per_label"] == {"Reacher-v5": 1.0, "Pusher-v5": 1.0}
     assert data["expert_return"]["Reacher-v5"] > data["random_return"]["Reacher-v5"]  # even 2000 SAC steps beat random
     assert len(data["commit"]) >= 7 and "calls/label" in p.stdout
+
+
+@pytest.mark.slow  # ~100 s: = scripts/bench.py pixels --quick; camera students: test_cameras.py, test_camera_students.py
+def test_pixels_quick_bench_writes_json_and_png(tmp_path):
+    p, data = quick_bench("pixels", tmp_path, timeout=900)
+    row = data["tasks"]["robodistill/PushCube-v0"]
+    assert 0 <= row["teacher_success"] <= 1
+    for name in ("cnn_dagger", "cnn_bc", "dp_rgb", "token"):
+        assert {"success", "success_std", "teacher_labels", "cpu_s"} <= set(row[name]), name
+    assert row["cnn_bc"]["teacher_labels"] >= row["cnn_dagger"]["teacher_labels"]  # BC gets at least DAgger's labels
+    assert set(data["ablations"]) == {"no_shift", "front_only"}
+    assert all(0 <= data["render_share"][k] <= 1 for k in ("render", "forward", "backward"))
+    assert (tmp_path / "pixels_success.png").read_bytes().startswith(b"\x89PNG")
+    assert "cnn_dagger" in p.stdout

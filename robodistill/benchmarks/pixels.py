@@ -1,0 +1,290 @@
+"""Camera students (front + wrist cameras and proprioception, no simulator state) distilled from the privileged
+scripted teacher, which reads the state: success of each student beside the teacher's, DAgger against BC at equal
+teacher labels, the rgb diffusion policy against the state one, a pixel-only token policy, ablations, where the
+CPU time goes, and memory at 4x the labels.
+
+Every student is evaluated on the same seeded episodes (conf/eval: seed 100000 + i); nothing is tuned on them.
+Runs go two at a time (one torch thread each, one per core), so wall and CPU seconds are those of a shared machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robodistill.benchmarks.runs import map_jobs, train_once
+from robodistill.config import compose_config, to_dict
+from robodistill.evaluation.curves import plot_compared
+from robodistill.evaluation.rollouts import evaluate, teacher_policy
+from robodistill.learners.components import build, make_student
+from robodistill.rundir import RunDir
+from robodistill.tasks import make_env, shape_meta, task_for_keys
+
+TASKS = {"pushcube": "robodistill/PushCube-v0", "pickcube": "robodistill/PickCube-v0", "pusht": "robodistill/PushT-v0"}
+CAMERA_STUDENT = ["student=cnn", "student.encoder=keypoints", "task.kwargs.image_size=64"]  # the CPU choice
+
+SIZES = {  # name: (--quick, full)
+    "tasks": (["pushcube"], list(TASKS)),
+    "seeds": ([0], [0, 1, 2]),
+    "eval_episodes": (4, 50),
+    "dagger": (
+        ["algo.rounds=2", "algo.episodes_per_round=4", "algo.updates_per_round=20", "algo.batch_size=32"],
+        [
+            "algo.rounds=8",
+            "algo.episodes_per_round=25",
+            "algo.updates_per_round=500",
+            "algo.batch_size=64",
+            "algo.eval_every=2",
+        ],
+    ),
+    "diffusion": (["algo.num_demos=4", "algo.updates=20"], ["algo.num_demos=100", "algo.updates=3000"]),
+    "token": (
+        ["algo.num_demos=4", "algo.updates=20", "algo.tasks=[]"],
+        ["algo.num_demos=100", "algo.updates=3000", "algo.tasks=[]"],
+    ),
+    "workers": (1, 2),
+    "profile_steps": (20, 300),
+}
+
+
+def sizes(quick: bool) -> dict[str, Any]:
+    return {k: q if quick else full for k, (q, full) in SIZES.items()}
+
+
+def job(name: str, overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
+    """One training run, tagged with its student name (for the table)."""
+    return {"name": name, **train_once(list(overrides), run_dir)}
+
+
+def teacher_success(task_cfg: str, episodes: int) -> float:
+    """The privileged scripted teacher on the evaluation episodes (it reads the state)."""
+    cfg = compose_config([f"task={task_cfg}", "progress=false"])
+    comps = build(cfg, teacher=True, student=False)
+    try:
+        result = evaluate(
+            teacher_policy(comps.teacher), comps.task, comps.obs_mode, episodes, int(cfg.eval.seed), progress=False
+        )
+    finally:
+        comps.env.close()
+    return float(result["success_rate"])
+
+
+def cpu_shares(task_cfg: str, steps: int, batch: int) -> dict[str, float]:
+    """Where a camera DAgger update and its env steps spend CPU: seconds per env step rendering (the camera env's step
+    minus the state env's), per student forward and per backward of one batch — multiplied by a run's counts they
+    give its shares."""
+    cfg = compose_config([f"task={task_cfg}", *CAMERA_STUDENT, "progress=false"])
+    keys = list(cfg.student.obs_keys)
+    task = to_dict(cfg.task)
+
+    def step_time(env_task: dict[str, Any], obs_mode: str) -> float:
+        env = make_env(env_task, obs_mode)
+        env.reset(seed=0)
+        t0 = time.process_time()
+        for _ in range(steps):
+            _, _, term, trunc, _ = env.step(env.action_space.sample())
+            if term or trunc:
+                env.reset()
+        env.close()
+        return (time.process_time() - t0) / steps
+
+    render = step_time(task_for_keys(task, keys), "rgb") - step_time(task_for_keys(task, ["state"]), "state")
+    env = make_env(task_for_keys(task, keys), "rgb")
+    student = make_student(cfg.student, shape_meta(env))
+    obs, _ = env.reset(seed=0)
+    env.close()
+    x = {k: torch.as_tensor(np.repeat(np.asarray(obs[k])[None], batch, 0)) for k in keys}
+    student.train()
+    t0 = time.process_time()
+    for _ in range(5):
+        out = student(x)
+    forward = (time.process_time() - t0) / 5
+    t0 = time.process_time()
+    for _ in range(5):
+        out = student(x)
+        (out[0].square().mean()).backward()
+    backward = (time.process_time() - t0) / 5 - forward
+    return {"render_s_per_step": max(render, 0.0), "forward_s_per_batch": forward, "backward_s_per_batch": backward}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    s = [r["success_rate"] for r in runs]
+    return {
+        "success": float(np.mean(s)),
+        "success_std": float(np.std(s)),
+        "teacher_labels": int(np.mean([r["teacher_labels"] for r in runs])),
+        "cpu_s": float(np.mean([r["cpu_s"] for r in runs])),
+        "wall_s": float(np.mean([r["wall_s"] for r in runs])),
+        "seeds": len(runs),
+    }
+
+
+def curve(run_dir: Path) -> list[dict[str, float]]:
+    """A DAgger run's evaluations against its teacher labels (the env_steps axis of plot_compared)."""
+    run = RunDir(run_dir)
+    points = [
+        {"env_steps": m["teacher_labels"], "success_rate": m["eval/success_rate"]}
+        for m in run.metrics()
+        if "eval/success_rate" in m and "teacher_labels" in m
+    ]
+    final = run.read_json("eval.json")
+    last = [m for m in run.metrics() if "teacher_labels" in m][-1]["teacher_labels"]
+    return [*points, {"env_steps": last, "success_rate": final["success_rate"]}]
+
+
+def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """All pixels figures; returns (JSON payload, table lines)."""
+    torch.set_num_threads(1)
+    s = sizes(quick)
+    runs_dir = out_dir / "runs"
+    ev = [f"eval.episodes={s['eval_episodes']}", "eval.videos=0"]
+    # DAgger camera students first (BC needs their label counts), all tasks and seeds two at a time
+    dagger_jobs = [
+        (
+            "cnn_dagger",
+            [f"task={t}", f"seed={seed}", "algo=dagger", *CAMERA_STUDENT, *s["dagger"], *ev],
+            runs_dir / f"{t}_cnn_dagger_s{seed}",
+        )
+        for t in s["tasks"]
+        for seed in s["seeds"]
+    ]
+    ablations = [
+        (
+            "no_shift",
+            ["task=pushcube", "seed=0", "algo=dagger", *CAMERA_STUDENT, "student.shift=0", *s["dagger"], *ev],
+            runs_dir / "pushcube_ablation_no_shift",
+        ),
+        (
+            "front_only",
+            [
+                "task=pushcube",
+                "seed=0",
+                "algo=dagger",
+                *CAMERA_STUDENT,
+                "student.obs_keys=[front_rgb,proprio]",
+                *s["dagger"],
+                *ev,
+            ],
+            runs_dir / "pushcube_ablation_front_only",
+        ),
+    ]
+    dagger_runs = map_jobs(job, [*dagger_jobs, *ablations], s["workers"])
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for (name, overrides, run_dir), r in zip([*dagger_jobs, *ablations], dagger_runs, strict=True):
+        r["run_dir"] = str(run_dir)
+        if name == "cnn_dagger":
+            task_cfg = overrides[0].split("=")[1]
+            by_key[(task_cfg, int(overrides[1].split("=")[1]))] = r
+    # BC at DAgger's teacher labels and gradient steps; the rgb and state diffusion policies; the token policy
+    other_jobs = []
+    for (t, seed), d in by_key.items():
+        same = [f"algo.labels={d['teacher_labels']}", f"algo.updates={d['updates']}", "algo.batch_size=64"]
+        other_jobs.append(
+            (
+                "cnn_bc",
+                [f"task={t}", f"seed={seed}", "algo=bc", *CAMERA_STUDENT, *same, *ev],
+                runs_dir / f"{t}_cnn_bc_s{seed}",
+            )
+        )
+    for t in s["tasks"]:
+        other_jobs.append(
+            (
+                "dp_rgb",
+                [
+                    f"task={t}",
+                    "seed=0",
+                    "algo=diffusion",
+                    "student=diffusion_rgb",
+                    "task.kwargs.image_size=64",
+                    *s["diffusion"],
+                    *ev,
+                ],
+                runs_dir / f"{t}_dp_rgb",
+            )
+        )
+        other_jobs.append(
+            (
+                "token",
+                [f"task={t}", "seed=0", "algo=sft", "student=vla", "task.kwargs.image_size=64", *s["token"], *ev],
+                runs_dir / f"{t}_token",
+            )
+        )
+    if "pusht" in s["tasks"]:
+        other_jobs.append(
+            (
+                "dp_state",
+                ["task=pusht", "seed=0", "algo=diffusion", "student=diffusion", *s["diffusion"], *ev],
+                runs_dir / "pusht_dp_state",
+            )
+        )
+    other_runs = map_jobs(job, other_jobs, s["workers"])
+
+    tasks: dict[str, Any] = {}
+    for t in s["tasks"]:
+        row: dict[str, Any] = {"teacher_success": teacher_success(t, s["eval_episodes"])}
+        for name in ("cnn_dagger", "cnn_bc", "dp_rgb", "token", "dp_state"):
+            rs = [
+                r
+                for (n, o, _), r in zip(
+                    [*dagger_jobs, *other_jobs], [*dagger_runs[: len(dagger_jobs)], *other_runs], strict=True
+                )
+                if n == name and o[0] == f"task={t}"
+            ]
+            if rs:
+                row[name] = summarise(rs)
+        tasks[TASKS[t]] = row
+    ablation = {
+        name: summarise([r]) for (name, _, _), r in zip(ablations, dagger_runs[len(dagger_jobs) :], strict=True)
+    }
+
+    curves = {
+        TASKS[t]: {"cnn_dagger": [curve(d) for (n, o, d) in dagger_jobs if o[0] == f"task={t}"]} for t in s["tasks"]
+    }
+    png = plot_compared(
+        curves,
+        out_dir.parent / f"{out_dir.name.removesuffix('_work')}_success.png",
+        {TASKS[t]: tasks[TASKS[t]]["teacher_success"] for t in s["tasks"]},
+    )
+    first = by_key[(s["tasks"][0], s["seeds"][0])]
+    shares = cpu_shares(s["tasks"][0], s["profile_steps"], 64)
+    updates, labels = first["updates"], first["teacher_labels"]
+    render_share = {
+        "render": shares["render_s_per_step"] * labels / first["cpu_s"],
+        "forward": shares["forward_s_per_batch"] * updates / first["cpu_s"],
+        "backward": shares["backward_s_per_batch"] * updates / first["cpu_s"],
+        **shares,
+    }
+    payload = {
+        "tasks": tasks,
+        "ablations": ablation,
+        "render_share": render_share,
+        "curve_png": str(png),
+        "seeds": s["seeds"],
+        "eval_episodes": s["eval_episodes"],
+        "camera_student": CAMERA_STUDENT,
+    }
+    lines = [f"{'task':26s} {'student':11s} {'success':>15s} {'labels':>8s} {'cpu s':>8s} {'seeds':>5s}"]
+    for task_id, row in tasks.items():
+        lines.append(f"{task_id:26s} {'teacher':11s} {row['teacher_success']:7.3f}")
+        for name, r in row.items():
+            if isinstance(r, dict):
+                lines.append(
+                    f"{task_id:26s} {name:11s} {r['success']:7.3f} ± {r['success_std']:.3f} "
+                    f"{r['teacher_labels']:8d} {r['cpu_s']:8.1f} {r['seeds']:5d}"
+                )
+    for name, r in ablation.items():
+        lines.append(
+            f"{'PushCube ablation':26s} {name:11s} {r['success']:7.3f}         {r['teacher_labels']:8d} "
+            f"{r['cpu_s']:8.1f}"
+        )
+    lines.append(
+        "CPU shares of the first DAgger run (estimated from profiled per-step and per-batch costs): "
+        f"render {render_share['render']:.2f}, forward {render_share['forward']:.2f}, "
+        f"backward {render_share['backward']:.2f}"
+    )
+    return payload, lines

@@ -121,5 +121,6 @@ def test_pixels_quick_bench_writes_json_and_png(tmp_path):
     assert row["cnn_bc"]["teacher_labels"] >= row["cnn_dagger"]["teacher_labels"]  # BC gets at least DAgger's labels
     assert set(data["ablations"]) == {"no_shift", "front_only"}
     assert all(0 <= data["render_share"][k] <= 1 for k in ("render", "forward", "backward"))
+    assert data["peak_rss_ratio_4x"] > 0 and "label buffer peak RSS" in p.stdout
     assert (tmp_path / "pixels_success.png").read_bytes().startswith(b"\x89PNG")
     assert "cnn_dagger" in p.stdout

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robodistill.benchmarks.pixels_memory import memory_growth
 from robodistill.benchmarks.runs import map_jobs, train_once
 from robodistill.config import compose_config, to_dict
 from robodistill.evaluation.curves import plot_compared
@@ -259,10 +260,15 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "backward": shares["backward_s_per_batch"] * updates / first["cpu_s"],
         **shares,
     }
+    # the label buffer's peak RSS at 4x the first DAgger run's labels against 1x, with the default image budget
+    budget = compose_config([]).collector.image_memory_mb
+    memory = memory_growth(labels=int(labels), factor=4, image_memory_mb=budget)
     payload = {
         "tasks": tasks,
         "ablations": ablation,
         "render_share": render_share,
+        "peak_rss_ratio_4x": memory["budget"]["rss_ratio"],
+        "memory": memory,
         "curve_png": str(png),
         "seeds": s["seeds"],
         "eval_episodes": s["eval_episodes"],
@@ -286,5 +292,9 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "CPU shares of the first DAgger run (estimated from profiled per-step and per-batch costs): "
         f"render {render_share['render']:.2f}, forward {render_share['forward']:.2f}, "
         f"backward {render_share['backward']:.2f}"
+    )
+    lines.append(
+        f"label buffer peak RSS at 4x the labels ({4 * int(labels)}) / at 1x: {memory['budget']['rss_ratio']:.2f} with "
+        f"the default {budget} MB image budget, {memory['unbounded']['rss_ratio']:.2f} with every frame in memory"
     )
     return payload, lines

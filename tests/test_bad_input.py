@@ -63,28 +63,27 @@ def test_missing_and_corrupt_dataset(tmp_path):
     assert bad.read_bytes() == b"not an hdf5 file at all" * 100  # the user's file is left as it was
 
 
-def test_dataset_with_wrong_action_dim(tmp_path):
-    path = tmp_path / "wrong.hdf5"
+def one_demo_dataset(path, obs: dict, action_dim: int):
+    """A robomimic-layout file holding one 5-step demo with these observations (arrays) and zero actions."""
     with h5py.File(path, "w") as f:
         g = f.create_group("data/demo_0")
         f["data"].attrs["total"] = 5
         f["data"].attrs["env_args"] = "{}"
         g.attrs["num_samples"] = 5
-        g["obs/state"] = np.zeros((5, 28), "float32")
-        g["actions"] = np.zeros((5, 9), "float32")
+        for k, v in obs.items():
+            g.create_dataset(f"obs/{k}", data=v, chunks=(1, *v.shape[1:]))
+        g["actions"] = np.zeros((5, action_dim), "float32")
+    return path
+
+
+def test_dataset_with_wrong_action_dim(tmp_path):
+    path = one_demo_dataset(tmp_path / "wrong.hdf5", {"state": np.zeros((5, 28), "float32")}, action_dim=9)
     with user_error("the task needs"):
         train_run("task=reach", "algo=bc", f"algo.dataset={path}", run=tmp_path / "r")
 
 
 def test_dataset_recorded_with_other_cameras_than_the_student_reads(tmp_path):
-    path = tmp_path / "front_only.hdf5"
-    with h5py.File(path, "w") as f:
-        g = f.create_group("data/demo_0")
-        f["data"].attrs["total"] = 5
-        f["data"].attrs["env_args"] = "{}"
-        g.attrs["num_samples"] = 5
-        g.create_dataset("obs/front_rgb", data=np.zeros((5, 64, 64, 3), "uint8"), chunks=(1, 64, 64, 3))
-        g["obs/proprio"] = np.zeros((5, 9), "float32")
-        g["actions"] = np.zeros((5, 4), "float32")
+    obs = {"front_rgb": np.zeros((5, 64, 64, 3), "uint8"), "proprio": np.zeros((5, 9), "float32")}
+    path = one_demo_dataset(tmp_path / "front_only.hdf5", obs, action_dim=4)
     with user_error("recorded with cameras [front_rgb]", "the student reads cameras [front_rgb, wrist_rgb]"):
         train_run("task=reach", "student=cnn", "algo=bc", f"algo.dataset={path}", run=tmp_path / "r")

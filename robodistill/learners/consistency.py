@@ -27,13 +27,12 @@ from omegaconf import DictConfig
 
 from policies.consistency import ConsistencyPolicy, pseudo_huber
 from robodistill.config import to_dict
-from robodistill.data.buffer import LabelBuffer
 from robodistill.data.labels import LABEL, load_labels, sequence_labels
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import headline, student_policy
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
-from robodistill.learners.fitting import FitState, fit_updates
+from robodistill.learners.fitting import FitState, fit_updates, label_buffer
 from robodistill.learners.rounds import Rounds
 from robodistill.learners.schedules import BetaSchedule
 from robodistill.learners.services import Services, load_policy_state, policy_state
@@ -157,7 +156,7 @@ class ConsistencyLearner:
         steps, batch = int(a.updates_per_round), int(a.batch_size)  # per round
         updates = int(a.rounds) * steps
         fit = self.optimization(updates)
-        buffer = LabelBuffer()
+        buffer = label_buffer(self.services)
         ckpt = self.services.resume()
         if ckpt is not None:
             self.restore(ckpt, fit)
@@ -169,7 +168,9 @@ class ConsistencyLearner:
 
         with Rounds(self.services, ckpt, self.runner, bool(cfg.collector.student_deterministic)) as rounds:
             if ckpt is not None:  # aggregation: every checkpointed round's states, with the stored chunks
-                buffer = load_labels(rounds.dataset, keys, self.comps.shape_meta, horizons, chunk_label="teacher/chunk")
+                buffer = load_labels(
+                    rounds.dataset, keys, self.comps.shape_meta, horizons, chunk_label="teacher/chunk", into=buffer
+                )
             for r in rounds:
                 beta = schedule(r)
                 rounds.collect(r, beta, add)

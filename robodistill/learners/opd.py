@@ -27,7 +27,7 @@ from robodistill.data.buffer import LabelBuffer
 from robodistill.data.dataset import iter_demos
 from robodistill.errors import UserError
 from robodistill.learners.components import Components
-from robodistill.learners.fitting import FitState
+from robodistill.learners.fitting import FitState, label_buffer
 from robodistill.learners.rounds import Rounds
 from robodistill.learners.schedules import BetaSchedule
 from robodistill.learners.services import Services, load_policy_state, policy_state
@@ -100,7 +100,7 @@ class OPDLearner:
         steps, batch = int(a.updates_per_round), int(a.batch_size)  # per round
         updates = int(a.rounds) * steps
         fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
-        buffer = LabelBuffer()
+        buffer = label_buffer(self.services)
         ckpt = self.services.resume()
         if ckpt is not None:
             load_policy_state(student, ckpt)
@@ -116,11 +116,12 @@ class OPDLearner:
         # on-policy: the student samples its own tokens
         with Rounds(self.services, ckpt, student, student_deterministic=False) as rounds:
             if ckpt is not None and replay_all:  # every checkpointed round's states, with the stored logits
-                buffer = load_logits(rounds.dataset, keys)
+                buffer = load_logits(rounds.dataset, keys, into=buffer)
             for r in rounds:
                 beta = schedule(r)
                 if not replay_all:
-                    buffer = LabelBuffer()
+                    buffer.close()
+                    buffer = label_buffer(self.services)
                 rounds.collect(r, beta, add)
                 if r == 0 and not a.init:  # a post-trained student keeps the normalisers it was trained with
                     student.fit_normalizers({k: buffer.view(k) for k in keys})
@@ -140,9 +141,9 @@ class OPDLearner:
         return rounds.finish(student, updates)
 
 
-def load_logits(path: str | Path, obs_keys: list[str]) -> LabelBuffer:
-    """A dataset's observations with the teacher's stored logits."""
-    buffer = LabelBuffer()
+def load_logits(path: str | Path, obs_keys: list[str], into: LabelBuffer) -> LabelBuffer:
+    """A dataset's observations with the teacher's stored logits, added to the buffer `into`."""
+    buffer = into
     for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + ["teacher/logits"]):
         buffer.add({**{k: demo[f"obs/{k}"] for k in obs_keys}, LOGITS: demo["teacher/logits"]})
     return buffer

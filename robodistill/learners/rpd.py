@@ -300,8 +300,9 @@ class RPDLearner:
             model.set_counters(ckpt["counters"])
             teacher_success = ckpt["teacher_success"]
         else:  # the teacher's own success: the line the student should cross
-            teacher_success = services.evaluate_teacher()
-            services.log(0, {"eval/teacher_success_rate": teacher_success})
+            teacher = services.evaluate_teacher()  # its success rate, or mean return on a task without success
+            services.log(0, {f"eval/teacher_{k}": v for k, v in teacher.items()})
+            teacher_success = next(iter(teacher.values()))
 
         def log_update() -> None:  # lambda, the PPO and distillation losses and the teacher's counts of an update
             if model.last_train_stats:

@@ -341,8 +341,8 @@ def train_in_run(
         history.append(
             {"env_steps": step, "success_rate": result["success_rate"], "return_mean": result["return_mean"]}
         )
-        if teacher_success is not None:
-            services.log(step, {"eval/teacher_success_rate": teacher_success})
+        if teacher_success is not None:  # on the scale of the student's headline: success rate, or mean return
+            services.log(step, {f"eval/teacher_{next(iter(headline(result)))}": teacher_success})
         return result
 
     callback = RunCallback(

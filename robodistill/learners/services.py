@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from robodistill.config import to_dict
 from robodistill.errors import UserError
-from robodistill.evaluation.rollouts import evaluate, score, student_policy, teacher_policy
+from robodistill.evaluation.rollouts import evaluate, headline, student_policy, teacher_policy
 from robodistill.learners.components import Components
 from robodistill.rundir import RunDir, restore_rng
 
@@ -86,9 +86,9 @@ class Services:
                 self.run.write_json("eval.json", result)
         return result
 
-    def evaluate_teacher(self) -> float:
-        """The teacher's own score on the evaluation episodes (the line a student should cross): its success rate,
-        or its mean return on a task that reports no success."""
+    def evaluate_teacher(self) -> dict[str, float]:
+        """The teacher's own headline on the evaluation episodes (the line a student should cross): its success rate,
+        or its mean return on a task that reports no success (`evaluation.rollouts.headline`)."""
         e = self.cfg.eval
         result = evaluate(
             teacher_policy(self.comps.teacher),
@@ -99,7 +99,7 @@ class Services:
             num_envs=int(e.num_envs),
             progress=self.progress,
         )
-        return score(result)
+        return headline(result)
 
 
 def policy_state(policy: torch.nn.Module) -> dict[str, Any]:

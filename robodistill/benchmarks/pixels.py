@@ -60,9 +60,11 @@ def sizes(quick: bool) -> dict[str, Any]:
     return {k: q if quick else full for k, (q, full) in SIZES.items()}
 
 
-def job(name: str, overrides: Sequence[str], run_dir: Path) -> dict[str, Any]:
-    """One training run, tagged with its student name (for the table)."""
-    return {"name": name, **train_once(list(overrides), run_dir)}
+def job(name: str, task: str, seed: int, overrides: Sequence[str], runs_dir: Path) -> dict[str, Any]:
+    """One training run of student `name` on `task` (a conf/task option) with `seed`, tagged with all three."""
+    run_dir = runs_dir / f"{task}_{name}_s{seed}"
+    result = train_once([f"task={task}", f"seed={seed}", *overrides], run_dir)
+    return {"name": name, "task": task, "seed": seed, "run_dir": str(run_dir), **result}
 
 
 def teacher_success(task_cfg: str, episodes: int) -> float:
@@ -149,112 +151,70 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     ev = [f"eval.episodes={s['eval_episodes']}", "eval.videos=0"]
     # DAgger camera students first (BC needs their label counts), all tasks and seeds two at a time
     dagger_jobs = [
-        (
-            "cnn_dagger",
-            [f"task={t}", f"seed={seed}", "algo=dagger", *CAMERA_STUDENT, *s["dagger"], *ev],
-            runs_dir / f"{t}_cnn_dagger_s{seed}",
-        )
+        ("cnn_dagger", t, seed, ["algo=dagger", *CAMERA_STUDENT, *s["dagger"], *ev], runs_dir)
         for t in s["tasks"]
         for seed in s["seeds"]
     ]
     ablations = [
-        (
-            "no_shift",
-            ["task=pushcube", "seed=0", "algo=dagger", *CAMERA_STUDENT, "student.shift=0", *s["dagger"], *ev],
-            runs_dir / "pushcube_ablation_no_shift",
-        ),
+        ("no_shift", "pushcube", 0, ["algo=dagger", *CAMERA_STUDENT, "student.shift=0", *s["dagger"], *ev], runs_dir),
         (
             "front_only",
-            [
-                "task=pushcube",
-                "seed=0",
-                "algo=dagger",
-                *CAMERA_STUDENT,
-                "student.obs_keys=[front_rgb,proprio]",
-                *s["dagger"],
-                *ev,
-            ],
-            runs_dir / "pushcube_ablation_front_only",
+            "pushcube",
+            0,
+            ["algo=dagger", *CAMERA_STUDENT, "student.obs_keys=[front_rgb,proprio]", *s["dagger"], *ev],
+            runs_dir,
         ),
     ]
-    dagger_runs = map_jobs(job, [*dagger_jobs, *ablations], s["workers"])
-    by_key: dict[tuple[str, int], dict[str, Any]] = {}
-    for (name, overrides, run_dir), r in zip([*dagger_jobs, *ablations], dagger_runs, strict=True):
-        r["run_dir"] = str(run_dir)
-        if name == "cnn_dagger":
-            task_cfg = overrides[0].split("=")[1]
-            by_key[(task_cfg, int(overrides[1].split("=")[1]))] = r
+    first_runs = map_jobs(job, [*dagger_jobs, *ablations], s["workers"])
+    dagger = [r for r in first_runs if r["name"] == "cnn_dagger"]
     # BC at DAgger's teacher labels and gradient steps; the rgb and state diffusion policies; the token policy
-    other_jobs = []
-    for (t, seed), d in by_key.items():
-        same = [f"algo.labels={d['teacher_labels']}", f"algo.updates={d['updates']}", "algo.batch_size=64"]
-        other_jobs.append(
-            (
-                "cnn_bc",
-                [f"task={t}", f"seed={seed}", "algo=bc", *CAMERA_STUDENT, *same, *ev],
-                runs_dir / f"{t}_cnn_bc_s{seed}",
-            )
+    other_jobs = [
+        (
+            "cnn_bc",
+            d["task"],
+            d["seed"],
+            [
+                "algo=bc",
+                *CAMERA_STUDENT,
+                f"algo.labels={d['teacher_labels']}",
+                f"algo.updates={d['updates']}",
+                "algo.batch_size=64",
+                *ev,
+            ],
+            runs_dir,
         )
+        for d in dagger
+    ]
     for t in s["tasks"]:
-        other_jobs.append(
-            (
-                "dp_rgb",
-                [
-                    f"task={t}",
-                    "seed=0",
-                    "algo=diffusion",
-                    "student=diffusion_rgb",
-                    "task.kwargs.image_size=64",
-                    *s["diffusion"],
-                    *ev,
-                ],
-                runs_dir / f"{t}_dp_rgb",
-            )
-        )
-        other_jobs.append(
-            (
-                "token",
-                [f"task={t}", "seed=0", "algo=sft", "student=vla", "task.kwargs.image_size=64", *s["token"], *ev],
-                runs_dir / f"{t}_token",
-            )
-        )
+        rgb = ["algo=diffusion", "student=diffusion_rgb", "task.kwargs.image_size=64", *s["diffusion"], *ev]
+        other_jobs.append(("dp_rgb", t, 0, rgb, runs_dir))
+        token = ["algo=sft", "student=vla", "task.kwargs.image_size=64", *s["token"], *ev]
+        other_jobs.append(("token", t, 0, token, runs_dir))
     if "pusht" in s["tasks"]:
         other_jobs.append(
-            (
-                "dp_state",
-                ["task=pusht", "seed=0", "algo=diffusion", "student=diffusion", *s["diffusion"], *ev],
-                runs_dir / "pusht_dp_state",
-            )
+            ("dp_state", "pusht", 0, ["algo=diffusion", "student=diffusion", *s["diffusion"], *ev], runs_dir)
         )
-    other_runs = map_jobs(job, other_jobs, s["workers"])
+    runs = [*first_runs, *map_jobs(job, other_jobs, s["workers"])]
 
     tasks: dict[str, Any] = {}
     for t in s["tasks"]:
         row: dict[str, Any] = {"teacher_success": teacher_success(t, s["eval_episodes"])}
         for name in ("cnn_dagger", "cnn_bc", "dp_rgb", "token", "dp_state"):
-            rs = [
-                r
-                for (n, o, _), r in zip(
-                    [*dagger_jobs, *other_jobs], [*dagger_runs[: len(dagger_jobs)], *other_runs], strict=True
-                )
-                if n == name and o[0] == f"task={t}"
-            ]
+            rs = [r for r in runs if r["name"] == name and r["task"] == t]
             if rs:
                 row[name] = summarise(rs)
         tasks[TASKS[t]] = row
-    ablation = {
-        name: summarise([r]) for (name, _, _), r in zip(ablations, dagger_runs[len(dagger_jobs) :], strict=True)
-    }
+    ablation = {r["name"]: summarise([r]) for r in first_runs if r["name"] in ("no_shift", "front_only")}
 
     curves = {
-        TASKS[t]: {"cnn_dagger": [curve(d) for (n, o, d) in dagger_jobs if o[0] == f"task={t}"]} for t in s["tasks"]
+        TASKS[t]: {"cnn_dagger": [curve(Path(d["run_dir"])) for d in dagger if d["task"] == t]} for t in s["tasks"]
     }
     png = plot_compared(
         curves,
         out_dir.parent / f"{out_dir.name.removesuffix('_work')}_success.png",
         {TASKS[t]: tasks[TASKS[t]]["teacher_success"] for t in s["tasks"]},
     )
-    first = by_key[(s["tasks"][0], s["seeds"][0])]
+    first = dagger[0]  # the first task's first seed
     shares = cpu_shares(s["tasks"][0], s["profile_steps"], 64)
     updates, labels = first["updates"], first["teacher_labels"]
     render_share = {

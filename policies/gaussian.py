@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModule
+from policies.base import ONE_STEP, ConfigError, Exporter, Graph, PolicyConfig, PolicyModule
 from policies.encoders import ObservationEncoder, check_image_encoder, mlp, observed
 
 
@@ -26,16 +26,21 @@ class GaussianConfig(PolicyConfig):
     encoder: str = "cnn"  # each camera's image encoder: a name of policies.vision.ENCODERS
     shift: int = 4  # random-shift augmentation of each image in training (pixels; 0: off)
     encoder_options: dict[str, Any] = field(default_factory=dict)  # the encoder's own options (e.g. num_keypoints)
+    obs_horizon: int = 1  # observations read per action: the last T_o steps (stacked frames), the newest last
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.hidden:
             raise ConfigError("hidden must list at least one layer width")
+        if not isinstance(self.obs_horizon, int) or self.obs_horizon < 1:
+            raise ConfigError(f"obs_horizon must be a whole number of steps >= 1, got {self.obs_horizon!r}")
         check_image_encoder(self.encoder, self.shift, self.encoder_options)
 
 
 class GaussianPolicy(PolicyModule):
-    """pi(a|s) = N(mu(s), diag(sigma(s))^2) over actions normalised to [-1, 1]."""
+    """pi(a|s) = N(mu(s), diag(sigma(s))^2) over actions normalised to [-1, 1]. With `obs_horizon` T_o > 1, s is the
+    last T_o observations {key: (B, T_o, ...)}: each frame encoded by the same encoders, their features concatenated
+    (a HistoryRunner keeps the history when it acts)."""
 
     Config = GaussianConfig
 
@@ -45,8 +50,9 @@ class GaussianPolicy(PolicyModule):
         obs_meta = observed(shape_meta, self.obs_keys)
         self.hidden = list(cfg.hidden)
         self.image_feature_dim = cfg.image_feature_dim
+        self.obs_horizon = cfg.obs_horizon
         self.encoder = ObservationEncoder(obs_meta, cfg.image_feature_dim, cfg.encoder, cfg.shift, cfg.encoder_options)
-        self.trunk = mlp([self.encoder.out_dim, *self.hidden], nn.ReLU)
+        self.trunk = mlp([self.obs_horizon * self.encoder.out_dim, *self.hidden], nn.ReLU)
         self.trunk.append(nn.ReLU())
         self.mean = nn.Linear(self.hidden[-1], self.action_dim)
         self.log_std = nn.Linear(self.hidden[-1], self.action_dim)
@@ -54,13 +60,26 @@ class GaussianPolicy(PolicyModule):
         nn.init.constant_(self.log_std.bias, cfg.init_log_std)
         self.eval()  # built to act: no image augmentation until a fit switches it to training mode
 
+    @property
+    def horizons(self) -> tuple[int, int, int] | None:
+        """How training samples are windowed (`sequence_labels`): the last T_o observations and the current step's
+        action; None for a student that reads one observation."""
+        return None if self.obs_horizon == 1 else (self.obs_horizon, 1, 0)
+
     def fit_normalizers(self, obs: dict[str, np.ndarray]) -> None:
-        """Fit low-dim observation normalisers from data (N, ...)."""
+        """Fit low-dim observation normalisers from data (N, ...) or histories (N, T_o, ...)."""
         for k, norm in self.encoder.normalizers.items():
             norm.fit(obs[k])
 
+    def features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T_o * D): each observation's features, oldest first."""
+        if self.obs_horizon == 1:
+            return self.encoder(obs)
+        flat = {k: obs[k].flatten(0, 1) for k in self.obs_keys}  # (B * T_o, ...); traced with a free batch size
+        return self.encoder(flat).reshape(-1, self.obs_horizon * self.encoder.out_dim)
+
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.trunk(self.encoder(obs))
+        h = self.trunk(self.features(obs))
         return self.mean(h), self.log_std(h).clamp(-5.0, 1.0)
 
     def deterministic_action(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -74,7 +93,9 @@ class GaussianPolicy(PolicyModule):
     def imitation_loss(
         self, obs: dict[str, torch.Tensor], target: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """MSE of the mean to the teacher's action, plus a Gaussian NLL that fits the std around the (frozen) mean."""
+        """MSE of the mean to the teacher's action (B, A) (or a window of one, (B, 1, A)), plus a Gaussian NLL that fits
+        the std around the (frozen) mean."""
+        target = target.reshape(len(target), self.action_dim)
         mean, log_std = self(obs)
         mse = ((mean - target) ** 2).sum(-1).mean()
         nll = -torch.distributions.Normal(mean.detach(), log_std.exp()).log_prob(target).sum(-1).mean()
@@ -82,7 +103,8 @@ class GaussianPolicy(PolicyModule):
 
     @torch.inference_mode()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Batched actions (B, A) clipped to [-1, 1] and their log-probabilities (B,)."""
+        """Batched actions (B, A) clipped to [-1, 1] and their log-probabilities (B,), from observations (B, ...) or
+        histories (B, T_o, ...)."""
         mean, log_std = self({k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys})
         # the Gaussian log-density written out: a Distribution object costs more than the MLP at batch 8
         if deterministic:
@@ -108,6 +130,10 @@ class GaussianGraph(nn.Module):
 class GaussianExporter(Exporter):
     """One graph: the mean action, clipped; also ships any policy with `deterministic_action` (SB3 state
     policies)."""
+
+    def contract(self, policy: Any, sampler_steps: int) -> dict[str, Any]:
+        """A chunk of one action; the runtime keeps the history of a student that reads one."""
+        return {"chunk": {**ONE_STEP, "obs_horizon": int(getattr(policy, "obs_horizon", 1))}}
 
     def graphs(self, policy: Any, obs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Graph]:
         keys = sorted(policy.obs_keys)

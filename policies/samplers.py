@@ -2,7 +2,8 @@
 
 A sampler plans normalised action chunks (B, T_p, A) for a batch of env slots from their FiLM conditions and says
 how many actions of each plan are executed. `ChunkRunner` keeps each slot's observation history and action queue
-and calls the sampler only for slots whose queue ran out, batching them.
+and calls the sampler only for slots whose queue ran out, batching them; `HistoryRunner` keeps the history of a
+one-step policy that reads one (a Gaussian student's stacked frames).
 
 - `ddpm`: ancestral sampling over all N training steps.     - `ddim`: K deterministic DDIM steps.
 - `rti`: real-time iteration: the first call samples fully, later calls warm-start from the previous clean
@@ -26,6 +27,7 @@ import torch
 
 from policies.consistency import ConsistencyPolicy
 from policies.diffusion_policy import DiffusionPolicy, ddim_denoise
+from policies.registry import chunked
 
 SAMPLERS = ("auto", "ddpm", "ddim", "rti", "sdp", "consistency")
 DDIM_STEPS = 10  # DDIM-10: how a diffusion policy samples where no sampler config says (conf/sampler/ddim.yaml)
@@ -253,6 +255,70 @@ def make_sampler(policy: Any, cfg: Mapping[str, Any]) -> Sampler:
     return sampler(policy, **options)
 
 
+class History:
+    """Each env slot's last `horizon` observations of the keys a policy reads; a new episode repeats its first
+    observation (as training windows pad theirs)."""
+
+    def __init__(self, keys: list[str], horizon: int):
+        self.keys, self.horizon = list(keys), int(horizon)
+        self.frames: dict[int, deque] = {}
+
+    def reset(self, slot: int | None = None) -> None:
+        if slot is None:
+            self.frames.clear()
+        else:
+            self.frames.pop(slot, None)
+
+    def observe(self, obs: dict[str, np.ndarray], slots: list[int]) -> None:
+        """Append each slot's newest observation (row j of `obs` comes from slot `slots[j]`)."""
+        for j, s in enumerate(slots):
+            frame = {k: np.asarray(obs[k][j]) for k in self.keys}
+            h = self.frames.get(s)
+            if h is None:
+                self.frames[s] = deque([frame] * self.horizon, maxlen=self.horizon)
+            else:
+                h.append(frame)
+
+    def stacked(self, slots: list[int]) -> dict[str, np.ndarray]:
+        """The slots' histories {key: (B, T_o, ...)}, oldest first."""
+        return {k: np.stack([np.stack([f[k] for f in self.frames[s]]) for s in slots]) for k in self.keys}
+
+
+def batch_slots(obs: dict[str, np.ndarray], slots: list[int] | None) -> list[int]:
+    """The env slots a batch's rows come from: `slots`, or 0..B-1."""
+    return list(range(len(next(iter(obs.values()))))) if slots is None else list(slots)
+
+
+class HistoryRunner:
+    """A one-step policy that reads an observation history (`obs_horizon` > 1: a Gaussian student on stacked frames)
+    in a control loop: each slot's last T_o observations, the policy called on them at every step. The collector's
+    student interface (`act`, `obs_keys`, `reset`) and an evaluation policy (`runner(obs, slots)`)."""
+
+    def __init__(self, policy: Any):
+        self.policy, self.obs_keys = policy, list(policy.obs_keys)
+        self.history = History(self.obs_keys, policy.obs_horizon)
+
+    def reset(self, slot: int | None = None) -> None:
+        self.history.reset(slot)
+
+    def act(
+        self, obs: dict[str, np.ndarray], deterministic: bool = True, slots: list[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The policy's (actions (B, A), log-probs (B,)) on the histories of envs `slots` (default 0..B-1)."""
+        slots = batch_slots(obs, slots)
+        self.history.observe(obs, slots)
+        return self.policy.act(self.history.stacked(slots), deterministic)
+
+    def __call__(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> np.ndarray:
+        return self.act(obs, True, slots)[0]
+
+
+def driving(policy: Any) -> Any:
+    """What acts for `policy` in a collector: a HistoryRunner for a one-step policy that reads a history, else the
+    policy itself."""
+    return HistoryRunner(policy) if not chunked(policy) and getattr(policy, "obs_horizon", 1) > 1 else policy
+
+
 class ChunkRunner:
     """A chunk policy in a control loop: per-slot observation history and action queue, batched planning.
 
@@ -263,41 +329,31 @@ class ChunkRunner:
     def __init__(self, policy: DiffusionPolicy, sampler: Sampler):
         self.policy, self.sampler = policy.eval(), sampler
         self.obs_keys = policy.obs_keys
-        self.history: dict[int, deque] = {}
+        self.history = History(self.obs_keys, policy.obs_horizon)
         self.queue: dict[int, list[np.ndarray]] = {}
         self.steps = 0  # control steps served, for network evaluations per step
 
     def reset(self, slot: int | None = None) -> None:
+        self.history.reset(slot)
         if slot is None:
-            self.history.clear()
             self.queue.clear()
         else:
-            self.history.pop(slot, None)
             self.queue.pop(slot, None)
         self.sampler.reset(slot)
 
     def observe(self, obs: dict[str, np.ndarray], slots: list[int]) -> None:
         """Append each slot's newest observation to its history (a new episode repeats its first one)."""
-        for j, s in enumerate(slots):
-            frame = {k: np.asarray(obs[k][j]) for k in self.obs_keys}
-            h = self.history.get(s)
-            if h is None:
-                h = self.history[s] = deque([frame] * self.policy.obs_horizon, maxlen=self.policy.obs_horizon)
-            else:
-                h.append(frame)
+        self.history.observe(obs, slots)
 
     def condition(self, slots: list[int]) -> torch.Tensor:
         """FiLM conditions (B, C) from the slots' histories."""
-        obs = {
-            k: torch.as_tensor(np.stack([np.stack([f[k] for f in self.history[s]]) for s in slots]))
-            for k in self.obs_keys
-        }  # (B, T_o, ...)
+        obs = {k: torch.as_tensor(v) for k, v in self.history.stacked(slots).items()}  # (B, T_o, ...)
         return self.policy.condition(obs)
 
     @torch.inference_mode()
     def __call__(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> np.ndarray:
         """Actions (B, A) for observations from env `slots` (default 0..B-1)."""
-        slots = list(range(len(next(iter(obs.values()))))) if slots is None else list(slots)
+        slots = batch_slots(obs, slots)
         self.observe(obs, slots)
         need = [s for s in slots if not self.queue.get(s)]
         if need:
@@ -324,7 +380,7 @@ class ChunkRunner:
     def label(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> np.ndarray:
         """A freshly sampled, un-normalised chunk (B, T_p, A) for envs `slots` (default 0..B-1) at every call (for a
         teacher)."""
-        slots = list(range(len(next(iter(obs.values()))))) if slots is None else list(slots)
+        slots = batch_slots(obs, slots)
         self.observe(obs, slots)
         chunk = self.sampler.plan(self.condition(slots), slots)
         self.steps += len(slots)

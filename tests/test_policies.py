@@ -120,7 +120,7 @@ def test_a_misspelt_student_key_is_one_line_listing_the_valid_keys():
         make_student(cfg.student, META)
     assert str(err.value) == (
         "student=mlp: a gaussian policy has no key 'hiden'; valid keys: obs_keys, hidden, "
-        "image_feature_dim, init_log_std, encoder, shift, encoder_options"
+        "image_feature_dim, init_log_std, encoder, shift, encoder_options, obs_horizon"
     )
     with pytest.raises(UserError, match="student=diffusion: pred_horizon 15 must be divisible by 2"):
         make_student(compose_config(["student=diffusion", "student.pred_horizon=15"]).student, META)

@@ -145,7 +145,7 @@ def test_runner_executes_chunks_and_keeps_per_slot_history():
     runner(obs(3, 9), [0, 1, 2])
     assert runner.sampler.nfe == 3 * 2 * 2
     assert runner.nfe_per_step == pytest.approx(12 / 27)
-    assert len(runner.history[0]) == 2 and len(runner.queue[0]) == 7
+    assert len(runner.history.frames[0]) == 2 and len(runner.queue[0]) == 7
 
 
 def test_windows_pad_at_the_episode_edges():

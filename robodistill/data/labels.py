@@ -38,8 +38,13 @@ def sequence_labels(
     }
 
 
-def episode_labels(episode: dict[str, Any], obs_keys: list[str]) -> dict[str, np.ndarray]:
-    """The (observation, teacher label) pairs of one collected episode, for a LabelBuffer."""
+def episode_labels(
+    episode: dict[str, Any], obs_keys: list[str], horizons: tuple[int, int, int] | None = None
+) -> dict[str, np.ndarray]:
+    """The (observation, teacher label) pairs of one collected episode, for a LabelBuffer; with `horizons`, windows
+    of them (`sequence_labels`)."""
+    if horizons:
+        return sequence_labels(episode["obs"], episode["teacher"]["actions"], obs_keys, horizons)
     return {**{k: episode["obs"][k] for k in obs_keys}, LABEL: episode["teacher"]["actions"]}
 
 

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from policies import chunked
-from policies.samplers import ChunkRunner, make_sampler
+from policies.samplers import ChunkRunner, HistoryRunner, make_sampler
 from robodistill.errors import UserError
 from robodistill.evaluation.video import overlay, write_video
 from robodistill.observations import as_dict, view
@@ -31,7 +31,8 @@ def student_policy(student: Any, sampler: Mapping[str, Any] | None = None) -> Po
     """A student's deterministic action on the observations it reads, as an evaluation policy.
 
     A diffusion-family student runs its chunks through `sampler` (the `sampler` config group) in a ChunkRunner,
-    which keeps per-episode state; any other student is stateless and takes no sampler (None or conf/sampler/auto).
+    which keeps per-episode state; any other student takes no sampler (None or conf/sampler/auto), and is stateless
+    unless it reads stacked frames (a HistoryRunner keeps them).
     """
     kind = sampler["kind"] if sampler else "auto"
     if chunked(student):
@@ -44,6 +45,8 @@ def student_policy(student: Any, sampler: Mapping[str, Any] | None = None) -> Po
         raise UserError(
             f"sampler={kind} needs a diffusion-family policy (algo=diffusion or consistency), but this student is {name!r}"
         )
+    if getattr(student, "obs_horizon", 1) > 1:  # stacked frames: the runner keeps each episode's history
+        return HistoryRunner(student)
 
     def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
         return student.act(view(obs, student.obs_keys), deterministic=True)[0]

@@ -32,7 +32,8 @@ class BCLearner:
         cfg, a, student = self.cfg, self.cfg.algo, self.student
         sources = [(Path(a.dataset), None)] if a.dataset else [(self.services.run.dataset_path, self.comps.task)]
         ckpt = self.services.resume()
-        buffer = demonstrations(self.services, sources, ckpt is not None, student.obs_keys)
+        horizons = getattr(student, "horizons", None)  # windows for a student on stacked frames
+        buffer = demonstrations(self.services, sources, ckpt is not None, student.obs_keys, horizons)
 
         updates = int(a.updates)
         fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from policies.samplers import driving
 from robodistill.data.labels import episode_labels, load_labels
 from robodistill.learners.components import Components
 from robodistill.learners.fitting import FitState, label_buffer
@@ -43,12 +44,13 @@ class DAggerLearner:
             load_policy_state(student, ckpt)
             fit.load_state_dict(ckpt)
 
-        with Rounds(self.services, ckpt, student, bool(cfg.collector.student_deterministic)) as rounds:
+        keys, horizons = student.obs_keys, getattr(student, "horizons", None)  # windows for stacked frames
+        with Rounds(self.services, ckpt, driving(student), bool(cfg.collector.student_deterministic)) as rounds:
             if ckpt is not None:  # aggregation: every episode of the checkpointed rounds is a labelled state
-                buffer = load_labels(rounds.dataset, student.obs_keys, self.comps.shape_meta, into=buffer)
+                buffer = load_labels(rounds.dataset, keys, self.comps.shape_meta, horizons, into=buffer)
             for r in rounds:
                 beta = schedule(r)
-                rounds.collect(r, beta, lambda episode: buffer.add(episode_labels(episode, student.obs_keys)))
+                rounds.collect(r, beta, lambda episode: buffer.add(episode_labels(episode, keys, horizons)))
                 if r == 0:
                     student.fit_normalizers({k: buffer.view(k) for k in student.obs_keys})
                 losses = fit.regress(

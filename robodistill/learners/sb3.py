@@ -122,6 +122,11 @@ def check_sb3_run(cfg: DictConfig) -> None:
             f"algo={cfg.algo.name} trains an SB3 Gaussian policy, but student={cfg.student.name} is a "
             f"{cfg.student.kind!r} policy: use student=mlp (state) or student=cnn (pixels)"
         )
+    if cfg.student.obs_horizon != 1:
+        raise UserError(
+            f"algo={cfg.algo.name} trains an SB3 policy on one observation per step, not student.obs_horizon="
+            f"{cfg.student.obs_horizon}: use student.obs_horizon=1, or algo=dagger / algo=bc for stacked frames"
+        )
     if cfg.student.encoder != "cnn":  # a gaussian config has one
         raise UserError(
             f"algo={cfg.algo.name} trains SB3's own CNN on camera images, not student.encoder={cfg.student.encoder}: "

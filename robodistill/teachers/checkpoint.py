@@ -56,6 +56,11 @@ class PolicyTeacher:
     """A robodistill student (BC, DAgger, ... checkpoint) as a teacher: its mean action and its std."""
 
     def __init__(self, policy: Any):
+        if getattr(policy, "obs_horizon", 1) > 1:
+            raise UserError(
+                f"teacher=checkpoint labels from one observation, but this run's student reads the last "
+                f"{policy.obs_horizon} (student.obs_horizon): use a run with student.obs_horizon=1 as the teacher"
+            )
         self.policy = policy.eval()
         self.obs_keys = list(policy.obs_keys)
 

@@ -122,5 +122,7 @@ def test_pixels_quick_bench_writes_json_and_png(tmp_path):
     assert set(data["ablations"]) == {"no_shift", "front_only"}
     assert all(0 <= data["render_share"][k] <= 1 for k in ("render", "forward", "backward"))
     assert data["peak_rss_ratio_4x"] > 0 and "label buffer peak RSS" in p.stdout
+    deploy = data["deploy"]  # the DAgger camera student through the torch-free runtime at 20 Hz, both cameras
+    assert deploy["parity_passed"] and deploy["rate_hz"] == 20.0 and deploy["cameras"] == ["front_rgb", "wrist_rgb"]
     assert (tmp_path / "pixels_success.png").read_bytes().startswith(b"\x89PNG")
     assert "cnn_dagger" in p.stdout

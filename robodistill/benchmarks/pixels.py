@@ -1,7 +1,8 @@
 """Camera students (front + wrist cameras and proprioception, no simulator state) distilled from the privileged
 scripted teacher, which reads the state: success of each student beside the teacher's, DAgger against BC at equal
 teacher labels, the rgb diffusion policy against the state one, a pixel-only token policy, ablations, where the
-CPU time goes, and memory at 4x the labels.
+CPU time goes, memory at 4x the labels, and the first DAgger student exported and deployed on the sim robot through
+the torch-free runtime (both cameras, real time at the contract's 20 Hz) on its evaluation's episodes.
 
 Every student is evaluated on the same seeded episodes (conf/eval: seed 100000 + i); nothing is tuned on them.
 Runs go two at a time (one torch thread each, one per core), so wall and CPU seconds are those of a shared machine.
@@ -20,10 +21,14 @@ import torch
 from robodistill.benchmarks.pixels_memory import memory_growth
 from robodistill.benchmarks.runs import call_job, map_jobs, train_once
 from robodistill.config import compose_config, to_dict
+from robodistill.deploy.deployment import deploy_sim
+from robodistill.errors import UserError
 from robodistill.evaluation.curves import plot_compared
 from robodistill.evaluation.rollouts import evaluate, teacher_policy
+from robodistill.export.exporter import export_run
 from robodistill.learners.components import build, make_student
 from robodistill.rundir import RunDir
+from robodistill.runtime.artifact import load_artifact
 from robodistill.tasks import make_env, shape_meta, task_for_keys
 
 TASKS = {"pushcube": "robodistill/PushCube-v0", "pickcube": "robodistill/PickCube-v0", "pusht": "robodistill/PushT-v0"}
@@ -57,6 +62,7 @@ SIZES = {  # name: (--quick, full)
     ),
     "workers": (1, 2),
     "profile_steps": (20, 300),
+    "parity_samples": (50, 1000),
 }
 
 
@@ -127,6 +133,32 @@ def cpu_shares(task_cfg: str, steps: int, batch: int) -> dict[str, float]:
         (out[0].square().mean()).backward()
     backward = (time.process_time() - t0) / 5 - forward
     return {"render_s_per_step": max(render, 0.0), "forward_s_per_batch": forward, "backward_s_per_batch": backward}
+
+
+def deployed(run_dir: Path, episodes: int, samples: int) -> dict[str, Any]:
+    """A run's student exported (parity on `samples` recorded observations) and deployed on the sim robot through the
+    torch-free runtime at the contract's rate, on the episodes of the run's own evaluation; a refused export (parity
+    beyond 1e-4) is recorded as its error."""
+    run = RunDir(run_dir)
+    try:
+        contract = export_run(run_dir, samples=samples, progress=False)
+    except UserError as exc:
+        return {"error": str(exc)}
+    result = deploy_sim(
+        load_artifact(run_dir / "export_onnx"),
+        episodes,
+        seed=int(run.config().eval.seed),
+        log_dir=run_dir / "deploy",
+        progress=False,
+    )
+    return {
+        "parity_max_abs_diff": contract["parity"]["max_abs_diff"],
+        "parity_passed": contract["parity"]["passed"],
+        "cameras": [k for k, v in contract["observations"].items() if v.get("type") == "rgb"],
+        "deploy_success": result["success_rate"],
+        "eval_success": run.read_json("eval.json")["success_rate"],
+        **{k: result[k] for k in ("rate_hz", "episodes", "ticks", "misses", "errors", "late_ms_p99")},
+    }
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -212,8 +244,10 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     # the label buffer's peak RSS at 4x the first DAgger run's labels against 1x, with the default image budget
     budget = compose_config([]).collector.image_memory_mb
     memory = memory_growth(labels=int(labels), factor=4, image_memory_mb=budget)
+    deploy = deployed(Path(first["run_dir"]), s["eval_episodes"], s["parity_samples"])
     payload = {
         "tasks": tasks,
+        "deploy": deploy,
         "ablations": ablation,
         "render_share": render_share,
         "peak_rss_ratio_4x": memory["budget"]["rss_ratio"],
@@ -245,5 +279,14 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     lines.append(
         f"label buffer peak RSS at 4x the labels ({4 * int(labels)}) / at 1x: {memory['budget']['rss_ratio']:.2f} with "
         f"the default {budget} MB image budget, {memory['unbounded']['rss_ratio']:.2f} with every frame in memory"
+    )
+    lines.append(
+        f"{TASKS[first['task']]} DAgger camera student: {deploy['error']}"
+        if "error" in deploy
+        else f"{TASKS[first['task']]} DAgger camera student exported (parity max |diff| {deploy['parity_max_abs_diff']:.1e}"
+        f" on {s['parity_samples']} observations) and deployed at {deploy['rate_hz']:.0f} Hz with "
+        f"{' + '.join(deploy['cameras'])}: success {deploy['deploy_success']:.2f} vs its evaluation "
+        f"{deploy['eval_success']:.2f} ({deploy['episodes']} episodes, {deploy['misses']} deadline misses in "
+        f"{deploy['ticks']} ticks)"
     )
     return payload, lines

@@ -123,8 +123,12 @@ class Collector:
         progress: bool = True,
         desc: str = "collect",
         min_steps: int | None = None,
+        student_horizon: int | None = None,
     ) -> CollectStats:
         """Exactly `num_episodes` episodes, or whole episodes until they hold at least `min_steps` steps.
+
+        With `student_horizon` H the student drives (with probability 1 - beta per step) only the first H steps of
+        each episode; the teacher's action runs from step H on (a horizon curriculum).
 
         An env starts an episode while fewer than `num_episodes` have started (or while the finished and running
         episodes hold fewer than `min_steps` steps); otherwise it idles, and neither teacher nor student sees it. The
@@ -165,6 +169,8 @@ class Collector:
             else:
                 s_action, s_logp = label.action, None
             use_teacher = self.rng.random(n) < beta
+            if student_horizon is not None:  # past the student's horizon the teacher drives
+                use_teacher |= np.array([len(buffers[i]["actions"]) >= student_horizon for i in active])
             executed = np.where(use_teacher[:, None], label.action, s_action).astype(np.float32)
             stats.env_steps += n
             stats.teacher_calls += n

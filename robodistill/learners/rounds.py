@@ -20,6 +20,7 @@ from robodistill.data.collector import Collector, CollectStats, make_vector_env
 from robodistill.data.dataset import BackgroundEpisodeWriter, mark_orphans
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import headline, score
+from robodistill.learners.schedules import StudentHorizon
 from robodistill.learners.services import Services, policy_state
 from robodistill.tasks import env_fns, env_meta
 
@@ -41,6 +42,11 @@ class Rounds:
         a = cfg.algo
         self.services, self.resumed = services, ckpt is not None
         self.num_rounds, self.episodes, self.eval_every = int(a.rounds), int(a.episodes_per_round), int(a.eval_every)
+        try:
+            self.horizon = StudentHorizon(**cfg.collector.student_horizon)
+            self.horizon(0, self.num_rounds, comps.env.spec.max_episode_steps if comps.env.spec else None)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"collector.student_horizon: {exc}") from exc
         self.seed, self.dataset = int(cfg.seed), services.run.dataset_path
         if ckpt is not None:  # first, before anything reads the dataset: what was written after the checkpoint
             mark_orphans(self.dataset, keep=ckpt["dataset_demos"])
@@ -67,21 +73,25 @@ class Rounds:
 
     def collect(self, r: int, beta: float, on_episode: Callable[[dict[str, Any]], None]) -> CollectStats:
         """Round `r`'s `algo.episodes_per_round` episodes with the teacher acting with probability `beta` (per env,
-        per step), each written to the dataset and handed to `on_episode` as it finishes."""
+        per step; always past the round's `collector.student_horizon`), each written to the dataset and handed to `on_episode` as it finishes."""
         if self.writer is None:  # opened now, not before: the learner may first read the checkpointed episodes
             self.writer = BackgroundEpisodeWriter(self.dataset, self.env_args, append=self.resumed)
             self.collector.writer = self.writer
+        spec = self.services.comps.env.spec
+        horizon = self.horizon(r, self.num_rounds, spec.max_episode_steps if spec else None)
         stats = self.collector.collect(
             self.episodes,
             beta,
             seed=self.seed * 100_003 + r * 1_000,
             on_episode=on_episode,
             progress=self.services.progress,
-            desc=f"round {r} collect (beta={beta:.2f})",
+            desc=f"round {r} collect (beta={beta:.2f}{'' if horizon is None else f', student horizon {horizon}'})",
+            student_horizon=horizon,
         )
         self.labels += stats.steps
         self.collected = {
             "beta": beta,
+            **({} if horizon is None else {"student_horizon": horizon}),
             "teacher_labels": self.labels,
             **{f"collect/{k}": v for k, v in stats.as_dict().items()},
         }

@@ -1,4 +1,5 @@
-"""Mixing schedules: the probability beta that the teacher acts, as a function of DAgger round or progress."""
+"""Mixing schedules: the probability beta that the teacher acts, as a function of DAgger round or progress; the
+weight of RPD's loss toward the teacher; the student's horizon in a curriculum (how many steps it drives)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,39 @@ class DistillWeight:
         if t >= self.anneal_steps:
             return 0.0
         return self.value * 0.5 * (1.0 + math.cos(math.pi * max(t, 0.0) / self.anneal_steps))
+
+
+HORIZON_SCHEDULES = ("off", "constant", "linear", "exponential")
+
+
+@dataclass(frozen=True)
+class StudentHorizon:
+    """H(r) for round r of `rounds` (a horizon curriculum, TCOD): the student drives the first H steps of each
+    episode and the teacher the rest. `off`: no limit (None); `constant`: `start`; `linear` / `exponential`: from
+    `start` at the first round to `end` at the last, in equal steps or by a constant factor. `end` None: the
+    episode limit `limit`."""
+
+    kind: str = "off"
+    start: int = 10
+    end: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in HORIZON_SCHEDULES:
+            raise ValueError(f"kind must be one of {', '.join(HORIZON_SCHEDULES)}, got {self.kind!r}")
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a whole number of steps >= 1, got {v!r}")
+
+    def __call__(self, r: int, rounds: int, limit: int | None) -> int | None:
+        if self.kind == "off":
+            return None
+        end = self.end if self.end is not None else limit
+        if end is None:
+            raise ValueError("end is null and the task has no episode limit: set collector.student_horizon.end")
+        if self.kind == "constant":
+            return self.start
+        frac = min(max(r / max(rounds - 1, 1), 0.0), 1.0)
+        if self.kind == "linear":
+            return round(self.start + frac * (end - self.start))
+        return round(self.start * math.pow(end / self.start, frac))

@@ -21,16 +21,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     name = cfg.algo.name
     if name not in LEARNERS:
         raise UserError(f"unknown algo {name!r}; available: {', '.join(LEARNERS)}")
-    unused = ["teacher"] if not LEARNERS[name].uses_teacher else []  # ppo and sac: no teacher, none to set
+    learner_class = LEARNERS[name]
+    teacher = needs_teacher(learner_class, cfg)
+    unused = [] if teacher else ["teacher"]  # ppo and sac, a replayed teacher cache: no teacher, none to set
     require_values(cfg, f"algo={name} task={cfg.task.name}", skip=unused)
     torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(int(cfg.seed))
     run = RunDir.create(cfg, run_dir, resume=bool(cfg.resume))
-    learner_class = LEARNERS[name]
-    comps = build(cfg, teacher=learner_class.uses_teacher, student=learner_class.builds_student)
+    comps = build(cfg, teacher=teacher, student=learner_class.builds_student)
     try:
         learner = learner_class(cfg, comps, Services(cfg, comps, run))
         return learner.fit()
     finally:
         run.close()
         comps.env.close()
+
+
+def needs_teacher(learner_class: Any, cfg: DictConfig) -> bool:
+    """Whether a run of this learner builds the configured teacher: the learner's `needs_teacher(cfg)` where it has
+    one (e.g. opd replaying a teacher cache), else its `uses_teacher`."""
+    check = getattr(learner_class, "needs_teacher", None)
+    return bool(check(cfg)) if check is not None else bool(learner_class.uses_teacher)

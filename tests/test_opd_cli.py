@@ -160,3 +160,42 @@ def test_bad_opd_inputs_are_refused_before_training(sft_run, tmp_path):
             train_run(*overrides, run=run)
         assert re.search(message, str(info.value)), str(info.value)
         assert not (run / "checkpoints" / "last.pt").exists()
+
+
+def test_a_cached_teacher_run_replays_the_live_runs_rounds_without_any_teacher(sft_run, tmp_path):
+    """A live OPD run's dataset is the cache (each episode tagged with its round): the cached run builds no teacher
+    (the configured one is an unreachable server), trains on each round's cached states, and a live run continues
+    from it; a cache of another task, bin count or too few rounds is one error before training."""
+    live = tmp_path / "live"
+    train_run(*OPD, "teacher=vla", f"teacher.path={sft_run}", f"algo.init={sft_run}", run=live)
+    cache = live / "data" / "dataset.hdf5"
+    with h5py.File(cache) as f:
+        rounds = sorted(int(f["data"][d].attrs["round"]) for d in f["data"])
+    assert rounds == [0, 0, 1, 1]  # 2 episodes per round
+    down = ["teacher=remote", "teacher.uri=ws://127.0.0.1:9", "teacher.retries=1", "teacher.backoff_s=0.01"]
+    cached = tmp_path / "cached"
+    summary = train_run(*OPD, *down, f"algo.init={sft_run}", f"algo.teacher_cache={cache}", run=cached)
+    assert 0.0 <= summary["success_rate"] <= 1.0
+    done = [m for m in metrics(cached) if "opd/entropy" in m]
+    live_rounds = [m for m in metrics(live) if "opd/entropy" in m]
+    assert [m["round"] for m in done] == [0, 1]
+    assert all(m["collect/teacher_calls"] == 0 for m in done)  # no teacher was asked
+    # each round trained on exactly the live round's states, and the same number of labels in all
+    assert [m["cache/states"] for m in done] == [m["collect/steps"] for m in live_rounds]
+    assert done[-1]["teacher_labels"] == live_rounds[-1]["teacher_labels"]
+    assert not (cached / "data" / "dataset.hdf5").exists()  # nothing collected
+    # live OPD continues from the cached start
+    train_run(
+        *OPD, "teacher=vla", f"teacher.path={sft_run}", f"algo.init={cached}", "algo.rounds=1", run=tmp_path / "on"
+    )
+    cases = [
+        (("algo.rounds=3",), r"holds the states of rounds \[0, 1\], but algo.rounds=3 .*missing \[2\]"),
+        (("student.bins=32",), "logits of 4 action dimensions x 64 bins, the student has 4 x 32"),
+        (("task=pushcube",), "was recorded on robodistill/Reach-v0, this run's task is robodistill/PushCube-v0"),
+    ]
+    for i, (overrides, message) in enumerate(cases):
+        with user_error() as info:
+            train_run(*OPD, *down, f"algo.teacher_cache={cache}", *overrides, run=tmp_path / f"bad{i}")
+        assert re.search(message, str(info.value)), str(info.value)
+    with user_error("teacher cache", "holds no teacher logits"):
+        train_run(*OPD, *down, f"algo.teacher_cache={sft_run / 'demos' / 'Reach-v0.hdf5'}", run=tmp_path / "bad")

@@ -10,7 +10,7 @@ collects exactly its episodes, and every state the teacher labels is kept (no ep
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,11 +124,13 @@ class Collector:
         desc: str = "collect",
         min_steps: int | None = None,
         student_horizon: int | None = None,
+        episode_attrs: Mapping[str, Any] | None = None,
     ) -> CollectStats:
         """Exactly `num_episodes` episodes, or whole episodes until they hold at least `min_steps` steps.
 
         With `student_horizon` H the student drives (with probability 1 - beta per step) only the first H steps of
-        each episode; the teacher's action runs from step H on (a horizon curriculum).
+        each episode; the teacher's action runs from step H on (a horizon curriculum). `episode_attrs` are stored
+        with every episode (e.g. its round).
 
         An env starts an episode while fewer than `num_episodes` have started (or while the finished and running
         episodes hold fewer than `min_steps` steps); otherwise it idles, and neither teacher nor student sees it. The
@@ -194,6 +196,7 @@ class Collector:
                 if term or trunc:
                     success = info.get("success")  # the episode's success (any step); None: the task reports none
                     episode = self._finish(b, as_dict(obs[i]), success, beta, bool(term))
+                    episode["attrs"].update(episode_attrs or {})
                     stats.episodes += 1
                     stats.steps += len(episode["actions"])
                     stats.reported += success is not None

@@ -12,19 +12,28 @@ Each round:
    No sampling enters the loss: the sums run over all bins.
 4. Logged: the student's per-token entropy and its KL to the teacher on the round's states (before the update),
    and the round's success while sampling.
+
+Cached teacher (`algo.teacher_cache=<dataset>`): no teacher is built or asked. The file is a dataset whose demos hold
+the teacher's logits (`teacher/logits`; e.g. an earlier opd run's data/dataset.hdf5, each episode tagged with its
+round; demos without a round, such as teacher demonstrations, are round 0). Round r updates the student on the
+cache's round-r states (`algo.replay=all`: rounds 0..r) instead of collecting; then a live run can continue from the
+cached one (`algo.init=<cached run>`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from robodistill.data.buffer import LabelBuffer
-from robodistill.data.dataset import iter_demos
+from robodistill.data.dataset import iter_demos, live_demos, open_dataset
+from robodistill.data.labels import check_observations
 from robodistill.errors import UserError
 from robodistill.learners.components import Components
 from robodistill.learners.fitting import FitState, label_buffer
@@ -80,18 +89,27 @@ class OPDLearner:
                 f"algo=opd trains a token policy: use student=vla (or algo.init=<a token-policy run>), "
                 f"not a {self.student.kind!r} student"
             )
+        want = (self.student.action_dim, self.student.bins)
+        self.cache = Path(a.teacher_cache) if a.teacher_cache else None
+        if self.cache is not None:  # no teacher: its logits come from the file
+            check_cache(self.cache, self.student, comps, int(a.rounds))
+            return
         logits = comps.teacher_probe.logits if comps.teacher_probe is not None else None
         if logits is None:
             raise UserError(
                 "algo=opd needs a teacher that gives per-dimension token logits "
-                "(teacher=vla, or teacher=remote serving a token policy)"
+                "(teacher=vla, or teacher=remote serving a token policy; or algo.teacher_cache=<dataset>)"
             )
-        want = (self.student.action_dim, self.student.bins)
         if tuple(logits.shape[1:]) != want:
             raise UserError(
                 f"teacher logits have {logits.shape[1]} action dimensions x {logits.shape[2]} bins, the "
                 f"student has {want[0]} x {want[1]}: set student.bins to the teacher's"
             )
+
+    @staticmethod
+    def needs_teacher(cfg: DictConfig) -> bool:
+        """A run replaying a teacher cache builds no teacher."""
+        return not cfg.algo.teacher_cache
 
     def fit(self) -> dict[str, Any]:
         cfg, a, student = self.cfg, self.cfg.algo, self.student
@@ -115,14 +133,18 @@ class OPDLearner:
 
         # on-policy: the student samples its own tokens
         with Rounds(self.services, ckpt, student, student_deterministic=False) as rounds:
-            if ckpt is not None and replay_all:  # every checkpointed round's states, with the stored logits
+            if ckpt is not None and replay_all and self.cache is None:  # every checkpointed round's states
                 buffer = load_logits(rounds.dataset, keys, into=buffer)
             for r in rounds:
                 beta = schedule(r)
-                if not replay_all:
+                if not replay_all or self.cache is not None:
                     buffer.close()
                     buffer = label_buffer(self.services)
-                rounds.collect(r, beta, add)
+                if self.cache is not None:  # the cache's states of this round (replay=all: of rounds 0..r)
+                    buffer = load_logits(self.cache, keys, buffer, range(r + 1) if replay_all else [r])
+                    rounds.replayed(r, cached_states(self.cache, r))
+                else:
+                    rounds.collect(r, beta, add)
                 if r == 0 and not a.init:  # a post-trained student keeps the normalisers it was trained with
                     student.fit_normalizers({k: buffer.view(k) for k in keys})
                 before = round_metrics(student, buffer)
@@ -141,12 +163,62 @@ class OPDLearner:
         return rounds.finish(student, updates)
 
 
-def load_logits(path: str | Path, obs_keys: list[str], into: LabelBuffer) -> LabelBuffer:
-    """A dataset's observations with the teacher's stored logits, added to the buffer `into`."""
-    buffer = into
-    for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + ["teacher/logits"]):
-        buffer.add({**{k: demo[f"obs/{k}"] for k in obs_keys}, LOGITS: demo["teacher/logits"]})
-    return buffer
+def load_logits(path: str | Path, obs_keys: list[str], into: LabelBuffer, rounds: Any = None) -> LabelBuffer:
+    """A dataset's observations with the teacher's stored logits (of the demos of `rounds` only, when given), added
+    to the buffer `into`."""
+    wanted = None if rounds is None else set(rounds)
+    fields = [f"obs/{k}" for k in obs_keys] + ["teacher/logits"]
+    for demo in iter_demos(path, fields, None if wanted is None else lambda g: demo_round(g) in wanted):
+        into.add({**{k: demo[f"obs/{k}"] for k in obs_keys}, LOGITS: demo["teacher/logits"]})
+    return into
+
+
+def demo_round(demo: h5py.Group) -> int:
+    """The round a demo was collected in (Rounds tags each episode); 0 for a demo without one (e.g. a teacher
+    demonstration)."""
+    return int(demo.attrs.get("round", 0))
+
+
+def cached_states(path: str | Path, r: int) -> int:
+    """The number of states round `r` of a teacher cache holds."""
+    with open_dataset(path) as f:
+        return sum(int(g.attrs["num_samples"]) for g in live_demos(f) if demo_round(g) == r)
+
+
+def check_cache(path: Path, student: Any, comps: Components, rounds: int) -> None:
+    """One UserError, before training, for a teacher cache that cannot stand in for the teacher: no demos or no
+    stored logits, another task, logits of another action size or bin count, a student observation it lacks, or
+    fewer rounds than the run replays."""
+    with open_dataset(path) as f:
+        demos = list(live_demos(f))
+        if not demos:
+            raise UserError(f"teacher cache {path} holds no demos")
+        recorded = json.loads(f["data"].attrs["env_args"]).get("env_name")
+        if recorded != comps.task["env_id"]:
+            raise UserError(
+                f"teacher cache {path} was recorded on {recorded}, this run's task is {comps.task['env_id']}"
+            )
+        first = demos[0]
+        if "teacher/logits" not in first:
+            raise UserError(
+                f"teacher cache {path} holds no teacher logits (teacher/logits): record it with a token teacher "
+                "(an algo=opd run's data/dataset.hdf5)"
+            )
+        shape = tuple(first["teacher/logits"].shape[1:])
+        if shape != (student.action_dim, student.bins):
+            raise UserError(
+                f"teacher cache {path} holds logits of {shape[0]} action dimensions x {shape[1]} bins, the student "
+                f"has {student.action_dim} x {student.bins}: set student.bins to the cache's, or use a cache of this "
+                "action space"
+            )
+        check_observations(path, first, student.obs_keys, comps.shape_meta)
+        held = sorted({demo_round(g) for g in demos})
+    missing = [r for r in range(rounds) if r not in held]
+    if missing:
+        raise UserError(
+            f"teacher cache {path} holds the states of rounds {held}, but algo.rounds={rounds} replays rounds "
+            f"0..{rounds - 1} (missing {missing}): lower algo.rounds or record a cache with more rounds"
+        )
 
 
 @torch.no_grad()

@@ -48,8 +48,8 @@ class Rounds:
         except (TypeError, ValueError) as exc:
             raise UserError(f"collector.student_horizon: {exc}") from exc
         self.seed, self.dataset = int(cfg.seed), services.run.dataset_path
-        if ckpt is not None:  # first, before anything reads the dataset: what was written after the checkpoint
-            mark_orphans(self.dataset, keep=ckpt["dataset_demos"])
+        if ckpt is not None and self.dataset.exists():  # first, before anything reads the dataset: what was
+            mark_orphans(self.dataset, keep=ckpt["dataset_demos"])  # written after the checkpoint
         self.env_args = env_meta(comps.env, comps.task, comps.obs_mode)
         self.venv = make_vector_env(env_fns(comps.task, int(cfg.collector.num_envs), comps.obs_mode))
         self.collector = Collector(
@@ -87,6 +87,7 @@ class Rounds:
             progress=self.services.progress,
             desc=f"round {r} collect (beta={beta:.2f}{'' if horizon is None else f', student horizon {horizon}'})",
             student_horizon=horizon,
+            episode_attrs={"round": r},
         )
         self.labels += stats.steps
         self.collected = {
@@ -96,6 +97,12 @@ class Rounds:
             **{f"collect/{k}": v for k, v in stats.as_dict().items()},
         }
         return stats
+
+    def replayed(self, r: int, states: int) -> None:
+        """Round `r` trained on `states` new cached states (a teacher cache) instead of collecting: no episode is
+        collected and no teacher is asked; the label count grows by them."""
+        self.labels += states
+        self.collected = {"teacher_labels": self.labels, "cache/states": states, "collect/teacher_calls": 0}
 
     def end(self, r: int, policy: torch.nn.Module, metrics: dict[str, Any], state: dict[str, Any]) -> None:
         """After round `r`'s update: every `algo.eval_every` rounds (not the last: `finish` evaluates it) evaluate
@@ -118,7 +125,8 @@ class Rounds:
                 "labels": self.labels,
                 "best_success": self.best,
                 "collector_rng": self.collector.state_dict(),
-                "dataset_demos": self.writer.sync(),  # every episode so far is on disk: the ones a resume keeps
+                # every episode so far is on disk: the ones a resume keeps (none written: a replayed cache)
+                "dataset_demos": self.writer.sync() if self.writer is not None else 0,
             },
         )
 

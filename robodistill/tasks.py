@@ -178,3 +178,11 @@ def env_meta(env: gym.Env, task: Mapping[str, Any], obs_mode: str) -> dict[str, 
         "env_kwargs": {**dict(task.get("kwargs") or {}), "obs_mode": obs_mode},
         "shape_meta": shape_meta(env),
     }
+
+
+def sibling_tasks(task: Mapping[str, Any], env_ids: Iterable[str] | None) -> list[dict[str, Any]]:
+    """`task`, then each other env id of `env_ids` with `task`'s settings (control mode, image size, cameras): the
+    tasks of a multi-task run (algo.tasks)."""
+    main = dict(task)
+    ids = [main["env_id"], *(t for t in env_ids or [] if t != main["env_id"])]
+    return [main if i == main["env_id"] else {**main, "name": i.split("/")[-1], "env_id": i} for i in ids]

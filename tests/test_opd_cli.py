@@ -14,9 +14,11 @@ import pytest
 import torch
 from conftest import train_run, user_error
 
+from robodistill.config import compose_config, to_dict
 from robodistill.rundir import RunDir
 from robodistill.runtime.server import PolicyServer
-from robodistill.teachers import VLATeacher, load_policy
+from robodistill.tasks import make_env
+from robodistill.teachers import CallableTeacher, VLATeacher, load_policy, make_teacher
 
 SMALL = [
     "student.d_model=32",
@@ -145,7 +147,10 @@ def test_bad_opd_inputs_are_refused_before_training(sft_run, tmp_path):
     teacher = ["teacher=vla", f"teacher.path={sft_run}"]
     cases = [
         ((*OPD, *teacher, "student.bins=32"), "64 bins.*student.bins"),
-        ((*OPD, "teacher=scripted"), "token logits"),
+        (
+            (*OPD, "teacher=router", "teacher.routes=[{task: robodistill/PushCube-v0, teacher: {kind: scripted}}]"),
+            r"teacher=router has no teacher for task robodistill/Reach-v0: its routes are for \['robodistill/PushCube-v0'\]",
+        ),
         (("task=reach", "algo=opd", "student=cnn", *teacher, "task.kwargs.image_size=32"), "token policy"),
         ((*OPD, *teacher, "opd.loss=mse"), "opd.loss must be one of rkl, fkl, ce"),
         ((*OPD, *teacher, "task.kwargs.control_mode=pd_ee_delta_pose"), "teacher checkpoint was trained for"),
@@ -199,3 +204,37 @@ def test_a_cached_teacher_run_replays_the_live_runs_rounds_without_any_teacher(s
         assert re.search(message, str(info.value)), str(info.value)
     with user_error("teacher cache", "holds no teacher logits"):
         train_run(*OPD, *down, f"algo.teacher_cache={sft_run / 'demos' / 'Reach-v0.hdf5'}", run=tmp_path / "bad")
+
+
+def test_specialists_merge_into_one_multi_task_student_each_task_labelled_by_its_own_teacher(sft_run, tmp_path):
+    """teacher=router: Reach labelled by the token teacher (logits), PushCube by the scripted expert (no logits:
+    soft targets around its actions); one student distilled on its own rollouts of both, evaluated on both."""
+    routes = (
+        f"teacher.routes=[{{task: robodistill/Reach-v0, teacher: {{kind: vla, path: {sft_run}}}}}, "
+        "{task: robodistill/PushCube-v0, teacher: {kind: scripted}}]"
+    )
+    reach, push = (make_env({"env_id": f"robodistill/{t}-v0"}, "state") for t in ("Reach", "PushCube"))
+    cfg = to_dict(compose_config(["teacher=router", routes]).teacher)
+    assert isinstance(make_teacher(cfg, push), CallableTeacher)  # each env gets its own task's teacher
+    with user_error("teacher=router has no teacher for task robodistill/PickCube-v0"):
+        make_teacher(cfg, make_env({"env_id": "robodistill/PickCube-v0"}, "state"))
+    reach.close()
+    push.close()
+    run = tmp_path / "merged"
+    args = [*OPD, "teacher=router", routes, f"algo.init={sft_run}", "algo.tasks=[robodistill/PushCube-v0]"]
+    train_run(*args, run=run)
+    with h5py.File(run / "data" / "dataset.hdf5") as f:
+        episodes = [f["data"][d] for d in f["data"]]
+        by_task = {
+            t: [e for e in episodes if e.attrs["task"] == t]
+            for t in ("robodistill/Reach-v0", "robodistill/PushCube-v0")
+        }
+        assert [len(v) for v in by_task.values()] == [4, 4]  # 2 episodes of each task per round, 2 rounds
+        assert all("teacher/logits" in e for e in by_task["robodistill/Reach-v0"])  # the token teacher's logits
+        assert not any("teacher/logits" in e for e in by_task["robodistill/PushCube-v0"])  # the scripted expert's
+        assert all(e["obs/front_rgb"].shape[1:] == (32, 32, 3) for e in episodes)
+    rounds = [m for m in metrics(run) if "opd/entropy" in m]
+    assert [m["round"] for m in rounds] == [0, 1]
+    assert all("collect/PushCube-v0/success_rate" in m and m["collect/teacher_calls_per_label"] == 1.0 for m in rounds)
+    result = json.loads((run / "eval.json").read_text())
+    assert set(result["tasks"]) == {"robodistill/Reach-v0", "robodistill/PushCube-v0"}

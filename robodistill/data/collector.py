@@ -38,6 +38,17 @@ class CollectStats:
     teacher_calls: int = 0  # states the teacher labelled (rows of its batched calls)
     wall_s: float = 0.0
 
+    @classmethod
+    def combined(cls, parts: list[CollectStats]) -> CollectStats:
+        """Several collections (e.g. one per task) as one."""
+        out = cls()
+        for p in parts:
+            for f in ("episodes", "steps", "successes", "reported", "teacher_acted", "env_steps", "teacher_calls"):
+                setattr(out, f, getattr(out, f) + getattr(p, f))
+            out.returns += p.returns
+            out.wall_s += p.wall_s
+        return out
+
     @property
     def success_rate(self) -> float | None:
         """Successful episodes per episode; None for a task that reports no success."""

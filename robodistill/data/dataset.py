@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -287,17 +287,13 @@ def read_env_args(path: str | Path) -> dict[str, Any]:
         return json.loads(f["data"].attrs["env_args"])
 
 
-def iter_demos(
-    path: str | Path, fields: list[str], where: Callable[[h5py.Group], bool] | None = None
-) -> Iterator[dict[str, np.ndarray]]:
+def iter_demos(path: str | Path, fields: list[str]) -> Iterator[dict[str, np.ndarray]]:
     """Yield each live demo's requested fields (paths inside the demo group, e.g. 'obs/state', 'teacher/actions');
-    orphans are skipped, and demos for which `where(group)` is false."""
+    orphans are skipped."""
     with open_dataset(path) as f:
         data = f["data"]
         for name in _live_names(data):
             g = data[name]
-            if where is not None and not where(g):
-                continue
             missing = [k for k in fields if k not in g]
             if missing:
                 raise DatasetError(f"{path}:{name} lacks {missing}; it has {sorted(_all_paths(g))}")

@@ -21,7 +21,7 @@ from robodistill.evaluation.rollouts import student_policy
 from robodistill.observations import obs_mode_for
 from robodistill.students import student_config
 from robodistill.tasks import make_env, shape_meta, task_for_keys
-from robodistill.teachers import Teacher, TeacherOutput, check_teacher, make_teacher
+from robodistill.teachers import Teacher, TeacherOutput, check_teacher, make_teacher, teacher_obs_keys
 
 
 @dataclass
@@ -57,7 +57,8 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
     backend = cfg.collector.backend
     if backend != "sync":
         raise UserError(f"collector.backend={backend!r} is not available yet; use collector.backend=sync")
-    teacher_keys = list(cfg.teacher.obs_keys) if teacher else []
+    env_id = str(cfg.task.env_id).split(":")[-1]  # the registered id (a `pkg:Env-id` names its package too)
+    teacher_keys = teacher_obs_keys(to_dict(cfg.teacher), env_id) if teacher else []
     student_config(cfg.student)  # a misspelt student key: one error, also where the learner builds its own student
     student_keys = list(cfg.student.obs_keys)
     # the env (and every env made from `task`: collector, evaluation, rounds) renders only the cameras read

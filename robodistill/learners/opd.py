@@ -18,6 +18,11 @@ the teacher's logits (`teacher/logits`; e.g. an earlier opd run's data/dataset.h
 round; demos without a round, such as teacher demonstrations, are round 0). Round r updates the student on the
 cache's round-r states (`algo.replay=all`: rounds 0..r) instead of collecting; then a live run can continue from the
 cached one (`algo.init=<cached run>`).
+
+Specialists merged (`algo.tasks=[...]`, e.g. with `teacher=router`): each round also collects
+`algo.episodes_per_round` episodes of every other task, each task labelled by its own teacher; one multi-task
+student is updated on all of them and evaluated on every task. A teacher without token logits (scripted, sb3,
+diffusion) gives soft targets: a Gaussian of the student's `label_sigma` bins around its action, the rule SFT fits.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 from omegaconf import DictConfig
 
 from robodistill.data.buffer import LabelBuffer
-from robodistill.data.dataset import iter_demos, live_demos, open_dataset
+from robodistill.data.dataset import live_demos, open_dataset
 from robodistill.data.labels import check_observations
 from robodistill.errors import UserError
 from robodistill.learners.components import Components
@@ -40,6 +45,7 @@ from robodistill.learners.fitting import FitState, label_buffer
 from robodistill.learners.rounds import Rounds
 from robodistill.learners.schedules import BetaSchedule
 from robodistill.learners.services import Services, load_policy_state, policy_state
+from robodistill.tasks import sibling_tasks
 from robodistill.teachers import check_policy_shapes, load_policy
 
 LOSSES = ("rkl", "fkl", "ce")
@@ -91,16 +97,14 @@ class OPDLearner:
             )
         want = (self.student.action_dim, self.student.bins)
         self.cache = Path(a.teacher_cache) if a.teacher_cache else None
+        self.tasks = sibling_tasks(comps.task, a.tasks)[1:]  # the other tasks of a multi-task student
         if self.cache is not None:  # no teacher: its logits come from the file
+            if self.tasks:
+                raise UserError("algo.teacher_cache replays one task's states: leave algo.tasks empty")
             check_cache(self.cache, self.student, comps, int(a.rounds))
             return
         logits = comps.teacher_probe.logits if comps.teacher_probe is not None else None
-        if logits is None:
-            raise UserError(
-                "algo=opd needs a teacher that gives per-dimension token logits "
-                "(teacher=vla, or teacher=remote serving a token policy; or algo.teacher_cache=<dataset>)"
-            )
-        if tuple(logits.shape[1:]) != want:
+        if logits is not None and tuple(logits.shape[1:]) != want:  # none: soft targets around its actions
             raise UserError(
                 f"teacher logits have {logits.shape[1]} action dimensions x {logits.shape[2]} bins, the "
                 f"student has {want[0]} x {want[1]}: set student.bins to the teacher's"
@@ -129,19 +133,19 @@ class OPDLearner:
             return value, {self.loss: value.item()}
 
         def add(episode: dict[str, Any]) -> None:
-            buffer.add({**{k: episode["obs"][k] for k in keys}, LOGITS: episode["teacher"]["logits"]})
+            buffer.add({**{k: episode["obs"][k] for k in keys}, LOGITS: teacher_logits(student, episode["teacher"])})
 
         # on-policy: the student samples its own tokens
-        with Rounds(self.services, ckpt, student, student_deterministic=False) as rounds:
+        with Rounds(self.services, ckpt, student, False, self.tasks) as rounds:
             if ckpt is not None and replay_all and self.cache is None:  # every checkpointed round's states
-                buffer = load_logits(rounds.dataset, keys, into=buffer)
+                buffer = load_logits(rounds.dataset, student, into=buffer)
             for r in rounds:
                 beta = schedule(r)
                 if not replay_all or self.cache is not None:
                     buffer.close()
                     buffer = label_buffer(self.services)
                 if self.cache is not None:  # the cache's states of this round (replay=all: of rounds 0..r)
-                    buffer = load_logits(self.cache, keys, buffer, range(r + 1) if replay_all else [r])
+                    buffer = load_logits(self.cache, student, buffer, range(r + 1) if replay_all else [r])
                     rounds.replayed(r, cached_states(self.cache, r))
                 else:
                     rounds.collect(r, beta, add)
@@ -160,16 +164,35 @@ class OPDLearner:
                 )
                 metrics = {"dataset_size": len(buffer), **before, **losses}
                 rounds.end(r, student, metrics, {**policy_state(student), **fit.state_dict()})
-        return rounds.finish(student, updates)
+        return rounds.finish(student, updates, self.tasks)
 
 
-def load_logits(path: str | Path, obs_keys: list[str], into: LabelBuffer, rounds: Any = None) -> LabelBuffer:
-    """A dataset's observations with the teacher's stored logits (of the demos of `rounds` only, when given), added
-    to the buffer `into`."""
+def teacher_logits(student: Any, teacher: dict[str, np.ndarray]) -> np.ndarray:
+    """An episode's teacher targets (T, A, V): its stored logits, or for a teacher without them the log of soft
+    targets around its actions (a Gaussian of the student's `label_sigma` bins; one-hot when 0)."""
+    if "logits" in teacher:
+        return teacher["logits"]
+    actions = torch.as_tensor(np.asarray(teacher["actions"], np.float32))
+    tok = student.tokenizer
+    if student.label_sigma > 0:
+        p = tok.soft_targets(actions, student.label_sigma)
+    else:
+        p = torch.nn.functional.one_hot(tok.tokenize(actions), student.bins).float()
+    return p.clamp_min(1e-6).log().numpy().astype(np.float32)
+
+
+def load_logits(path: str | Path, student: Any, into: LabelBuffer, rounds: Any = None) -> LabelBuffer:
+    """A dataset's observations with the teacher's targets (`teacher_logits`: stored logits, else soft targets
+    around its actions) of the demos of `rounds` only (all when None), added to the buffer `into`."""
     wanted = None if rounds is None else set(rounds)
-    fields = [f"obs/{k}" for k in obs_keys] + ["teacher/logits"]
-    for demo in iter_demos(path, fields, None if wanted is None else lambda g: demo_round(g) in wanted):
-        into.add({**{k: demo[f"obs/{k}"] for k in obs_keys}, LOGITS: demo["teacher/logits"]})
+    fields = [f"obs/{k}" for k in student.obs_keys]
+    with open_dataset(path) as f:  # read here, not by iter_demos: the logits are optional
+        for g in live_demos(f):
+            if wanted is not None and demo_round(g) not in wanted:
+                continue
+            teacher = {k: g[f"teacher/{k}"][()] for k in ("logits", "actions") if f"teacher/{k}" in g}
+            obs = {k.removeprefix("obs/"): g[k][()] for k in fields}
+            into.add({**obs, LOGITS: teacher_logits(student, teacher)})
     return into
 
 

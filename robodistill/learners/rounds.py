@@ -11,18 +11,21 @@ dataset, and restores the collector, so it collects and trains on the same episo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from robodistill.config import to_dict
 from robodistill.data.collector import Collector, CollectStats, make_vector_env
 from robodistill.data.dataset import BackgroundEpisodeWriter, mark_orphans
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import headline, score
 from robodistill.learners.schedules import StudentHorizon
 from robodistill.learners.services import Services, policy_state
-from robodistill.tasks import env_fns, env_meta
+from robodistill.observations import obs_mode_for
+from robodistill.tasks import env_fns, env_meta, make_env, shape_meta, task_for_keys
+from robodistill.teachers import check_teacher, make_teacher, teacher_obs_keys
 
 
 class Rounds:
@@ -30,9 +33,18 @@ class Rounds:
     `collect` a round's episodes, `end` it (evaluate, log, checkpoint), `finish` the run. A context manager: the
     envs and the episode writer close on exit."""
 
-    def __init__(self, services: Services, ckpt: dict[str, Any] | None, driver: Any, student_deterministic: bool):
+    def __init__(
+        self,
+        services: Services,
+        ckpt: dict[str, Any] | None,
+        driver: Any,
+        student_deterministic: bool,
+        tasks: Sequence[Mapping[str, Any]] = (),
+    ):
         """`driver` acts as the student in the collector (a policy, or a runner of one); `ckpt` is the checkpoint
-        the run resumes from (None: a fresh run, whose dataset is started anew)."""
+        the run resumes from (None: a fresh run, whose dataset is started anew). `tasks`: other tasks whose
+        episodes each round also collects, `algo.episodes_per_round` each, every task labelled by its own teacher
+        (the run's teacher config made for that task's env: a router's route) in its own vector env."""
         if ckpt is not None and "dataset_demos" not in ckpt:
             raise UserError(
                 f"{services.run.checkpoint_path('last')} was written before runs resumed exactly (it does not count "
@@ -51,10 +63,16 @@ class Rounds:
         if ckpt is not None and self.dataset.exists():  # first, before anything reads the dataset: what was
             mark_orphans(self.dataset, keep=ckpt["dataset_demos"])  # written after the checkpoint
         self.env_args = env_meta(comps.env, comps.task, comps.obs_mode)
-        self.venv = make_vector_env(env_fns(comps.task, int(cfg.collector.num_envs), comps.obs_mode))
+        n = int(cfg.collector.num_envs)
+        self.venv = make_vector_env(env_fns(comps.task, n, comps.obs_mode))
         self.collector = Collector(
             self.venv, comps.teacher, driver, None, seed=self.seed, student_deterministic=student_deterministic
         )
+        self.collectors = [(str(comps.task["env_id"]), self.collector)]  # the run's task first
+        for k, task in enumerate(tasks, start=1):
+            venv, teacher = task_collection(services, task, driver, n)
+            collector = Collector(venv, teacher, driver, None, self.seed + 7919 * k, student_deterministic)
+            self.collectors.append((str(task["env_id"]), collector))
         self.writer: BackgroundEpisodeWriter | None = None
         self.start, self.labels, self.best = 0, 0, -float("inf")  # first round, labels so far, best eval score
         self.collected: dict[str, Any] = {}  # the last round's beta, label count and collection stats
@@ -62,8 +80,10 @@ class Rounds:
             self.start, self.labels, self.best = ckpt["round"] + 1, ckpt["labels"], ckpt["best_success"]
             try:
                 self.collector.load_state_dict(ckpt["collector_rng"])
+                for (_, c), state in zip(self.collectors[1:], ckpt.get("task_collector_rngs", []), strict=True):
+                    c.load_state_dict(state)
             except ValueError as exc:
-                self.venv.close()
+                self.close()
                 raise UserError(
                     f"cannot resume with this teacher: {exc} (resume with the run's teacher config)"
                 ) from exc
@@ -72,29 +92,39 @@ class Rounds:
         return iter(range(self.start, self.num_rounds))
 
     def collect(self, r: int, beta: float, on_episode: Callable[[dict[str, Any]], None]) -> CollectStats:
-        """Round `r`'s `algo.episodes_per_round` episodes with the teacher acting with probability `beta` (per env,
-        per step; always past the round's `collector.student_horizon`), each written to the dataset and handed to `on_episode` as it finishes."""
+        """Round `r`'s `algo.episodes_per_round` episodes (of each task) with the teacher acting with probability
+        `beta` (per env, per step; always past the round's `collector.student_horizon`), each written to the dataset
+        (tagged with its round and task) and handed to `on_episode` as it finishes."""
         if self.writer is None:  # opened now, not before: the learner may first read the checkpointed episodes
             self.writer = BackgroundEpisodeWriter(self.dataset, self.env_args, append=self.resumed)
-            self.collector.writer = self.writer
         spec = self.services.comps.env.spec
         horizon = self.horizon(r, self.num_rounds, spec.max_episode_steps if spec else None)
-        stats = self.collector.collect(
-            self.episodes,
-            beta,
-            seed=self.seed * 100_003 + r * 1_000,
-            on_episode=on_episode,
-            progress=self.services.progress,
-            desc=f"round {r} collect (beta={beta:.2f}{'' if horizon is None else f', student horizon {horizon}'})",
-            student_horizon=horizon,
-            episode_attrs={"round": r},
-        )
+        parts = []
+        for k, (env_id, collector) in enumerate(self.collectors):
+            collector.writer = self.writer
+            name = "" if len(self.collectors) == 1 else f"{env_id.split('/')[-1]} "
+            stats = collector.collect(
+                self.episodes,
+                beta,
+                seed=self.seed * 100_003 + r * 1_000 + 100 * k,  # the run's task: the seeds of a one-task run
+                on_episode=on_episode,
+                progress=self.services.progress,
+                desc=f"round {r} {name}collect (beta={beta:.2f}{'' if horizon is None else f', horizon {horizon}'})",
+                student_horizon=horizon,
+                episode_attrs={"round": r, "task": env_id},
+            )
+            parts.append((env_id, stats))
+        stats = CollectStats.combined([p for _, p in parts])
         self.labels += stats.steps
+        per_task = (
+            {} if len(parts) == 1 else {f"collect/{e.split('/')[-1]}/success_rate": p.success_rate for e, p in parts}
+        )
         self.collected = {
             "beta": beta,
             **({} if horizon is None else {"student_horizon": horizon}),
             "teacher_labels": self.labels,
             **{f"collect/{k}": v for k, v in stats.as_dict().items()},
+            **per_task,
         }
         return stats
 
@@ -125,15 +155,19 @@ class Rounds:
                 "labels": self.labels,
                 "best_success": self.best,
                 "collector_rng": self.collector.state_dict(),
+                "task_collector_rngs": [c.state_dict() for _, c in self.collectors[1:]],
                 # every episode so far is on disk: the ones a resume keeps (none written: a replayed cache)
                 "dataset_demos": self.writer.sync() if self.writer is not None else 0,
             },
         )
 
-    def finish(self, policy: torch.nn.Module, updates: int) -> dict[str, Any]:
-        """The final evaluation (videos, eval.json); best.pt unless an earlier round evaluated better. Returns the
-        run's summary (its headline: success rate, or mean return for a task without success)."""
+    def finish(self, policy: torch.nn.Module, updates: int, tasks: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The final evaluation (videos, eval.json; then each other task of a multi-task run, eval.json `tasks`);
+        best.pt unless an earlier round evaluated better. Returns the run's summary (its headline on the run's task:
+        success rate, or mean return for a task without success)."""
         result = self.services.evaluate(policy, self.labels, final=True)
+        if tasks:
+            self.services.evaluate_tasks(policy, self.labels, result, list(tasks))
         if score(result) >= self.best:
             self.services.checkpoint("best", {**policy_state(policy), "round": self.num_rounds - 1})
         return {**headline(result), "teacher_labels": self.labels, "updates": updates}
@@ -143,10 +177,36 @@ class Rounds:
             if self.writer is not None:
                 self.writer.close()
         finally:
-            self.venv.close()
+            for _, c in self.collectors:
+                c.venv.close()
 
     def __enter__(self) -> Rounds:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def task_collection(services: Services, task: Mapping[str, Any], driver: Any, num_envs: int) -> tuple[Any, Any]:
+    """Another task's vector env and teacher for a multi-task round: the run's teacher config made for that task's
+    env (a router: its route), rendering what the student and that teacher read. UserError, before training, for a
+    task without a teacher or whose student observations or actions differ in shape from the run's task's."""
+    cfg, comps = services.cfg, services.comps
+    student_keys = list(driver.obs_keys)
+    keys = [*student_keys, *teacher_obs_keys(to_dict(cfg.teacher), str(task["env_id"]))]
+    task, obs_mode = task_for_keys(task, keys), obs_mode_for(keys)
+    env = make_env(task, obs_mode)
+    try:
+        meta = shape_meta(env)
+        differ = [k for k in student_keys if meta["obs"].get(k, {}).get("shape") != comps.shape_meta["obs"][k]["shape"]]
+        if differ or meta["action"]["shape"] != comps.shape_meta["action"]["shape"]:
+            raise UserError(
+                f"algo.tasks: {task['env_id']} cannot share the student of {comps.task['env_id']}: "
+                f"{', '.join(differ) or 'the action'} differ in shape; a multi-task student needs the same "
+                "observation and action shapes on every task"
+            )
+        teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.seed))
+        check_teacher(teacher, env)
+    finally:
+        env.close()
+    return make_vector_env(env_fns(task, num_envs, obs_mode)), teacher

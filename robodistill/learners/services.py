@@ -86,6 +86,20 @@ class Services:
                 self.run.write_json("eval.json", result)
         return result
 
+    def evaluate_tasks(
+        self, policy: Any, step: int, result: dict[str, Any], tasks: list[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """After the final evaluation `result` (of the run's task): `policy` on each other task of a multi-task run
+        on the same seeded episodes, without videos, logged as eval/<task>/success_rate; eval.json's `tasks` holds
+        every task's success rate. Returns `result` with it."""
+        result["tasks"] = {self.comps.task["env_id"]: result["success_rate"]}
+        for task in tasks:
+            other = self.evaluate(policy, step, task=task)["success_rate"]
+            self.log(step, {f"eval/{task['env_id'].split('/')[-1]}/success_rate": other})
+            result["tasks"][task["env_id"]] = other
+        self.run.write_json("eval.json", result)
+        return result
+
     def evaluate_teacher(self) -> dict[str, float]:
         """The teacher's own headline on the evaluation episodes (the line a student should cross): its success rate,
         or its mean return on a task that reports no success (`evaluation.rollouts.headline`)."""

@@ -24,6 +24,7 @@ from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
 from robodistill.learners.fitting import FitState, fit_updates, resume_or_normalize
 from robodistill.learners.services import Services, policy_state
+from robodistill.tasks import sibling_tasks
 
 
 class SFTLearner:
@@ -35,18 +36,9 @@ class SFTLearner:
         self.cfg, self.comps, self.services = cfg, comps, services
         self.student = comps.student
 
-    def tasks(self) -> list[dict[str, Any]]:
-        """The run's task, and each other env id in `algo.tasks` with the run's task settings."""
-        main = dict(self.comps.task)
-        ids = [main["env_id"], *(t for t in self.cfg.algo.tasks or [] if t != main["env_id"])]
-        return [
-            main if env_id == main["env_id"] else {**main, "name": env_id.split("/")[-1], "env_id": env_id}
-            for env_id in ids
-        ]
-
     def fit(self) -> dict[str, Any]:
         cfg, a, student, services = self.cfg, self.cfg.algo, self.student, self.services
-        tasks = self.tasks()
+        tasks = sibling_tasks(self.comps.task, a.tasks)
         if a.datasets:
             sources = [(Path(p), None) for p in a.datasets]
         else:
@@ -61,11 +53,6 @@ class SFTLearner:
         fit_updates(services, fit, student, buffer, start, state=lambda: policy_state(student), desc=self.name)
 
         result = services.evaluate(student, updates, final=True)
-        result["tasks"] = {tasks[0]["env_id"]: result["success_rate"]}
-        for task in tasks[1:]:  # every other task on the same seeded episodes, without videos
-            other = services.evaluate(student, updates, task=task)["success_rate"]
-            services.log(updates, {f"eval/{task['env_id'].split('/')[-1]}/success_rate": other})
-            result["tasks"][task["env_id"]] = other
-        services.run.write_json("eval.json", result)
+        services.evaluate_tasks(student, updates, result, tasks[1:])
         services.checkpoint("best", {**policy_state(student), "update": updates})
         return {**headline(result), "teacher_labels": len(buffer), "updates": updates}

@@ -9,6 +9,7 @@
 | `diffusion` | a diffusion policy or consistency head run, sampled per step |
 | `vla` | a token policy run (sft, opd): argmax actions and logits |
 | `remote` | a policy server speaking openpi's websocket + msgpack-numpy protocol |
+| `router` | one teacher per task (`routes`): each task's env gets its own task's teacher |
 
 Every kind takes `noise_std` / `wrong_action_rate` (an `ImperfectTeacher` around it).
 """
@@ -49,48 +50,87 @@ from robodistill.teachers.protocol import (
 from robodistill.teachers.remote import RemoteTeacher
 from robodistill.teachers.sb3 import SB3Student, SB3Teacher, check_spaces, load_sb3_model
 
-TeacherFactory = Callable[[Mapping[str, Any], gym.Env, list[str]], Teacher]
+TeacherFactory = Callable[[Mapping[str, Any], gym.Env, list[str], int], Teacher]
 
 
-def _scripted(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+def _scripted(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
     try:
         return CallableTeacher(envs.make_expert(env), obs_keys)
     except TypeError as exc:
         raise UserError(str(exc)) from exc
 
 
-def _callable(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+def _callable(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
     if not isinstance(cfg["batched"], bool):
         raise UserError(f"teacher.batched must be true or false, got {cfg['batched']!r}")
     return CallableTeacher(load_callable(str(cfg["target"])), obs_keys, batched=cfg["batched"])
 
 
-def _sb3(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+def _sb3(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
     teacher = SB3Teacher.load(str(cfg["path"]), str(cfg["algo"]), str(cfg["checkpoint"]), cfg["vecnormalize"])
     check_spaces(teacher.model, env)
     return teacher
 
 
-def _checkpoint(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+def _checkpoint(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
     teacher = PolicyTeacher.load(str(cfg["path"]), str(cfg["checkpoint"]))
     check_policy_shapes(teacher.policy, env)
     return teacher
 
 
-def _diffusion(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+def _diffusion(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
     teacher = DiffusionTeacher.load(str(cfg["path"]), str(cfg["checkpoint"]), dict(cfg["sampler"]))
     check_policy_shapes(teacher.policy, env)
     return teacher
 
 
-def _vla(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+def _vla(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
     teacher = VLATeacher.load(str(cfg["path"]), str(cfg["checkpoint"]))
     check_policy_shapes(teacher.policy, env)
     return teacher
 
 
-def _remote(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str]) -> Teacher:
+def _remote(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
     return RemoteTeacher.from_config(cfg)
+
+
+def _router(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
+    return make_teacher(route(cfg, task_id(env)), env, seed)
+
+
+def route(cfg: Mapping[str, Any], env_id: str | None) -> Mapping[str, Any]:
+    """A router's teacher config for the task `env_id`; UserError naming the tasks it has teachers for."""
+    routes = cfg.get("routes") or []
+    if not isinstance(routes, list) or not all(
+        isinstance(r, Mapping) and {"task", "teacher"} <= set(r) for r in routes
+    ):
+        raise UserError("teacher.routes must be a list of {task: <env id>, teacher: <teacher config>}")
+    for r in routes:
+        if r["task"] == env_id:
+            return r["teacher"]
+    raise UserError(
+        f"teacher=router has no teacher for task {env_id}: its routes are for {[r['task'] for r in routes]}; "
+        f"add {{task: {env_id}, teacher: {{kind: ..., ...}}}} to teacher.routes"
+    )
+
+
+def task_id(env: gym.Env) -> str | None:
+    """The Gymnasium id of an env made by `make_env` (None for an unregistered one)."""
+    return env.spec.id if env.spec is not None else None
+
+
+def teacher_obs_keys(cfg: Mapping[str, Any], env_id: str | None) -> list[str]:
+    """The observations the teacher `cfg` reads on the task `env_id`: its `obs_keys`, or for a router those of the
+    task's route (its kind's default when the route does not say; none for a task without a route, which
+    `make_teacher` refuses)."""
+    if cfg.get("kind") != "router":
+        return list(cfg["obs_keys"])
+    try:
+        teacher = route(cfg, env_id)
+    except UserError:
+        return []
+    kind = teacher.get("kind")
+    return list(teacher.get("obs_keys") or (option_defaults("teacher", kind)["obs_keys"] if kind in TEACHERS else []))
 
 
 TEACHERS: dict[str, TeacherFactory] = {
@@ -101,6 +141,7 @@ TEACHERS: dict[str, TeacherFactory] = {
     "diffusion": _diffusion,
     "vla": _vla,
     "remote": _remote,
+    "router": _router,
 }
 
 
@@ -113,7 +154,7 @@ def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher
     missing = [key for key, value in cfg.items() if value == MISSING]  # Hydra's `???`: never shown to the user
     if missing:
         raise UserError(f"teacher={kind} needs {' '.join(f'teacher.{key}=...' for key in missing)}")
-    teacher = TEACHERS[kind](cfg, env, list(cfg["obs_keys"]))
+    teacher = TEACHERS[kind](cfg, env, list(cfg["obs_keys"]), seed)
     noise_std, wrong_rate = float(cfg["noise_std"]), float(cfg["wrong_action_rate"])
     if noise_std > 0 or wrong_rate > 0:
         teacher = ImperfectTeacher(teacher, noise_std, wrong_rate, seed=seed)
@@ -180,4 +221,5 @@ __all__ = [
     "make_teacher",
     "query_teacher",
     "reset_episode",
+    "teacher_obs_keys",
 ]

@@ -1,5 +1,5 @@
 """A small VLA-style token policy: camera images + instruction + proprioception -> transformer -> per-dimension
-logits over action bins."""
+logits over action bins (a privileged token teacher may read the state, with or without images)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class VLAConfig(PolicyConfig):
         if INSTRUCTION_KEY not in self.obs_keys or len(self.obs_keys) < 2:
             raise ConfigError(
                 f"a VLA observes camera images (e.g. 'front_rgb') and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
-                f"'proprio'), got {list(self.obs_keys)}"
+                f"'proprio'; a privileged teacher may read 'state' instead of images), got {list(self.obs_keys)}"
             )
 
 
@@ -88,8 +88,11 @@ class VLAPolicy(PolicyModule):
         meta = observed(shape_meta, self.obs_keys)
         self.images = sorted(k for k in self.obs_keys if meta[k].get("type") == "rgb")  # one per camera
         self.low_dim = sorted(k for k in self.obs_keys if meta[k].get("type") == "low_dim")
-        if not self.images:
-            raise ConfigError(f"a VLA observes at least one camera image; none of {list(self.obs_keys)} is an image")
+        if not self.images and not self.low_dim:
+            raise ConfigError(
+                f"a VLA observes at least one camera image or low-dim observation besides the instruction; none of "
+                f"{list(self.obs_keys)} is one"
+            )
         self.vocab = list(cfg.vocab)
         self.bins, self.d_model, self.layers, self.heads = (
             int(cfg.bins),

@@ -38,6 +38,7 @@ STUDENTS = {
         "d_model": 32,
         "layers": 1,
     },
+    "vla_state": {"kind": "vla", "obs_keys": ["state", "instruction"], "d_model": 32, "layers": 1},  # privileged
     "diffusion": {"kind": "diffusion", "obs_keys": ["state"], **SMALL_DP},
     "consistency": {"kind": "consistency", "obs_keys": ["state"], **SMALL_DP},
 }
@@ -76,7 +77,7 @@ def test_mlp_export_parity_on_1000_recorded_observations_and_contract(mlp_artifa
     np.testing.assert_allclose(ArtifactPolicy(artifact).infer({"state": data["obs/state"]})[:, 0], expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["cnn", "vla", "diffusion", "consistency"])
+@pytest.mark.parametrize("name", ["cnn", "vla", "vla_state", "diffusion", "consistency"])
 def test_every_student_kind_exports_within_tolerance(tmp_path, name):
     run = fake_run(tmp_path, name)
     contract = export_run(run, samples=150, progress=False)
@@ -90,7 +91,7 @@ def test_every_student_kind_exports_within_tolerance(tmp_path, name):
     assert chunk.shape == (horizon, 4) and np.isfinite(chunk).all()
     if name == "diffusion":
         assert set(contract["models"]) == {"encoder", "denoiser", "decoder"} and contract["sampler"]["kind"] == "ddim"
-    if name == "vla":
+    if name.startswith("vla"):
         assert "instruction_ids" in contract["models"]["policy"]["inputs"] and contract["instruction"]["vocab"]
 
 

@@ -67,7 +67,7 @@ def test_diffusion_quick_bench_writes_json(tmp_path):
     assert "speedup" in p.stdout
 
 
-@pytest.mark.slow  # ~200 s: the OPD learner, server and client are covered by test_opd_cli.py and test_remote.py
+@pytest.mark.slow  # ~120 s: the OPD learner, cache, router, server and client are covered by test_opd_cli.py, test_remote.py
 def test_opd_quick_bench_writes_json_and_pngs(tmp_path):
     p, data = quick_bench("opd", tmp_path, timeout=900)
     assert set(data["tasks"]) == {"robodistill/PushCube-v0", "robodistill/PickCube-v0"}
@@ -77,7 +77,13 @@ def test_opd_quick_bench_writes_json_and_pngs(tmp_path):
             assert all(0 < h <= 5.55 for h in row[loss]["entropy"])
     assert set(data["labels_to_90pct"]) >= {"opd", "sft"} and set(data["forgetting"]) >= {"opd", "sft"}
     assert data["remote_over_local_throughput"] > 0 and len(data["commit"]) >= 7
-    for name in ("opd_entropy.png", "opd_success.png"):
+    assert data["cache"]["cached"]["teacher_calls"] == 0 < data["cache"]["live"]["teacher_calls"]
+    assert set(data["merged"]) == set(data["tasks"]) and set(data["merged"]["robodistill/PickCube-v0"]) == {
+        "student",
+        "specialist",
+    }
+    assert set(data["curriculum"]["kl"]) == {"vanilla", "curriculum"}
+    for name in ("opd_entropy.png", "opd_success.png", "opd_curriculum.png", "opd_curriculum_kl.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     assert "labels to 90%" in p.stdout
 

@@ -2,7 +2,7 @@
 
 A LabelBuffer is filled as DAgger fills it (episodes of 60 steps: two 64x64 RGB cameras, proprioception and a
 teacher action per step) and minibatches of 64 are drawn from it. Each size runs in its own process, so the figure
-is that process's peak resident memory (`ru_maxrss`); the ratio at `factor` times the labels against once them is
+is that process's peak resident memory (VmHWM); the ratio at `factor` times the labels against once them is
 the headline (flat: near 1; every frame in memory: near `factor`). Also the milliseconds per minibatch, whose
 images come from memory or, past the budget, from the buffer's temporary file.
 """
@@ -57,10 +57,21 @@ def fill_and_sample(
     return {
         "labels": labels,
         "image_memory_mb": image_memory_mb,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "held_image_mb": held,
         "ms_per_batch": ms,
     }
+
+
+def peak_rss_mb() -> float:
+    """This interpreter's peak resident memory (MB): Linux's VmHWM, which starts afresh at exec. `ru_maxrss` does
+    not: a process started from a large parent (a benchmark that has trained students) inherits the parent's peak
+    as its floor, which hid the growth in the pixels suite's first recorded run."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(labels: int, image_memory_mb: float | None, **kwargs: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from policies import chunked
-from policies.samplers import ChunkRunner, HistoryRunner, make_sampler
+from policies.samplers import ChunkRunner, driving, make_sampler
 from robodistill.errors import UserError
 from robodistill.evaluation.video import overlay, write_video
 from robodistill.observations import as_dict, view
@@ -45,8 +45,9 @@ def student_policy(student: Any, sampler: Mapping[str, Any] | None = None) -> Po
         raise UserError(
             f"sampler={kind} needs a diffusion-family policy (algo=diffusion or consistency), but this student is {name!r}"
         )
-    if getattr(student, "obs_horizon", 1) > 1:  # stacked frames: the runner keeps each episode's history
-        return HistoryRunner(student)
+    runner = driving(student)  # stacked frames: a HistoryRunner keeps each episode's history
+    if runner is not student:
+        return runner
 
     def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
         return student.act(view(obs, student.obs_keys), deterministic=True)[0]

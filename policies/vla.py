@@ -3,7 +3,7 @@ logits over action bins (a privileged token teacher may read the state, with or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,10 +12,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModule
-from policies.encoders import observed
+from policies.encoders import check_image_encoder, observed
 from policies.normalizer import Normalizer
 from policies.tokens import ActionTokenizer, InstructionTokenizer
-from policies.vision import RandomShift, SpatialSoftmax
+from policies.vision import RandomShift, SpatialSoftmax, make_encoder
 
 INSTRUCTION_KEY = "instruction"
 
@@ -47,6 +47,20 @@ class KeypointStem(nn.Module):
         return self.embed(points) + self.identity
 
 
+class EncoderTokens(nn.Module):
+    """uint8 images (B, H, W, 3) -> (B, K, d) tokens through one of `policies.vision.ENCODERS` (the Gaussian camera
+    student's encoders): its feature vector, projected to K tokens. The shift is the policy's own (applied before)."""
+
+    def __init__(self, encoder: str, image_shape: tuple[int, int, int], d_model: int, tokens: int, **options: Any):
+        super().__init__()
+        self.encoder = make_encoder(encoder, image_shape, 4 * d_model, shift=0, **options)
+        self.project = nn.Linear(4 * d_model, tokens * d_model)
+        self.tokens, self.d_model = tokens, d_model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.project(self.encoder(image)).reshape(-1, self.tokens, self.d_model)
+
+
 @dataclass
 class VLAConfig(PolicyConfig):
     """student=vla | vla_large: image keypoints, instruction words and low-dim observations -> a transformer ->
@@ -58,7 +72,9 @@ class VLAConfig(PolicyConfig):
     d_model: int = 64
     layers: int = 2
     heads: int = 4
-    image_tokens: int = 16  # image keypoints (spatial softmax), one token each
+    image_tokens: int = 16  # tokens per camera image (stem: one per spatial-softmax keypoint)
+    encoder: str = "stem"  # stem: the keypoint-token stem; or a name of policies.vision.ENCODERS, projected to tokens
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # that encoder's own options (e.g. num_keypoints)
     max_words: int = 16
     temperature: float = 1.0  # when the student samples its tokens (on-policy collection)
     shift: int = 4  # random-shift augmentation of the image in training (pixels)
@@ -70,6 +86,13 @@ class VLAConfig(PolicyConfig):
             raise ConfigError(
                 f"a VLA observes camera images (e.g. 'front_rgb') and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
                 f"'proprio'; a privileged teacher may read 'state' instead of images), got {list(self.obs_keys)}"
+            )
+        if self.encoder != "stem":
+            check_image_encoder(self.encoder, self.shift, self.encoder_options)
+        elif self.encoder_options:
+            raise ConfigError(
+                f"encoder_options are for an encoder of policies.vision; the stem takes none, got "
+                f"{dict(self.encoder_options)}"
             )
 
 
@@ -107,7 +130,15 @@ class VLAPolicy(PolicyModule):
         self.words = InstructionTokenizer(self.vocab, self.max_words)
 
         d = self.d_model
-        self.stems = nn.ModuleDict({k: KeypointStem(d, self.image_tokens) for k in self.images})
+        if cfg.encoder == "stem":
+            self.stems = nn.ModuleDict({k: KeypointStem(d, self.image_tokens) for k in self.images})
+        else:
+            self.stems = nn.ModuleDict(
+                {
+                    k: EncoderTokens(cfg.encoder, tuple(meta[k]["shape"]), d, self.image_tokens, **cfg.encoder_options)
+                    for k in self.images
+                }
+            )
         self.word_embed = nn.Embedding(len(self.vocab), d, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(1, self.max_words, d) * 0.02)
         self.normalizers = nn.ModuleDict({k: Normalizer(tuple(meta[k]["shape"])) for k in self.low_dim})

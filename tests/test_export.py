@@ -39,6 +39,15 @@ STUDENTS = {
         "layers": 1,
     },
     "vla_state": {"kind": "vla", "obs_keys": ["state", "instruction"], "d_model": 32, "layers": 1},  # privileged
+    "vla_keypoints": {  # each camera through the Gaussian student's keypoint encoder, projected to tokens
+        "kind": "vla",
+        "obs_keys": ["front_rgb", "wrist_rgb", "proprio", "instruction"],
+        "d_model": 32,
+        "layers": 1,
+        "encoder": "keypoints",
+        "image_tokens": 2,
+        "encoder_options": {"num_keypoints": 8},
+    },
     "diffusion": {"kind": "diffusion", "obs_keys": ["state"], **SMALL_DP},
     "consistency": {"kind": "consistency", "obs_keys": ["state"], **SMALL_DP},
 }
@@ -77,7 +86,7 @@ def test_mlp_export_parity_on_1000_recorded_observations_and_contract(mlp_artifa
     np.testing.assert_allclose(ArtifactPolicy(artifact).infer({"state": data["obs/state"]})[:, 0], expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["cnn", "vla", "vla_state", "diffusion", "consistency"])
+@pytest.mark.parametrize("name", ["cnn", "vla", "vla_state", "vla_keypoints", "diffusion", "consistency"])
 def test_every_student_kind_exports_within_tolerance(tmp_path, name):
     run = fake_run(tmp_path, name)
     contract = export_run(run, samples=150, progress=False)

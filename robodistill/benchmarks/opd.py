@@ -6,8 +6,9 @@ another task; a cached teacher against a live one; specialists merged into one s
    algo=sft on scripted demos of both tasks (seed 0), served by scripts/serve.py; every student run asks it over
    loopback (teacher=remote). A diffusion policy on PickCube's state is the second specialist.
 2. Per seed, a base student: the small camera-only token policy (student=vla: front + wrist cameras, proprioception,
-   instruction) trained with algo=sft on a few scripted demos of both tasks.
-3. Per seed and task, from that base student, the same rounds of collect -> update for every variant:
+   instruction; each camera through the keypoint encoder) trained with algo=sft on a few scripted demos of both tasks.
+3. Per seed and task, from that base student, the same rounds of collect -> update for every variant (rkl and sft
+   on every seed, fkl and ce on the first; every update samples all rounds' states so far, algo.replay=all):
    `rkl`, `fkl`, `ce` (algo=opd: the student samples its tokens and drives; the teacher labels its states) and
    `sft` (the teacher drives, beta = 1, and the student is fitted by hard CE to the teacher's tokens on all
    teacher demonstrations so far: SFT on teacher demonstrations, grown round by round). After every round the
@@ -50,18 +51,19 @@ VARIANTS = (*LOSSES, "sft")
 
 
 SIZES = {  # name: (--quick, full)
-    "seeds": ([0], [0, 1, 2]),
+    "seeds": ([0], [0, 1, 2]),  # rkl and sft, the labels-to-90% comparison
+    "secondary_seeds": ([0], [0]),  # fkl and ce (the entropy ordering)
     "image": (32, 64),
     "teacher_demos": (4, 200),
     "teacher_updates": (20, 4000),
     "teacher_eval": (2, 50),
     "dp_demos": (4, 100),
     "dp_updates": (20, 3000),
-    "base_demos": (2, 10),
-    "base_updates": (10, 400),
+    "base_demos": (2, 20),
+    "base_updates": (10, 1000),
     "rounds": (2, 5),
     "episodes_per_round": (2, 16),
-    "updates_per_round": (4, 100),
+    "updates_per_round": (4, 400),
     "eval": (2, 20),
     "heldout_eval": (2, 30),
     "throughput_episodes": (2, 16),
@@ -71,6 +73,11 @@ SIZES = {  # name: (--quick, full)
 
 def sizes(quick: bool) -> dict[str, Any]:
     return {k: quick_value if quick else full for k, (quick_value, full) in SIZES.items()}
+
+
+def variants(s: dict[str, Any], seed: int) -> list[str]:
+    """The variants a seed runs: rkl and sft on every seed, fkl and ce on the secondary seeds."""
+    return [v for v in VARIANTS if v in ("rkl", "sft") or seed in s["secondary_seeds"]]
 
 
 def common(s: dict[str, Any], seed: int) -> list[str]:
@@ -203,6 +210,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
             "algo.eval_every=1",
             f"algo.episodes_per_round={s['episodes_per_round']}",
             f"algo.updates_per_round={s['updates_per_round']}",
+            "algo.replay=all",  # every round's states so far, as DAgger aggregates (a camera student needs them)
             "algo.lr=1e-3",
             *extra,
         ]
@@ -212,32 +220,34 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "task=pushcube", "teacher=vla", f"teacher.path={teacher_dir}", f"teacher.obs_keys={TEACHER_KEYS}"
     ) as url:
         remote = ["teacher=remote", f"teacher.uri={url}", f"teacher.obs_keys={TEACHER_KEYS}"]
-        jobs, keys = [], []
-        for seed in seeds:
-            for task, task_id in TASKS.items():
-                other = next(t for t in TASKS.values() if t != task_id)
-                heldout = {"env_id": other, "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": s["image"]}}
-                for variant in VARIANTS:
-                    mode = ["opd.loss=ce", "algo.replay=all", "algo.beta.start=1.0"] if variant == "sft" else []
-                    args = opd_args(task, seed, remote, *(mode or [f"opd.loss={variant}"]))
-                    run_dir = out_dir / f"{task}_{variant}_s{seed}"
-                    jobs.append((opd_job, (args, run_dir, heldout, s["heldout_eval"])))
-                    keys.append((seed, task, variant))
-        horizon = ["collector.student_horizon.kind=linear", "collector.student_horizon.start=10"]
-        jobs.append((opd_job, (opd_args("pushcube", seeds[0], remote, *horizon), out_dir / "pushcube_curriculum")))
-        keys.append("curriculum")
-        results = dict(zip(keys, map_jobs(call_job, jobs, workers)))
-
-        # 5, 6: the live run's states replayed from its dataset; the specialists merged, beside each other
-        live_dir = out_dir / f"pushcube_rkl_s{seeds[0]}"
-        cached = opd_args("pushcube", seeds[0], [], f"algo.teacher_cache={live_dir / 'data' / 'dataset.hdf5'}")
         routes = (
             f"teacher.routes=[{{task: {TASKS['pushcube']}, teacher: {{kind: remote, uri: '{url}', "
             f"obs_keys: {TEACHER_KEYS}}}}}, {{task: {TASKS['pickcube']}, teacher: {{kind: diffusion, path: {dp_dir}}}}}]"
         )
         merged = opd_args("pushcube", seeds[0], ["teacher=router", routes], f"algo.tasks=[{TASKS['pickcube']}]")
-        jobs = [(opd_job, (cached, out_dir / "pushcube_cached")), (opd_job, (merged, out_dir / "merged"))]
-        results["cached"], results["merged"] = map_jobs(call_job, jobs, workers)
+        jobs, keys = [(opd_job, (merged, out_dir / "merged"))], ["merged"]  # the longest first
+        for seed in seeds:
+            for task, task_id in TASKS.items():
+                other = next(t for t in TASKS.values() if t != task_id)
+                heldout = {"env_id": other, "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": s["image"]}}
+                for variant in variants(s, seed):
+                    mode = ["opd.loss=ce", "algo.beta.start=1.0"] if variant == "sft" else []
+                    args = opd_args(task, seed, remote, *(mode or [f"opd.loss={variant}"]))
+                    run_dir = out_dir / f"{task}_{variant}_s{seed}"
+                    jobs.append((opd_job, (args, run_dir, heldout, s["heldout_eval"])))
+                    keys.append((seed, task, variant))
+        results = dict(zip(keys, map_jobs(call_job, jobs, workers)))
+
+        # 5, 7: the live run's states replayed from its dataset (no teacher) beside the horizon curriculum
+        live_dir = out_dir / f"pushcube_rkl_s{seeds[0]}"
+        cached = opd_args("pushcube", seeds[0], [], f"algo.teacher_cache={live_dir / 'data' / 'dataset.hdf5'}")
+        horizon = ["collector.student_horizon.kind=linear", "collector.student_horizon.start=10"]
+        curriculum = opd_args("pushcube", seeds[0], remote, *horizon)
+        jobs = [
+            (opd_job, (curriculum, out_dir / "pushcube_curriculum")),
+            (opd_job, (cached, out_dir / "pushcube_cached")),
+        ]
+        results["curriculum"], results["cached"] = map_jobs(call_job, jobs, workers)
 
     task_cfg = {"env_id": TASKS["pushcube"], "kwargs": {"control_mode": "pd_ee_delta_pos", "image_size": s["image"]}}
     rates = throughput(teacher_dir, out_dir / f"base_s{seeds[0]}", task_cfg, s["throughput_episodes"])
@@ -274,14 +284,15 @@ def report(
         target = 0.9 * teacher["tasks"][task_id]
         payload["tasks"][task_id] = {"teacher_success": teacher["tasks"][task_id], "target_90pct": target}
         for variant in VARIANTS:
-            per_seed = [results[(seed, task, variant)] for seed in seeds]
+            run_seeds = [seed for seed in s["seeds"] if variant in variants(s, seed)]
+            per_seed = [results[(seed, task, variant)] for seed in run_seeds]
             curve = {
                 k: np.mean([r[k] for r in per_seed], axis=0).tolist() for k in ("success", "entropy", "kl", "labels")
             }
-            base = float(np.mean([bases[seed]["tasks"][task_id] for seed in seeds]))
+            base = float(np.mean([bases[seed]["tasks"][task_id] for seed in run_seeds]))
             reached = [
                 labels_to(target, bases[seed]["tasks"][task_id], r["labels"], r["success"])
-                for seed, r in zip(seeds, per_seed)
+                for seed, r in zip(run_seeds, per_seed)
             ]
             curve.update(
                 base_success=base,
@@ -289,7 +300,7 @@ def report(
                 heldout_success=[r["heldout_success"] for r in per_seed],
             )
             payload["tasks"][task_id][variant] = curve
-            for seed, r in zip(seeds, per_seed):
+            for seed, r in zip(run_seeds, per_seed):
                 payload["runs"][f"{task}_{variant}_s{seed}"] = r
             if variant in ("rkl", "sft"):
                 key = "opd" if variant == "rkl" else "sft"
@@ -297,12 +308,15 @@ def report(
                 bound[key] += [r["labels"][-1] for r in per_seed]
                 forgetting[key] += [r["heldout_success"] for r in per_seed]
             n90 = [x for x in reached if x is not None]
-            n90_text = f"{np.mean(n90):.0f} ({len(n90)}/{len(seeds)})" if n90 else f"not in {int(curve['labels'][-1])}"
+            n90_text = (
+                f"{np.mean(n90):.0f} ({len(n90)}/{len(run_seeds)})" if n90 else f"not in {int(curve['labels'][-1])}"
+            )
+            curve["seeds"] = run_seeds
             lines.append(
                 f"{task_id:<26}{variant:<8}{' '.join(f'{x:.2f}' for x in [base, *curve['success']]):<44}"
                 f"{curve['entropy'][0]:>10.2f} -> {curve['entropy'][-1]:<8.2f}{n90_text:>15}"
             )
-        forgetting["base"] += [bases[seed]["tasks"][other] for seed in seeds]
+        forgetting["base"] += [bases[seed]["tasks"][other] for seed in s["seeds"]]
     reached_90 = {k: [x for x in v if x is not None] for k, v in to90.items()}
     payload["labels_to_90pct"] = {k: float(np.mean(v)) if v else None for k, v in reached_90.items()}
     payload["labels_to_90pct_reached"] = {k: f"{sum(x is not None for x in v)}/{len(v)}" for k, v in to90.items()}
@@ -352,7 +366,8 @@ def report(
         ),
         f"remote/in-process teacher collection throughput: {payload['remote_over_local_throughput']:.2f} "
         f"({rates['remote']:.0f} vs {rates['local']:.0f} env steps/s, loopback, 8 envs)",
-        f"(success per round: round 0 is the base student, then after each round; {len(seeds)} seeds x {s['eval']} "
+        f"(success per round: round 0 is the base student, then after each round; {len(seeds)} seeds for rkl and sft, "
+        f"{len(s['secondary_seeds'])} for fkl and ce, x {s['eval']} "
         f"episodes; entropy: student per-token entropy on the round's visited states, max ln(256) = 5.55)",
     ]
     return payload, lines

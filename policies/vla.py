@@ -15,7 +15,7 @@ from policies.base import ConfigError, Exporter, Graph, PolicyConfig, PolicyModu
 from policies.encoders import check_image_encoder, observed
 from policies.normalizer import Normalizer
 from policies.tokens import ActionTokenizer, InstructionTokenizer
-from policies.vision import RandomShift, SpatialSoftmax, make_encoder
+from policies.vision import ENCODERS, RandomShift, SpatialSoftmax, make_encoder
 
 INSTRUCTION_KEY = "instruction"
 
@@ -86,6 +86,10 @@ class VLAConfig(PolicyConfig):
             raise ConfigError(
                 f"a VLA observes camera images (e.g. 'front_rgb') and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
                 f"'proprio'; a privileged teacher may read 'state' instead of images), got {list(self.obs_keys)}"
+            )
+        if self.encoder != "stem" and self.encoder not in ENCODERS:
+            raise ConfigError(
+                f"encoder must be stem (the keypoint-token stem) or one of {', '.join(ENCODERS)}, got {self.encoder!r}"
             )
         if self.encoder != "stem":
             check_image_encoder(self.encoder, self.shift, self.encoder_options)

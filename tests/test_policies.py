@@ -227,7 +227,10 @@ def test_config_values_are_checked_by_the_dataclass():
         {"kind": "vla", "shape_meta": meta, "obs_keys": ["state", "instruction"], "vocab": ["<pad>", "<unk>", "a"]}
     )
     assert vla.images == [] and vla.low_dim == ["state"]
-    with pytest.raises(ConfigError, match="encoder must be one of cnn, keypoints, resnet18, got 'vit'"):
+    with pytest.raises(
+        ConfigError,
+        match="encoder must be stem \\(the keypoint-token stem\\) or one of cnn, keypoints, resnet18, got 'vit'",
+    ):
         VLAConfig(obs_keys=["front_rgb", "instruction"], encoder="vit")
     with pytest.raises(ConfigError, match="the stem takes none"):
         VLAConfig(obs_keys=["front_rgb", "instruction"], encoder_options={"num_keypoints": 8})

@@ -49,16 +49,24 @@ class KeypointStem(nn.Module):
 
 class EncoderTokens(nn.Module):
     """uint8 images (B, H, W, 3) -> (B, K, d) tokens through one of `policies.vision.ENCODERS` (the Gaussian camera
-    student's encoders): its feature vector, projected to K tokens. The shift is the policy's own (applied before)."""
+    student's encoders): its feature vector (4 d wide), projected to K tokens. The shift is the policy's own (applied
+    before)."""
 
     def __init__(self, encoder: str, image_shape: tuple[int, int, int], d_model: int, tokens: int, **options: Any):
         super().__init__()
         self.encoder = make_encoder(encoder, image_shape, 4 * d_model, shift=0, **options)
-        self.project = nn.Linear(4 * d_model, tokens * d_model)
+        self.project = nn.Linear(self.encoder.feature_dim, tokens * d_model)
         self.tokens, self.d_model = tokens, d_model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.project(self.encoder(image)).reshape(-1, self.tokens, self.d_model)
+
+
+def camera_tokens(cfg: VLAConfig, image_shape: tuple[int, int, int]) -> nn.Module:
+    """One camera's images -> `cfg.image_tokens` tokens of `cfg.d_model`, by `cfg.encoder`."""
+    if cfg.encoder == "stem":
+        return KeypointStem(cfg.d_model, cfg.image_tokens)
+    return EncoderTokens(cfg.encoder, image_shape, cfg.d_model, cfg.image_tokens, **cfg.encoder_options)
 
 
 @dataclass
@@ -87,17 +95,18 @@ class VLAConfig(PolicyConfig):
                 f"a VLA observes camera images (e.g. 'front_rgb') and {INSTRUCTION_KEY!r} (plus low-dim keys such as "
                 f"'proprio'; a privileged teacher may read 'state' instead of images), got {list(self.obs_keys)}"
             )
-        if self.encoder != "stem" and self.encoder not in ENCODERS:
+        if self.encoder == "stem":
+            if self.encoder_options:
+                raise ConfigError(
+                    f"encoder_options are for an encoder of policies.vision; the stem takes none, got "
+                    f"{dict(self.encoder_options)}"
+                )
+        elif self.encoder not in ENCODERS:
             raise ConfigError(
                 f"encoder must be stem (the keypoint-token stem) or one of {', '.join(ENCODERS)}, got {self.encoder!r}"
             )
-        if self.encoder != "stem":
+        else:
             check_image_encoder(self.encoder, self.shift, self.encoder_options)
-        elif self.encoder_options:
-            raise ConfigError(
-                f"encoder_options are for an encoder of policies.vision; the stem takes none, got "
-                f"{dict(self.encoder_options)}"
-            )
 
 
 class VLAPolicy(PolicyModule):
@@ -134,15 +143,7 @@ class VLAPolicy(PolicyModule):
         self.words = InstructionTokenizer(self.vocab, self.max_words)
 
         d = self.d_model
-        if cfg.encoder == "stem":
-            self.stems = nn.ModuleDict({k: KeypointStem(d, self.image_tokens) for k in self.images})
-        else:
-            self.stems = nn.ModuleDict(
-                {
-                    k: EncoderTokens(cfg.encoder, tuple(meta[k]["shape"]), d, self.image_tokens, **cfg.encoder_options)
-                    for k in self.images
-                }
-            )
+        self.stems = nn.ModuleDict({k: camera_tokens(cfg, tuple(meta[k]["shape"])) for k in self.images})
         self.word_embed = nn.Embedding(len(self.vocab), d, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(1, self.max_words, d) * 0.02)
         self.normalizers = nn.ModuleDict({k: Normalizer(tuple(meta[k]["shape"])) for k in self.low_dim})

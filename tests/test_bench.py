@@ -54,15 +54,17 @@ def test_rpd_quick_bench_writes_json_and_png(tmp_path):
 def test_diffusion_quick_bench_writes_json(tmp_path):
     p, data = quick_bench("diffusion", tmp_path, timeout=900)
     row = data["tasks"]["robodistill/PickCube-v0"]
-    assert set(row) >= {"ddpm100", "ddim10", "sdp", "rti", "consistency"}
-    for variant in ("ddpm100", "ddim10", "sdp", "rti", "consistency"):
+    heads = ("consistency", "consistency_on_policy", "consistency_2step", "consistency_on_policy_2step")
+    for variant in ("ddpm100", "ddim10", "sdp", "rti", *heads):
         assert {"success", "nfe", "latency_ms", "speedup_vs_ddpm100"} <= set(row[variant])
     # network evaluations per control step, counted while evaluating: one plan per 8 actions (a little more when an
-    # episode ends mid-chunk) of 100 (DDPM), 10 (DDIM) or 1 (the head); RTI 3 per step plus a DDIM-10 first plan
-    for variant, k in (("ddpm100", 100), ("ddim10", 10), ("consistency", 1)):
+    # episode ends mid-chunk) of 100 (DDPM), 10 (DDIM), 1 (a head) or 2 (its 2-step chain); RTI 3 per step plus a
+    # DDIM-10 first plan
+    for variant, k in (("ddpm100", 100), ("ddim10", 10), *((h, 1 + h.endswith("2step")) for h in heads)):
         assert k / 8 <= row[variant]["nfe"] <= k / 4, variant
     assert 3 < row["rti"]["nfe"] < 5
     assert row["ddpm100"]["speedup_vs_ddpm100"] == 1.0 and row["consistency"]["speedup_vs_ddpm100"] > 5
+    assert data["runs"]["pickcube_s0"]["train_wall_s"]["consistency_on_policy"] > 0
     assert len(data["commit"]) >= 7
     assert "speedup" in p.stdout
 

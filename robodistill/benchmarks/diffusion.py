@@ -1,10 +1,12 @@
 """Diffusion figures: success, network evaluations per control step and per-action latency at batch 1 for a
 diffusion policy sampled with DDPM-100, DDIM-10 and RTI (steps [50, 25, 0], and the example [3, 1, 0]; the same
 trained network), a streaming diffusion policy
-(SDP, its own training) and a consistency one-step head distilled from the DP.
+(SDP, its own training) and a consistency one-step head distilled from the DP: offline on the DP's demonstrations,
+and on-policy (the one-step head drives, the DP labels the states it visits) with the same number of updates; each
+head also chained in 2 steps (the same network, sampled twice).
 
 Per task and seed: 100 scripted demonstrations; DP and SDP trained on them with the same network and budget; the
-consistency head distilled from that DP on the same demonstrations. Success is over the same seeded evaluation
+consistency heads distilled from that DP. Success is over the same seeded evaluation
 episodes for every variant; network evaluations per control step are counted during those episodes. Latency is
 measured afterwards in one process, variants interleaved, on one env at batch 1 (the policy call only, planning
 amortised over the actions it yields).
@@ -29,7 +31,8 @@ from robodistill.tasks import make_env
 from robodistill.teachers import load_policy
 
 TASKS = {"pusht": "robodistill/PushT-v0", "pickcube": "robodistill/PickCube-v0"}
-VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0", "sdp", "consistency")
+HEADS = ("consistency", "consistency_on_policy")  # one-step heads: offline and on-policy distillation
+VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0", "sdp", *HEADS, *(f"{h}_2step" for h in HEADS))
 DP_VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0")  # samplers of the one trained DP
 # each variant's sampler as conf/sampler/ writes it (DDPM-100, DDIM-10, RTI [50, 25, 0], ...); only the example
 # RTI step list [3, 1, 0] is spelled here
@@ -40,7 +43,10 @@ SAMPLERS = {
     "rti_3_1_0": {**option_defaults("sampler", "rti"), "timesteps": [3, 1, 0]},
     "sdp": option_defaults("sampler", "sdp"),
     "consistency": option_defaults("sampler", "consistency"),
+    "consistency_2step": {**option_defaults("sampler", "consistency"), "num_steps": 2},
 }
+SAMPLERS["consistency_on_policy"] = SAMPLERS["consistency"]
+SAMPLERS["consistency_on_policy_2step"] = SAMPLERS["consistency_2step"]
 
 
 def eval_figures(run_dir: Path) -> dict[str, float]:
@@ -62,9 +68,16 @@ def dp_job(overrides: list[str], run_dir: Path, episodes: int) -> dict[str, Any]
 
 
 def single_job(overrides: list[str], run_dir: Path, variant: str) -> dict[str, Any]:
-    """Train SDP or the consistency head; its final evaluation uses its own sampler."""
+    """Train SDP or a consistency head; its final evaluation uses its own sampler. A head is evaluated again with
+    its 2-step chain (`<variant>_2step`)."""
     summary = train_once([*overrides, f"sampler={SAMPLERS[variant]['kind']}"], run_dir)
-    return {variant: eval_figures(run_dir), "train_wall_s": summary["wall_s"]}
+    out = {variant: eval_figures(run_dir), "train_wall_s": summary["wall_s"]}
+    if f"{variant}_2step" in SAMPLERS:
+        cfg = RunDir(run_dir).config()
+        cfg.sampler = SAMPLERS[f"{variant}_2step"]
+        r = evaluate_run(cfg, run_dir, "best", int(cfg.eval.episodes), videos=0)
+        out[f"{variant}_2step"] = {"success": r["success_rate"], "nfe": r["nfe_per_step"]}
+    return out
 
 
 def latencies(runs: dict[str, Path], task_id: str, steps: int, rounds: int = 3) -> dict[str, dict[str, float]]:
@@ -100,6 +113,9 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     common = [f"eval.episodes={episodes}", "eval.videos=0", "algo.num_demos=" + ("6" if quick else "100")]
     net = ["student.down_dims=[16,32]", "student.step_embed_dim=16"] if quick else []
     dp_updates, cd_updates = (30, 20) if quick else (3000, 1000)
+    rounds = 2 if quick else 4  # on-policy: the same updates as offline, over rounds of the head driving
+    on_policy = ["algo.on_policy=true", f"algo.rounds={rounds}", f"algo.updates_per_round={cd_updates // rounds}"]
+    on_policy.append(f"algo.episodes_per_round={2 if quick else 20}")
     jobs1, keys1 = [], []
     for task in tasks:
         for seed in seeds:
@@ -120,7 +136,10 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
             algo = ["algo=consistency", *teacher, f"algo.updates={cd_updates}"]
             overrides = [f"task={task}", f"seed={seed}", *common, *algo]
             jobs2.append((single_job, (overrides, out_dir / f"{task}_cd_s{seed}", "consistency")))
-            keys2.append((task, seed, "cd"))
+            jobs2.append(
+                (single_job, ([*overrides, *on_policy], out_dir / f"{task}_cdop_s{seed}", "consistency_on_policy"))
+            )
+            keys2 += [(task, seed, "cd"), (task, seed, "cdop")]
     results.update(zip(keys2, map_jobs(call_job, jobs2, workers)))
 
     payload: dict[str, Any] = {
@@ -128,16 +147,18 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "episodes": episodes,
         "dp_updates": dp_updates,
         "consistency_updates": cd_updates,
+        "consistency_on_policy_rounds": rounds,
         "samplers": SAMPLERS,
         "tasks": {},
         "runs": {},
     }
-    lines = [f"{'task':<26}{'variant':<13}{'success':>16}{'nfe/step':>10}{'latency ms':>12}{'p99 ms':>9}{'speedup':>9}"]
+    lines = [f"{'task':<26}{'variant':<29}{'success':>16}{'nfe/step':>10}{'latency ms':>12}{'p99 ms':>9}{'speedup':>9}"]
     for task, task_id in tasks.items():
         per_seed = {v: [] for v in VARIANTS}
         for seed in seeds:
             dp, sdp, cd = results[(task, seed, "dp")], results[(task, seed, "sdp")], results[(task, seed, "cd")]
-            figures = {**{v: dp[v] for v in DP_VARIANTS}, "sdp": sdp["sdp"], "consistency": cd["consistency"]}
+            cdop = results[(task, seed, "cdop")]
+            figures = {v: r[v] for r in (dp, sdp, cd, cdop) for v in VARIANTS if v in r}
             for v in VARIANTS:
                 per_seed[v].append(figures[v])
             payload["runs"][f"{task}_s{seed}"] = {
@@ -146,10 +167,13 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                     "dp": dp["train_wall_s"],
                     "sdp": sdp["train_wall_s"],
                     "consistency": cd["train_wall_s"],
+                    "consistency_on_policy": cdop["train_wall_s"],
                 },
             }
         runs = {v: out_dir / f"{task}_dp_s0" for v in DP_VARIANTS}
-        runs.update(sdp=out_dir / f"{task}_sdp_s0", consistency=out_dir / f"{task}_cd_s0")
+        runs.update(sdp=out_dir / f"{task}_sdp_s0")
+        for head, name in (("consistency", "cd"), ("consistency_on_policy", "cdop")):
+            runs[head] = runs[f"{head}_2step"] = out_dir / f"{task}_{name}_s0"
         lat = latencies(runs, task_id, steps=48 if quick else 192)
         row = {}
         for v in VARIANTS:
@@ -165,13 +189,13 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
             }
             r = row[v]
             lines.append(
-                f"{task_id:<26}{v:<13}{r['success']:>9.2f} ± {r['success_std']:.2f}{r['nfe']:>10.2f}"
+                f"{task_id:<26}{v:<29}{r['success']:>9.2f} ± {r['success_std']:.2f}{r['nfe']:>10.2f}"
                 f"{r['latency_ms']:>12.2f}{r['latency_p99_ms']:>9.1f}{r['speedup_vs_ddpm100']:>8.1f}x"
             )
         base = row["ddpm100"]["success"]
         row["targets"] = {
-            "consistency_speedup_ge_20": row["consistency"]["speedup_vs_ddpm100"] >= 20,
-            "consistency_within_5_points": abs(row["consistency"]["success"] - base) <= 0.05,
+            **{f"{h}_speedup_ge_20": row[h]["speedup_vs_ddpm100"] >= 20 for h in HEADS},
+            **{f"{h}_within_5_points": abs(row[h]["success"] - base) <= 0.05 for h in HEADS},
             "sdp_nfe_le_50": row["sdp"]["nfe"] <= 50,
             "sdp_within_5_points": abs(row["sdp"]["success"] - base) <= 0.05,
             "rti_nfe_le_5": row["rti"]["nfe"] <= 5,

@@ -78,6 +78,15 @@ def test_no_teacher_calls_after_lambda_is_annealed():
     assert model.last_train_stats["distill/lambda"] == 0.0 and "distill/loss" not in model.last_train_stats
 
 
+def test_a_lambda_floor_keeps_the_teacher_labelling_after_annealing():
+    weight = DistillWeight(kind="cosine", value=1.0, anneal_steps=256, floor=0.25)
+    model = rpd_on_reach(lambda s: np.tile(TARGET, (len(s), 1)), zero_reward=False, distill_weight=weight)
+    model.learn(128 * 6)
+    assert model.steps == {"distill": 768, "annealed": 0}
+    assert model.teacher.labels == {"distill": 768}
+    assert model.last_train_stats["distill/lambda"] == 0.25 and "distill/loss" in model.last_train_stats
+
+
 def test_lambda_schedules():
     cos = DistillWeight(kind="cosine", value=1.0, anneal_steps=1000)
     assert cos(0) == 1.0
@@ -85,8 +94,14 @@ def test_lambda_schedules():
     assert cos(250) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
     assert cos(1000) == 0.0 and cos(10**9) == 0.0
     assert DistillWeight(kind="constant", value=0.3)(10**9) == 0.3
+    floored = DistillWeight(kind="cosine", value=10.0, anneal_steps=1000, floor=1.0)
+    assert floored(0) == 10.0
+    assert floored(500) == pytest.approx(5.5)
+    assert floored(1000) == 1.0 and floored(10**9) == 1.0
     with pytest.raises(ValueError, match="unknown lambda schedule"):
         DistillWeight(kind="step")
+    with pytest.raises(ValueError, match="floor"):
+        DistillWeight(kind="cosine", value=1.0, floor=2.0)
 
 
 def test_distill_losses_against_hand_computed_values():

@@ -41,11 +41,13 @@ DISTILL_SCHEDULES = ("constant", "cosine")
 
 @dataclass(frozen=True)
 class DistillWeight:
-    """lambda(t) for env step t: constant `value`; or cosine from `value` to 0 over `anneal_steps`, then 0 for good."""
+    """lambda(t) for env step t: constant `value`; or cosine from `value` down to `floor` over `anneal_steps`, then
+    `floor` for good (floor 0: the teacher is no longer called once annealed)."""
 
     kind: str = "constant"
     value: float = 1.0
     anneal_steps: int = 100_000
+    floor: float = 0.0
 
     def __post_init__(self):
         if self.kind not in DISTILL_SCHEDULES:
@@ -54,13 +56,16 @@ class DistillWeight:
             raise ValueError(f"lambda value={self.value} must be >= 0")
         if self.kind == "cosine" and self.anneal_steps <= 0:
             raise ValueError(f"cosine lambda needs anneal_steps > 0, got {self.anneal_steps}")
+        if not 0 <= self.floor <= self.value:
+            raise ValueError(f"lambda floor={self.floor} must be in [0, value={self.value}]")
 
     def __call__(self, t: float) -> float:
         if self.kind == "constant":
             return self.value
         if t >= self.anneal_steps:
-            return 0.0
-        return self.value * 0.5 * (1.0 + math.cos(math.pi * max(t, 0.0) / self.anneal_steps))
+            return self.floor
+        cos = 0.5 * (1.0 + math.cos(math.pi * max(t, 0.0) / self.anneal_steps))
+        return self.floor + (self.value - self.floor) * cos
 
 
 HORIZON_SCHEDULES = ("off", "constant", "linear", "exponential")

@@ -65,6 +65,9 @@ def test_diffusion_quick_bench_writes_json(tmp_path):
     assert 3 < row["rti"]["nfe"] < 5
     assert row["ddpm100"]["speedup_vs_ddpm100"] == 1.0 and row["consistency"]["speedup_vs_ddpm100"] > 5
     assert data["runs"]["pickcube_s0"]["train_wall_s"]["consistency_on_policy"] > 0
+    levers = row["levers_seed0"]
+    assert set(levers) == {"consistency", "consistency_3x_updates", "consistency_teacher_steps_20"}
+    assert levers["consistency"]["success"] == data["runs"]["pickcube_s0"]["consistency"]["success"]
     assert len(data["commit"]) >= 7
     assert "speedup" in p.stdout
 

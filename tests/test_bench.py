@@ -45,7 +45,8 @@ def test_rpd_quick_bench_writes_json_and_png(tmp_path):
     for key in ("teacher_success", "ppo_success", "rpd_success", "ppo_steps_to_80", "rpd_steps_to_80"):
         assert key in row
     assert data["teacher_calls_per_step"] == 1.0
-    assert data["teacher_calls_per_step_after_anneal"] == 0.0
+    assert data["teacher_calls_per_step_after_anneal"] is None and data["rpd_steps_after_anneal"] == 0  # a floor
+    assert data["distill_floor"] > 0
     assert (tmp_path / "rpd.png").read_bytes().startswith(b"\x89PNG")
     assert "teacher labels per collected env step" in p.stdout
 

@@ -1,12 +1,13 @@
 """RPD figures: env steps to 80 % success for plain PPO vs RPD, final success vs an imperfect teacher, and teacher
-calls per collected env step while lambda > 0 and after it was annealed to 0.
+calls per collected env step (every state once while lambda > 0; none after lambda is annealed to 0, which a floor
+of 0 would give).
 
 Both learners get the same env-step budget, network, PPO hyperparameters and evaluation episodes; RPD adds the
 distillation term toward a scripted expert made imperfect on purpose (Gaussian action noise tuned per task so the
-teacher succeeds in at most about 70 % of the evaluation episodes), with lambda cosine-annealed from 10 to 0 over the
-first half of the budget: the teacher leads early, PPO alone refines afterwards (and the teacher is no longer
-called, which the second teacher-calls figure counts). Runs go two at a time: every figure here is counted in env
-steps or episodes, not seconds.
+teacher succeeds in at most about 70 % of the evaluation episodes), with lambda cosine-annealed from 10 down to a
+floor of 1 over the first half of the budget, then held there: the teacher leads early, PPO refines afterwards with the
+teacher still as an anchor. Runs go two at a time: every figure here is counted in env steps or episodes, not
+seconds.
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ from robodistill.rundir import RunDir
 # task config -> teacher noise that brings the scripted expert to roughly 55-65 % success
 TASKS = {"pushcube": 0.6, "pickcube": 0.4}
 # lambda's start: at 1.0 PPO's own gradient drowns the distillation term on these tasks (probed at 30-80k env
-# steps); 10 lets the teacher lead early. Annealed to 0 over the first half of the budget: with lambda held
-# constant the student stays near the imperfect teacher on PushCube (an earlier run of this suite: 0.63 vs 0.55)
+# steps); 10 lets the teacher lead early. Annealed over the first half of the budget: with lambda held at 1 from the
+# start the student stays near the imperfect teacher on PushCube (an earlier run of this suite: 0.63 vs 0.55)
 DISTILL_WEIGHT = 10.0
+# lambda's floor after annealing. Annealed to 0 (an earlier run of this suite, docs/bench history): every RPD run
+# passed 80 %, then two of three PickCube seeds collapsed to 0.06 / 0.12 within 10k env steps of lambda reaching 0.
+# A floor rather than a stopping rule on the teacher's KL: the scripted teacher gives actions, not a distribution, and
+# its noise is zero-mean, so the squared-error pull goes toward the clean expert's action, never toward the noise
+DISTILL_FLOOR = 1.0
 TASK_IDS = {"pushcube": "robodistill/PushCube-v0", "pickcube": "robodistill/PickCube-v0"}
 LEVEL = 0.8
 
@@ -66,6 +72,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                     f"algo.distill_weight.value={DISTILL_WEIGHT}",
                     "algo.distill_weight.kind=cosine",
                     f"algo.distill_weight.anneal_steps={budget // 2}",
+                    f"algo.distill_weight.floor={DISTILL_FLOOR}",
                 ]
                 overrides = [f"task={task}", f"algo={algo}", f"seed={seed}", *common, *(rpd if algo == "rpd" else [])]
                 jobs.append((overrides, out_dir / f"{task}_{algo}_s{seed}"))
@@ -79,6 +86,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "level": LEVEL,
         "teacher_noise_std": tasks,
         "distill_weight": DISTILL_WEIGHT,
+        "distill_floor": DISTILL_FLOOR,
         "tasks": {},
         "runs": {},
     }
@@ -122,9 +130,8 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         )
     rpd_runs = [results[(t, "rpd", s)] for t in tasks for s in seeds]
     payload["teacher_calls_per_step"] = float(np.mean([r["teacher_labels_per_step"] for r in rpd_runs]))
-    payload["teacher_calls_per_step_after_anneal"] = float(
-        np.mean([r["teacher_labels_per_step_after_anneal"] for r in rpd_runs])
-    )
+    after = [r["teacher_labels_per_step_after_anneal"] for r in rpd_runs if r["steps_annealed"]]
+    payload["teacher_calls_per_step_after_anneal"] = float(np.mean(after)) if after else None
     payload["rpd_steps_with_teacher"] = int(np.mean([r["steps_distill"] for r in rpd_runs]))
     payload["rpd_steps_after_anneal"] = int(np.mean([r["steps_annealed"] for r in rpd_runs]))
     png = plot_compared(
@@ -138,8 +145,12 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         f"every {eval_every:,} env steps at or above it, mean over seeds; budget {budget:,} env steps)",
         f"teacher labels per collected env step while lambda > 0: {payload['teacher_calls_per_step']:.3f}  "
         f"(RPD runs, {payload['rpd_steps_with_teacher']:,} env steps each)",
-        f"teacher labels per collected env step after lambda annealed to 0: "
-        f"{payload['teacher_calls_per_step_after_anneal']:.3f}  ({payload['rpd_steps_after_anneal']:,} env steps each)",
+        "teacher labels per collected env step after lambda annealed to 0: "
+        + (
+            f"{payload['teacher_calls_per_step_after_anneal']:.3f}  ({payload['rpd_steps_after_anneal']:,} env steps each)"
+            if after
+            else f"none annealed to 0 (lambda held at its floor of {DISTILL_FLOOR:g})"
+        ),
         f"learning curves: {png}",
     ]
     return payload, lines

@@ -66,6 +66,13 @@ def user_error(*needles: str) -> Iterator[pytest.ExceptionInfo]:
         assert n in str(exc), str(exc)
 
 
+@pytest.fixture(autouse=True)
+def sb3_logs_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SB3 models a test builds without our run's logger write their (empty) log folder under the test's tmp_path
+    instead of a new /tmp/SB3-<date> per test."""
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3_logs"))
+
+
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """write(name, source): a module a config can name (`teacher.target=<name>:<fn>`), importable in this test only."""

@@ -211,6 +211,18 @@ def test_teacher_nan_mid_run_stops_clearly_and_the_run_resumes(user_module, tmp_
     assert last_ckpt(run)["train_state"]["num_timesteps"] == 384
 
 
+def test_training_stops_at_the_first_evaluation_reaching_stop_at_success(tmp_path):
+    run = tmp_path / "sac"
+    args = ["algo=sac", *TINY, "algo.num_envs=1", "algo.sb3.learning_starts=50", "algo.eval_every=100"]
+    # every evaluation reaches a success rate of 0: the first one (at 100 env steps) ends the 10,000-step budget
+    summary = train_run(*args, "algo.total_timesteps=10000", "algo.stop_at_success=0.0", run=run)
+    assert summary["env_steps"] == 101  # SB3 takes the step whose callback says stop
+    curve = [m["step"] for m in metrics(run) if "eval/success_rate" in m]
+    assert curve == [100, 101]  # the stopping evaluation, then the final one
+    with user_error("algo.stop_at_success must be a success rate in [0, 1]"):
+        train_run(*args, "algo.stop_at_success=80", run=tmp_path / "bad")
+
+
 def test_an_sb3_argument_the_algorithm_does_not_take(tmp_path):
     with user_error("algo.sb3 has an argument PPO does not take", "no_such_arg"):
         train_run("algo=ppo", *TINY_PPO, "+algo.sb3.no_such_arg=1", run=tmp_path / "r")

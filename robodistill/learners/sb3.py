@@ -132,6 +132,9 @@ def check_sb3_run(cfg: DictConfig) -> None:
             f"algo={cfg.algo.name} trains SB3's own CNN on camera images, not student.encoder={cfg.student.encoder}: "
             "use student.encoder=cnn, or algo=dagger / algo=bc for another image encoder"
         )
+    stop_at = cfg.algo.get("stop_at_success")
+    if stop_at is not None and not (isinstance(stop_at, int | float) and 0 <= stop_at <= 1):
+        raise UserError(f"algo.stop_at_success must be a success rate in [0, 1] or null, got {stop_at!r}")
 
 
 def make_vec_env(cfg: DictConfig, comps: Components, teacher_keys: Sequence[str] = ()) -> tuple[VecEnv, StudentView]:
@@ -240,7 +243,8 @@ def save_model_zip(model: BaseAlgorithm, path: Path) -> None:
 
 class RunCallback(BaseCallback):
     """SB3 callback that connects a model to our run: progress bar, seeded evaluation every `eval_every` env steps,
-    `checkpoints/last.pt` at every rollout boundary (or every `checkpoint_every` steps), best model kept.
+    `checkpoints/last.pt` at every rollout boundary (or every `checkpoint_every` steps), best model kept; training
+    stops at the first evaluation whose success rate reaches `stop_at_success` (None: never).
 
     Everything runs at the start of a rollout, i.e. after the previous rollout has been trained on.
     """
@@ -254,8 +258,10 @@ class RunCallback(BaseCallback):
         checkpoint_every: int,
         after_update: Callable[[], None] | None,
         progress: bool,
+        stop_at_success: float | None = None,
     ):
         super().__init__()
+        self.stop_at_success, self.stopped = stop_at_success, False
         self.total, self.eval_every, self.checkpoint_every = total_timesteps, eval_every, checkpoint_every
         self._evaluate, self._checkpoint, self._after_update = evaluate, checkpoint, after_update
         self.progress = progress
@@ -279,7 +285,10 @@ class RunCallback(BaseCallback):
             self._after_update()
         if t >= self.next_eval:
             self.next_eval = t + self.eval_every
-            result = score(self._evaluate(t))
+            evaluation = self._evaluate(t)
+            result = score(evaluation)
+            if self.stop_at_success is not None and evaluation.get("success_rate", -1.0) >= self.stop_at_success:
+                self.stopped = True  # the next step returns False: SB3 ends learn() there
             if result > self.best:
                 self.best = result
                 self._checkpoint("best")
@@ -296,11 +305,16 @@ class RunCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.bar is not None:
             self.bar.update(self.training_env.num_envs)
-        return True
+        return not self.stopped
 
     def _on_training_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def stopped(history: list[dict[str, float]], stop_at: float | None) -> bool:
+    """Whether a (resumed) learning curve already reached `algo.stop_at_success`."""
+    return stop_at is not None and any(h["success_rate"] >= stop_at for h in history)
 
 
 def train_in_run(
@@ -350,13 +364,21 @@ def train_in_run(
             services.log(step, {f"eval/teacher_{next(iter(headline(result)))}": teacher_success})
         return result
 
+    stop_at = a.get("stop_at_success")
     callback = RunCallback(
-        total, int(a.eval_every), evaluate, checkpoint, int(a.checkpoint_every), after_update, services.progress
+        total,
+        int(a.eval_every),
+        evaluate,
+        checkpoint,
+        int(a.checkpoint_every),
+        after_update,
+        services.progress,
+        None if stop_at is None else float(stop_at),
     )
     if history:
         callback.best = max(score(h) for h in history)
     try:
-        if total > model.num_timesteps:
+        if total > model.num_timesteps and not stopped(history, stop_at):
             model.learn(total - model.num_timesteps, callback=callback, reset_num_timesteps=ckpt is None)
     finally:
         venv.close()

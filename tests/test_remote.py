@@ -289,7 +289,7 @@ def test_serve_script_end_to_end(pushcube):
     proc = subprocess.Popen(
         [sys.executable, "scripts/serve.py", "task=pushcube", "teacher=scripted", f"port={port}"],
         cwd=ROOT,
-        env={**os.environ, "MUJOCO_GL": "egl"},
+        env={**os.environ, "MUJOCO_GL": "egl", "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread's stack
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -309,7 +309,11 @@ def test_serve_script_end_to_end(pushcube):
         assert reply["actions"].shape == (3, 4)
         np.testing.assert_allclose(reply["actions"], expert(states), rtol=0, atol=1e-6)
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean exit (prompt: it skips the interpreter's slow teardown)
-        out, err = proc.communicate(timeout=120)  # generous: the test checks that it exits cleanly, not how fast
+        try:
+            out, err = proc.communicate(timeout=120)  # generous: the test checks that it exits cleanly, not how fast
+        except subprocess.TimeoutExpired:  # seen once with five CPU-bound processes on 2 cores: say where it waits
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail(f"serve.py did not exit within 120 s of Ctrl-C; its threads:\n{proc.communicate()[1][-6000:]}")
         assert proc.returncode == 0, err[-3000:]
         assert f"serving scripted teacher on ws://127.0.0.1:{port}" in out and "Traceback" not in err
         assert out.rstrip().endswith("stopped")

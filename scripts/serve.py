@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -92,6 +93,9 @@ def serve_artifact(path: str, host: str, port: int) -> None:
 
 def serve(server, what: str) -> None:
     """Serve until Ctrl-C, which stops the server cleanly whenever it comes (also while it starts)."""
+    # a process started in the background by a non-interactive shell inherits SIGINT ignored, and Python then keeps
+    # it ignored: restore Ctrl-C's KeyboardInterrupt so `kill -INT` stops the server there too
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.start()
         print(f"serving {what} on {server.url} (health: http://{server.host}:{server.port}/healthz)", flush=True)

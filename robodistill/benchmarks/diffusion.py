@@ -37,10 +37,7 @@ VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0", "sdp", *HEADS, *(f"{h}_2ste
 DP_VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0")  # samplers of the one trained DP
 # further levers on the offline head, seed 0 only (secondary): 3x the updates; a finer teacher grid (consistency
 # over adjacent steps of DDIM-20: smaller teacher ODE steps)
-LEVERS = {
-    "consistency_3x_updates": ["algo.updates={updates3}"],
-    "consistency_teacher_steps_20": ["algo.teacher_steps=20"],
-}
+LEVERS = ("consistency_3x_updates", "consistency_teacher_steps_20")
 # each variant's sampler as conf/sampler/ writes it (DDPM-100, DDIM-10, RTI [50, 25, 0], ...); only the example
 # RTI step list [3, 1, 0] is spelled here
 SAMPLERS = {
@@ -151,8 +148,9 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                 (single_job, ([*overrides, *on_policy], out_dir / f"{task}_cdop_s{seed}", "consistency_on_policy"))
             )
             keys2 += [(task, seed, "cd"), (task, seed, "cdop")]
-        for lever, extra in LEVERS.items():  # seed 0
-            overrides = [*head(task, seeds[0]), *(x.format(updates3=3 * cd_updates) for x in extra)]
+        levers = dict(zip(LEVERS, ([f"algo.updates={3 * cd_updates}"], ["algo.teacher_steps=20"]), strict=True))
+        for lever, extra in levers.items():  # seed 0
+            overrides = [*head(task, seeds[0]), *extra]
             jobs2.append((single_job, (overrides, out_dir / f"{task}_{lever}_s{seeds[0]}", "consistency")))
             keys2.append((task, seeds[0], lever))
     results.update(zip(keys2, map_jobs(call_job, jobs2, workers)))

@@ -35,9 +35,6 @@ TASKS = {"pusht": "robodistill/PushT-v0", "pickcube": "robodistill/PickCube-v0"}
 HEADS = ("consistency", "consistency_on_policy")  # one-step heads: offline and on-policy distillation
 VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0", "sdp", *HEADS, *(f"{h}_2step" for h in HEADS))
 DP_VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0")  # samplers of the one trained DP
-# further levers on the offline head, seed 0 only (secondary): 3x the updates; a finer teacher grid (consistency
-# over adjacent steps of DDIM-20: smaller teacher ODE steps)
-LEVERS = ("consistency_3x_updates", "consistency_teacher_steps_20")
 # each variant's sampler as conf/sampler/ writes it (DDPM-100, DDIM-10, RTI [50, 25, 0], ...); only the example
 # RTI step list [3, 1, 0] is spelled here
 SAMPLERS = {
@@ -120,6 +117,12 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     rounds = 2 if quick else 4  # on-policy: the same updates as offline, over rounds of the head driving
     on_policy = ["algo.on_policy=true", f"algo.rounds={rounds}", f"algo.updates_per_round={cd_updates // rounds}"]
     on_policy.append(f"algo.episodes_per_round={2 if quick else 20}")
+    # further levers on the offline head, seed 0 only (secondary): 3x the updates; a finer teacher grid (consistency
+    # over adjacent steps of DDIM-20: smaller teacher ODE steps)
+    levers = {
+        "consistency_3x_updates": [f"algo.updates={3 * cd_updates}"],
+        "consistency_teacher_steps_20": ["algo.teacher_steps=20"],
+    }
     jobs1, keys1 = [], []
     for task in tasks:
         for seed in seeds:
@@ -148,7 +151,6 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
                 (single_job, ([*overrides, *on_policy], out_dir / f"{task}_cdop_s{seed}", "consistency_on_policy"))
             )
             keys2 += [(task, seed, "cd"), (task, seed, "cdop")]
-        levers = dict(zip(LEVERS, ([f"algo.updates={3 * cd_updates}"], ["algo.teacher_steps=20"]), strict=True))
         for lever, extra in levers.items():  # seed 0
             overrides = [*head(task, seeds[0]), *extra]
             jobs2.append((single_job, (overrides, out_dir / f"{task}_{lever}_s{seeds[0]}", "consistency")))
@@ -214,11 +216,11 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
             "rti_nfe_le_5": row["rti"]["nfe"] <= 5,
             "rti_within_5_points": abs(row["rti"]["success"] - base) <= 0.05,
         }
-        levers = {"consistency": results[(task, seeds[0], "cd")]}
-        levers.update({lever: results[(task, seeds[0], lever)] for lever in LEVERS})
+        lever_runs = {"consistency": results[(task, seeds[0], "cd")]}
+        lever_runs.update({lever: results[(task, seeds[0], lever)] for lever in levers})
         row["levers_seed0"] = {
             k: {"success": r["consistency"]["success"], "success_2step": r["consistency_2step"]["success"]}
-            for k, r in levers.items()
+            for k, r in lever_runs.items()
         }
         lines.append(
             f"  {task_id} offline-head levers, seed {seeds[0]} (1 step / 2 steps): "

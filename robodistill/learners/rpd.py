@@ -6,8 +6,8 @@ L_distill is taken on the minibatch's own (student-visited) states:
   mse  (default)  squared error between the student's mean action and the teacher's action (summed over dims)
   kl              Gaussian reverse KL(N_student || N_teacher), for teachers that give a std
   nll             -log N(a_teacher; mu_student, sigma_student)
-lambda(t) is constant, or cosine-annealed from `value` to `floor` over `anneal_steps` env steps; with floor 0 the teacher is no longer
-called at all. The teacher labels every state of a rollout once, in batched calls right after the rollout, and the
+lambda(t) is constant, or cosine-annealed from `value` to `floor` over `anneal_steps` env steps; with a floor of 0
+the teacher is no longer called at all after that. The teacher labels every state of a rollout once, in batched calls right after the rollout, and the
 labels travel with the rollout through every epoch and minibatch (the original code re-queries the teacher for each
 minibatch of each epoch: the same labels at several times the cost).
 

@@ -287,7 +287,7 @@ class RunCallback(BaseCallback):
             self.next_eval = t + self.eval_every
             evaluation = self._evaluate(t)
             result = score(evaluation)
-            if self.stop_at_success is not None and evaluation.get("success_rate", -1.0) >= self.stop_at_success:
+            if self.reached(evaluation.get("success_rate")):
                 self.stopped = True  # the next step returns False: SB3 ends learn() there
             if result > self.best:
                 self.best = result
@@ -302,6 +302,10 @@ class RunCallback(BaseCallback):
             buf = self.model.rollout_buffer
             extractor.update(buf.observations[: buf.pos if not buf.full else None])
 
+    def reached(self, success_rate: float | None) -> bool:
+        """Whether an evaluation's success rate ends training (`stop_at_success`)."""
+        return self.stop_at_success is not None and success_rate is not None and success_rate >= self.stop_at_success
+
     def _on_step(self) -> bool:
         if self.bar is not None:
             self.bar.update(self.training_env.num_envs)
@@ -310,11 +314,6 @@ class RunCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def stopped(history: list[dict[str, float]], stop_at: float | None) -> bool:
-    """Whether a (resumed) learning curve already reached `algo.stop_at_success`."""
-    return stop_at is not None and any(h["success_rate"] >= stop_at for h in history)
 
 
 def train_in_run(
@@ -375,10 +374,11 @@ def train_in_run(
         services.progress,
         None if stop_at is None else float(stop_at),
     )
-    if history:
+    if history:  # a resumed run: its curve so far
         callback.best = max(score(h) for h in history)
+        callback.stopped = any(callback.reached(h["success_rate"]) for h in history)
     try:
-        if total > model.num_timesteps and not stopped(history, stop_at):
+        if total > model.num_timesteps and not callback.stopped:
             model.learn(total - model.num_timesteps, callback=callback, reset_num_timesteps=ckpt is None)
     finally:
         venv.close()

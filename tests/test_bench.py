@@ -55,13 +55,15 @@ def test_rpd_quick_bench_writes_json_and_png(tmp_path):
 def test_diffusion_quick_bench_writes_json(tmp_path):
     p, data = quick_bench("diffusion", tmp_path, timeout=900)
     row = data["tasks"]["robodistill/PickCube-v0"]
-    heads = ("consistency", "consistency_on_policy", "consistency_2step", "consistency_on_policy_2step")
+    chained = [f"{h}_{n}step" for h in ("consistency", "consistency_on_policy") for n in (2, 3)]
+    heads = ("consistency", "consistency_on_policy", *chained)
     for variant in ("ddpm100", "ddim10", "sdp", "rti", *heads):
         assert {"success", "nfe", "latency_ms", "speedup_vs_ddpm100"} <= set(row[variant])
     # network evaluations per control step, counted while evaluating: one plan per 8 actions (a little more when an
-    # episode ends mid-chunk) of 100 (DDPM), 10 (DDIM), 1 (a head) or 2 (its 2-step chain); RTI 3 per step plus a
+    # episode ends mid-chunk) of 100 (DDPM), 10 (DDIM), 1 (a head) or n (its n-step chain); RTI 3 per step plus a
     # DDIM-10 first plan
-    for variant, k in (("ddpm100", 100), ("ddim10", 10), *((h, 1 + h.endswith("2step")) for h in heads)):
+    chain_length = {h: int(h[-5]) if h.endswith("step") else 1 for h in heads}
+    for variant, k in (("ddpm100", 100), ("ddim10", 10), *chain_length.items()):
         assert k / 8 <= row[variant]["nfe"] <= k / 4, variant
     assert 3 < row["rti"]["nfe"] < 5
     assert row["ddpm100"]["speedup_vs_ddpm100"] == 1.0 and row["consistency"]["speedup_vs_ddpm100"] > 5
@@ -69,6 +71,7 @@ def test_diffusion_quick_bench_writes_json(tmp_path):
     levers = row["levers_seed0"]
     assert set(levers) == {"consistency", "consistency_3x_updates", "consistency_teacher_steps_20"}
     assert levers["consistency"]["success"] == data["runs"]["pickcube_s0"]["consistency"]["success"]
+    assert levers["consistency"]["success_3step"] == data["runs"]["pickcube_s0"]["consistency_3step"]["success"]
     assert len(data["commit"]) >= 7
     assert "speedup" in p.stdout
 

@@ -3,7 +3,7 @@ diffusion policy sampled with DDPM-100, DDIM-10 and RTI (steps [50, 25, 0], and 
 trained network), a streaming diffusion policy
 (SDP, its own training) and a consistency one-step head distilled from the DP: offline on the DP's demonstrations,
 and on-policy (the one-step head drives, the DP labels the states it visits) with the same number of updates; each
-head also chained in 2 steps (the same network, sampled twice). Two more levers on the offline head run on seed 0 only:
+head also chained in 2 and 3 steps (the same network, sampled again from a re-noised estimate) as a measured trade-off. Two more levers on the offline head run on seed 0 only:
 3x the distillation updates, and a finer teacher grid (DDIM-20 instead of DDIM-10).
 
 Per task and seed: 100 scripted demonstrations; DP and SDP trained on them with the same network and budget; the
@@ -33,7 +33,9 @@ from robodistill.teachers import load_policy
 
 TASKS = {"pusht": "robodistill/PushT-v0", "pickcube": "robodistill/PickCube-v0"}
 HEADS = ("consistency", "consistency_on_policy")  # one-step heads: offline and on-policy distillation
-VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0", "sdp", *HEADS, *(f"{h}_2step" for h in HEADS))
+CHAINS = (2, 3)  # each head also sampled as a chain of this many steps: `<head>_<n>step`
+CHAINED = tuple(f"{h}_{n}step" for h in HEADS for n in CHAINS)
+VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0", "sdp", *HEADS, *CHAINED)
 DP_VARIANTS = ("ddpm100", "ddim10", "rti", "rti_3_1_0")  # samplers of the one trained DP
 # each variant's sampler as conf/sampler/ writes it (DDPM-100, DDIM-10, RTI [50, 25, 0], ...); only the example
 # RTI step list [3, 1, 0] is spelled here
@@ -44,10 +46,11 @@ SAMPLERS = {
     "rti_3_1_0": {**option_defaults("sampler", "rti"), "timesteps": [3, 1, 0]},
     "sdp": option_defaults("sampler", "sdp"),
     "consistency": option_defaults("sampler", "consistency"),
-    "consistency_2step": {**option_defaults("sampler", "consistency"), "num_steps": 2},
 }
-SAMPLERS["consistency_on_policy"] = SAMPLERS["consistency"]
-SAMPLERS["consistency_on_policy_2step"] = SAMPLERS["consistency_2step"]
+for _n in CHAINS:
+    SAMPLERS[f"consistency_{_n}step"] = {**SAMPLERS["consistency"], "num_steps": _n}
+for _v in [v for v in SAMPLERS if v.startswith("consistency")]:
+    SAMPLERS[_v.replace("consistency", "consistency_on_policy", 1)] = SAMPLERS[_v]
 
 
 def eval_figures(run_dir: Path) -> dict[str, float]:
@@ -69,15 +72,15 @@ def dp_job(overrides: list[str], run_dir: Path, episodes: int) -> dict[str, Any]
 
 
 def single_job(overrides: list[str], run_dir: Path, variant: str) -> dict[str, Any]:
-    """Train SDP or a consistency head; its final evaluation uses its own sampler. A head is evaluated again with
-    its 2-step chain (`<variant>_2step`)."""
+    """Train SDP or a consistency head; its final evaluation uses its own sampler. A head is evaluated again as
+    each chain (`<variant>_<n>step`)."""
     summary = train_once([*overrides, f"sampler={SAMPLERS[variant]['kind']}"], run_dir)
     out = {variant: eval_figures(run_dir), "train_wall_s": summary["wall_s"]}
-    if f"{variant}_2step" in SAMPLERS:
+    for chain in (f"{variant}_{n}step" for n in CHAINS if f"{variant}_{n}step" in SAMPLERS):
         cfg = RunDir(run_dir).config()
-        cfg.sampler = SAMPLERS[f"{variant}_2step"]
+        cfg.sampler = SAMPLERS[chain]
         r = evaluate_run(cfg, run_dir, "best", int(cfg.eval.episodes), videos=0)
-        out[f"{variant}_2step"] = {"success": r["success_rate"], "nfe": r["nfe_per_step"]}
+        out[chain] = {"success": r["success_rate"], "nfe": r["nfe_per_step"]}
     return out
 
 
@@ -188,7 +191,8 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         runs = {v: out_dir / f"{task}_dp_s0" for v in DP_VARIANTS}
         runs.update(sdp=out_dir / f"{task}_sdp_s0")
         for head, name in (("consistency", "cd"), ("consistency_on_policy", "cdop")):
-            runs[head] = runs[f"{head}_2step"] = out_dir / f"{task}_{name}_s0"
+            for v in (head, *(f"{head}_{n}step" for n in CHAINS)):
+                runs[v] = out_dir / f"{task}_{name}_s0"
         lat = latencies(runs, task_id, steps=48 if quick else 192)
         row = {}
         for v in VARIANTS:
@@ -209,8 +213,8 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
             )
         base = row["ddpm100"]["success"]
         row["targets"] = {
-            **{f"{h}_speedup_ge_20": row[h]["speedup_vs_ddpm100"] >= 20 for h in HEADS},
-            **{f"{h}_within_5_points": abs(row[h]["success"] - base) <= 0.05 for h in HEADS},
+            **{f"{h}_speedup_ge_20": row[h]["speedup_vs_ddpm100"] >= 20 for h in (*HEADS, *CHAINED)},
+            **{f"{h}_within_5_points": abs(row[h]["success"] - base) <= 0.05 for h in (*HEADS, *CHAINED)},
             "sdp_nfe_le_50": row["sdp"]["nfe"] <= 50,
             "sdp_within_5_points": abs(row["sdp"]["success"] - base) <= 0.05,
             "rti_nfe_le_5": row["rti"]["nfe"] <= 5,
@@ -219,12 +223,13 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         lever_runs = {"consistency": results[(task, seeds[0], "cd")]}
         lever_runs.update({lever: results[(task, seeds[0], lever)] for lever in levers})
         row["levers_seed0"] = {
-            k: {"success": r["consistency"]["success"], "success_2step": r["consistency_2step"]["success"]}
+            k: {"success": r["consistency"]["success"]}
+            | {f"success_{n}step": r[f"consistency_{n}step"]["success"] for n in CHAINS}
             for k, r in lever_runs.items()
         }
         lines.append(
-            f"  {task_id} offline-head levers, seed {seeds[0]} (1 step / 2 steps): "
-            + "; ".join(f"{k} {v['success']:.2f} / {v['success_2step']:.2f}" for k, v in row["levers_seed0"].items())
+            f"  {task_id} offline-head levers, seed {seeds[0]} (1 / {' / '.join(map(str, CHAINS))} steps): "
+            + "; ".join(f"{k} " + " / ".join(f"{x:.2f}" for x in v.values()) for k, v in row["levers_seed0"].items())
         )
         payload["tasks"][task_id] = row
         met = [k for k, ok in row["targets"].items() if ok]

@@ -1,7 +1,7 @@
 """Serve a teacher or an exported policy over the openpi policy-server protocol (websocket + msgpack-numpy):
 
 python scripts/serve.py task=pushcube teacher=scripted port=8765
-python scripts/serve.py task=pushcube teacher=checkpoint teacher.path=<run dir> host=0.0.0.0
+python scripts/serve.py task=pushcube teacher=checkpoint teacher.path=<run dir> host=0.0.0.0 token=<shared secret>
 python scripts/serve.py artifact=<run dir>/export_onnx port=8000
 
 A teacher answers observation batches (a leading batch dim N) with {"actions": (N, A)} plus "mean", "std", "logits"
@@ -29,7 +29,7 @@ from robodistill.errors import report_errors
 @report_errors
 def main(cfg: DictConfig) -> None:
     if cfg.get("artifact"):
-        return serve_artifact(str(cfg.artifact), str(cfg.host), int(cfg.port))
+        return serve_artifact(str(cfg.artifact), cfg)
     # imported here so a missing GL backend is reported as one line
     from robodistill.config import to_dict
     from robodistill.observations import obs_mode_for
@@ -62,16 +62,28 @@ def main(cfg: DictConfig) -> None:
         # sent beside "actions" when the teacher gives them
         return {"actions": out.action, **{k: getattr(out, k) for k in OPTIONAL_LABELS if getattr(out, k) is not None}}
 
-    server = PolicyServer(
-        infer, metadata, host=str(cfg.host), port=int(cfg.port), reset=lambda: reset_episode(teacher, None)
-    )
+    server = PolicyServer(infer, metadata, reset=lambda: reset_episode(teacher, None), **server_options(cfg))
     try:
         serve(server, f"{kind} teacher")
     finally:
         env.close()
 
 
-def serve_artifact(path: str, host: str, port: int) -> None:
+def server_options(cfg: DictConfig) -> dict[str, Any]:
+    """Where and how PolicyServer listens: address, limits and the shared token (`token`, else $ROBODISTILL_TOKEN)."""
+    from robodistill.runtime.server import TOKEN_ENV
+
+    return {
+        "host": str(cfg.host),
+        "port": int(cfg.port),
+        "max_message_mb": float(cfg.max_message_mb),
+        "max_batch": int(cfg.max_batch),
+        "token": cfg.token or os.environ.get(TOKEN_ENV),
+        "allow_open": bool(cfg.allow_open),
+    }
+
+
+def serve_artifact(path: str, cfg: DictConfig) -> None:
     """Serve an exported policy with the torch-free runtime (its graphs checked against their sha256 first)."""
     # imported here, not at the top: serving an artifact imports neither torch nor MuJoCo
     from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
@@ -88,7 +100,8 @@ def serve_artifact(path: str, host: str, port: int) -> None:
         "batched": policy.horizon == 1,
         "contract": {k: c[k] for k in ("observations", "action", "chunk", "control_rate_hz")},
     }
-    serve(PolicyServer(policy.answer, metadata, host=host, port=port, reset=policy.reset), f"{artifact.kind} policy")
+    server = PolicyServer(policy.answer, metadata, reset=policy.reset, **server_options(cfg))
+    serve(server, f"{artifact.kind} policy")
 
 
 def serve(server, what: str) -> None:

@@ -15,13 +15,14 @@ import msgpack
 import numpy as np
 import pytest
 from conftest import ROOT
+from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 from websockets.sync.server import serve as sync_serve
 
 import envs
 from robodistill.errors import UserError
 from robodistill.runtime.client import PolicyClient, RemoteError
-from robodistill.runtime.server import PolicyServer
+from robodistill.runtime.server import PolicyServer, ServerError, is_loopback
 from robodistill.runtime.wire import packb, unpackb
 from robodistill.teachers import TeacherError
 from robodistill.teachers.remote import RemoteTeacher
@@ -104,7 +105,7 @@ def test_round_trip_metadata_and_healthz():
     with PolicyServer(double_state, {"name": "double", "bins": 5}, port=0) as server:
         assert healthz(server.port) == 200
         with PolicyClient(server.url) as client:
-            assert client.metadata == {"name": "double", "bins": 5}
+            assert client.metadata == {"name": "double", "bins": 5, "max_message_bytes": 64 * 2**20, "max_batch": 1024}
             state = np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32)  # a batch of 3
             reply = client.infer({"state": state})
             np.testing.assert_array_equal(reply["actions"], state[:, :4] * 2)
@@ -176,6 +177,59 @@ def test_inference_is_never_concurrent():
     assert most[0] == 1
 
 
+def test_oversized_message_is_refused_unread_while_others_are_served():
+    state = np.ones((2, 6), np.float32)
+    big = {"state": np.zeros((2**18 + 1024,), np.float32)}  # just over 1 MB
+    with PolicyServer(double_state, {}, port=0, max_message_mb=1) as server, PolicyClient(server.url) as other:
+        assert server.max_message_bytes == 2**20
+        with connect(server.url, compression=None, max_size=None) as ws:  # a client that ignores the limit
+            unpackb(ws.recv(timeout=5))
+            ws.send(packb(big))
+            with pytest.raises(ConnectionClosedError) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd.code == 1009 and "exceeds" in closed.value.rcvd.reason
+        # ours reads the limit from the metadata and refuses to send, without retries
+        with pytest.raises(RemoteError, match="1.0 MB exceeds the limit of the server .*max_message_mb"):
+            other.infer(big)
+        other.metadata = {}  # a client that does not know the limit: the server's refusal is raised at once
+        with pytest.raises(RemoteError, match="refused the message: .*exceeds"):
+            other.infer(big)
+        np.testing.assert_array_equal(other.infer({"state": state})["actions"], state[:, :4] * 2)
+
+
+def test_batches_over_max_batch_are_refused_with_an_error_reply():
+    with PolicyServer(double_state, {"batched": True}, port=0, max_batch=2) as server, PolicyClient(server.url) as c:
+        with pytest.raises(RemoteError, match="a batch of 3 exceeds this server's max_batch=2"):
+            c.infer({"state": np.ones((3, 6), np.float32)})
+        assert c.infer({"state": np.ones((2, 6), np.float32)})["actions"].shape == (2, 4)
+
+
+def test_a_token_is_required_when_set_and_the_right_one_is_served():
+    state = np.ones((2, 6), np.float32)
+    with PolicyServer(double_state, {}, port=0, token="s3cret") as server:
+        with PolicyClient(server.url, token="s3cret") as good:
+            with pytest.raises(RemoteError, match="refused the connection: no token .*teacher.token"):
+                PolicyClient(server.url, retries=2)  # refused at once, not retried
+            with pytest.raises(RemoteError, match="refused the connection: wrong token"):
+                PolicyClient(server.url, token="guess")
+            np.testing.assert_array_equal(good.infer({"state": state})["actions"], state[:, :4] * 2)
+        assert healthz(server.port) == 200  # the health check stays open
+
+
+def test_serving_beyond_loopback_needs_a_token_or_allow_open():
+    with pytest.raises(ServerError, match="serving on 0.0.0.0 reaches beyond this machine: set a shared token"):
+        PolicyServer(double_state, {}, host="0.0.0.0", port=0)
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert is_loopback(host)
+    for host in ("0.0.0.0", "192.168.1.7", "robot-pc"):
+        assert not is_loopback(host)
+    with PolicyServer(double_state, {}, host="0.0.0.0", port=0, allow_open=True) as server:
+        with PolicyClient(f"ws://127.0.0.1:{server.port}") as client:
+            assert client.infer({"state": np.ones((1, 6))})["actions"].shape == (1, 4)
+    with pytest.raises(ServerError, match="max_batch >= 1"):
+        PolicyServer(double_state, {}, port=0, max_batch=0)
+
+
 def test_killed_server_raises_after_bounded_retries():
     server = PolicyServer(double_state, {}, port=0).start()
     client = PolicyClient(server.url, retries=2, backoff_s=0.05)
@@ -227,6 +281,24 @@ def test_remote_teacher_batched_matches_the_expert(pushcube):
         np.testing.assert_allclose(out.action, expert(states), rtol=0, atol=1e-6)
         assert out.action.shape == (3, 4) and out.chunk is None and teacher.bins is None
         teacher.client.close()
+
+
+def test_remote_teacher_splits_batches_to_the_servers_max_batch(pushcube, monkeypatch):
+    _, expert, states = pushcube
+    sizes = []
+
+    def label(obs: dict) -> dict:
+        sizes.append(len(obs["state"]))
+        return {"actions": expert(obs["state"])}
+
+    monkeypatch.setenv("ROBODISTILL_TOKEN", "from-env")  # read when teacher.token is unset
+    meta = {"obs_keys": ["state"], "batched": True}
+    with PolicyServer(label, meta, port=0, max_batch=2, token="from-env") as server:
+        teacher = RemoteTeacher.from_config({"uri": server.url, "obs_keys": ["state"], "batched": True})
+        out = teacher.act({"state": states})
+        teacher.client.close()
+    assert sizes == [2, 1]
+    np.testing.assert_allclose(out.action, expert(states), rtol=0, atol=1e-6)
 
 
 def test_remote_teacher_per_env_with_prompt_and_chunk(pushcube):
@@ -289,7 +361,8 @@ def test_serve_script_end_to_end(pushcube):
     proc = subprocess.Popen(
         [sys.executable, "scripts/serve.py", "task=pushcube", "teacher=scripted", f"port={port}"],
         cwd=ROOT,
-        env={**os.environ, "MUJOCO_GL": "egl", "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread's stack
+        # SIGABRT dumps every thread's stack; the token comes from the environment, as a deployment would set it
+        env={**os.environ, "MUJOCO_GL": "egl", "PYTHONFAULTHANDLER": "1", "ROBODISTILL_TOKEN": "e2e"},
         # started as a background job of a non-interactive shell is: with SIGINT ignored, which Ctrl-C must overcome
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         stdout=subprocess.PIPE,
@@ -305,7 +378,9 @@ def test_serve_script_end_to_end(pushcube):
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "serve.py did not come up"
             time.sleep(0.2)
-        with PolicyClient(f"ws://127.0.0.1:{port}") as client:
+        with pytest.raises(RemoteError, match="no token"):
+            PolicyClient(f"ws://127.0.0.1:{port}")
+        with PolicyClient(f"ws://127.0.0.1:{port}", token="e2e") as client:
             assert client.metadata["teacher"] == "scripted" and client.metadata["obs_keys"] == ["state"]
             reply = client.infer({"state": states})
         assert reply["actions"].shape == (3, 4)
@@ -323,3 +398,19 @@ def test_serve_script_end_to_end(pushcube):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_script_refuses_an_open_address_without_a_token():
+    p = subprocess.run(
+        [sys.executable, "scripts/serve.py", "task=pushcube", "teacher=scripted", "host=0.0.0.0", "port=0"],
+        cwd=ROOT,
+        env={k: v for k, v in {**os.environ, "MUJOCO_GL": "egl"}.items() if k != "ROBODISTILL_TOKEN"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines() == [
+        "error: serving on 0.0.0.0 reaches beyond this machine: set a shared token (token=... or the "
+        "ROBODISTILL_TOKEN environment variable; clients send it as teacher.token) or allow_open=true"
+    ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from websockets.exceptions import InvalidURI, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
+from robodistill.runtime.server import TOKEN_ENV
 from robodistill.runtime.wire import packb, unpackb
 
 
@@ -29,11 +31,19 @@ class PolicyClient:
     """Connects to a policy server, reads its metadata, and sends observation dicts for action dicts.
 
     A failed connect or exchange (refused, closed, timed out, garbled) is retried `retries` times on a fresh
-    connection, waiting `backoff_s * 2**i` before retry i, then raises RemoteError. An error the server answers is
-    raised at once: resending the same observation would fail the same way.
+    connection, waiting `backoff_s * 2**i` before retry i, then raises RemoteError. An error the server answers, a
+    refused token and a message over the server's size limit are raised at once: resending would fail the same way.
+    `token` goes in the handshake as `Authorization: Bearer <token>`.
     """
 
-    def __init__(self, uri: str, timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.5):
+    def __init__(
+        self,
+        uri: str,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        token: str | None = None,
+    ):
         if not uri.startswith(("ws://", "wss://")):
             raise RemoteError(f"a policy server address looks like ws://host:port, got {uri!r}")
         if retries < 0 or timeout_s <= 0 or backoff_s < 0:
@@ -41,6 +51,7 @@ class PolicyClient:
                 f"need retries >= 0, timeout_s > 0, backoff_s >= 0; got {retries}, {timeout_s}, {backoff_s}"
             )
         self.uri, self.timeout_s, self.retries, self.backoff_s = uri, timeout_s, retries, backoff_s
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
         self._ws: ClientConnection | None = None
         self.metadata: dict[str, Any] = {}
         self._with_retries(lambda: None)  # connects, which reads the server's metadata
@@ -48,6 +59,12 @@ class PolicyClient:
     def infer(self, obs: dict) -> dict:
         """Send one observation dict (arrays, numbers, strings) and return the server's reply dict."""
         message = packb(obs)  # unsendable content (object arrays, custom classes) raises here, without retries
+        limit = self.metadata.get("max_message_bytes")
+        if limit is not None and len(message) > int(limit):
+            raise RemoteError(
+                f"a message of {len(message) / 2**20:.1f} MB exceeds the limit of the server at {self.uri} "
+                f"({int(limit) / 2**20:.1f} MB): send smaller batches, or raise its max_message_mb"
+            )
         return self._with_retries(lambda: self._exchange(message))
 
     def close(self) -> None:
@@ -77,6 +94,20 @@ class PolicyClient:
                 return call()
             except InvalidURI as exc:
                 raise RemoteError(f"bad policy server address {self.uri!r}: {exc}") from exc
+            except InvalidStatus as exc:
+                self.close()
+                if exc.response.status_code != 401:
+                    raise RemoteError(f"the server at {self.uri} refused the connection: {exc}") from exc
+                said = exc.response.body.decode(errors="replace").strip()
+                raise RemoteError(
+                    f"the server at {self.uri} refused the connection: {said} (set teacher.token or the "
+                    f"{TOKEN_ENV} environment variable to the server's token)"
+                ) from exc
+            except ConnectionClosed as exc:
+                self.close()
+                if exc.rcvd is not None and exc.rcvd.code == CloseCode.MESSAGE_TOO_BIG:
+                    raise RemoteError(f"the server at {self.uri} refused the message: {exc.rcvd.reason}") from exc
+                last = exc
             except _CONNECTION_ERRORS as exc:
                 last = exc
                 self.close()  # a late reply on this connection would answer the next request: start afresh
@@ -87,7 +118,9 @@ class PolicyClient:
         ) from last
 
     def _connect(self) -> None:
-        ws = connect(self.uri, compression=None, max_size=None, open_timeout=self.timeout_s)
+        ws = connect(
+            self.uri, compression=None, max_size=None, open_timeout=self.timeout_s, additional_headers=self._headers
+        )
         # entered as `with connect(...)` would be: websockets >= 17.1 warns about a connection used bare
         self._ws = ws.__enter__()
         self.metadata = self._receive()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http
+import ipaddress
 import logging
 import threading
 import time
@@ -21,6 +23,9 @@ from robodistill.runtime.wire import packb, unpackb
 log = logging.getLogger(__name__)
 
 CONTROLS = ("episode_start", "episode_end")  # {"__ctrl__": <one of these>} is answered {"__ack__": <it>}
+MAX_MESSAGE_MB = 64.0  # a batch of 64 envs x 3 cameras at 224x224 RGB is 29 MB
+MAX_BATCH = 1024
+TOKEN_ENV = "ROBODISTILL_TOKEN"  # entry points read the shared token from here when none is configured
 
 
 class ServerError(RuntimeError):
@@ -32,8 +37,13 @@ class ServerError(RuntimeError):
 class PolicyServer:
     """Serves `infer(obs) -> {"actions": ..., ...}` to any number of websocket clients, one inference at a time.
 
-    A malformed message or a failing `infer` is answered with one text frame "error: ..." (as openpi does), and the
-    connection stays open. `reset` is called on an "episode_start" control message.
+    A malformed message, a batch larger than `max_batch` (for a server whose metadata says "batched") or a failing
+    `infer` is answered with one text frame "error: ..." (as openpi does), and the connection stays open. A message
+    over `max_message_mb` is refused before it is read: the connection closes with code 1009 and the reason, and
+    other clients are served as before. With a `token`, a client must send `Authorization: Bearer <token>` in its
+    handshake (refused with HTTP 401 otherwise; GET /healthz stays open); a host beyond loopback needs a token
+    unless `allow_open`. The limits go out in the metadata (`max_message_bytes`, `max_batch`), so that clients can
+    keep within them. `reset` is called on an "episode_start" control message.
     """
 
     def __init__(
@@ -43,8 +53,23 @@ class PolicyServer:
         host: str = "127.0.0.1",
         port: int = 8000,
         reset: Callable[[], None] | None = None,
+        max_message_mb: float = MAX_MESSAGE_MB,
+        max_batch: int = MAX_BATCH,
+        token: str | None = None,
+        allow_open: bool = False,
     ):
+        if max_message_mb <= 0 or max_batch < 1:
+            raise ServerError(f"need max_message_mb > 0 and max_batch >= 1, got {max_message_mb} and {max_batch}")
+        if not token and not allow_open and not is_loopback(host):
+            raise ServerError(
+                f"serving on {host} reaches beyond this machine: set a shared token (token=... or the {TOKEN_ENV} "
+                "environment variable; clients send it as teacher.token) or allow_open=true"
+            )
         self.infer, self.metadata, self.host, self.port, self.reset = infer, metadata, host, port, reset
+        self.max_message_bytes, self.max_batch = int(max_message_mb * 2**20), int(max_batch)
+        self._expected_auth = f"Bearer {token}".encode() if token else None
+        metadata = {**metadata, "max_message_bytes": self.max_message_bytes, "max_batch": self.max_batch}
+        self.metadata = metadata
         self._packed_metadata = packb(metadata)  # an unpackable metadata fails here, not at the first client
         # one worker thread: inference and resets never run concurrently (a torch policy is not thread-safe), always
         # on the same thread, and the event loop stays free to answer pings and health checks meanwhile
@@ -121,24 +146,32 @@ class PolicyServer:
 
     async def _main(self, ready: threading.Event) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
-        # compression off and no size limit: observations are images and arrays, as in openpi
+        # compression off (observations are images and arrays, as in openpi); a message over the limit is refused from
+        # its frame header, before its payload is read; at most 2 unread messages wait per connection
         async with serve(
             self._handle,
             self.host,
             self.port,
             compression=None,
-            max_size=None,
-            process_request=self._health,
+            max_size=self.max_message_bytes,
+            max_queue=2,
+            process_request=self._process_request,
         ) as server:
             self.port = _bound_port(server)
             ready.set()
             await self._stopping.wait()
 
-    @staticmethod
-    def _health(connection: ServerConnection, request: Request) -> Response | None:
-        """Plain HTTP GET /healthz answers 200 OK; anything else goes on to the websocket handshake."""
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Plain HTTP GET /healthz answers 200 OK; a handshake without the token gets 401; anything else goes on to
+        the websocket handshake."""
         if request.path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "OK\n")
+        if self._expected_auth is not None:
+            sent = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(sent, self._expected_auth):
+                log.warning("refused a client without the right token")
+                reason = "wrong token" if sent else "no token (send Authorization: Bearer <token>)"
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED, f"{reason}\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -160,6 +193,10 @@ class PolicyServer:
             return _error(str(exc))
         if not isinstance(obs, dict) or not all(isinstance(k, str) for k in obs):
             return _error(f"expected a msgpack map with str keys (an observation dict), got a {type(obs).__name__}")
+        if self.metadata.get("batched"):
+            n = max((len(v) for v in obs.values() if isinstance(v, list) or np.ndim(v) > 0), default=0)
+            if n > self.max_batch:
+                return _error(f"a batch of {n} exceeds this server's max_batch={self.max_batch}: send smaller batches")
         loop = asyncio.get_running_loop()
         if "__ctrl__" in obs:
             ctrl = obs["__ctrl__"]
@@ -189,6 +226,16 @@ class PolicyServer:
 def _error(message: str) -> str:
     """One text frame holding one line, as openpi sends errors."""
     return "error: " + " ".join(message.split())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or "localhost") only reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _bound_port(server: Server) -> int:

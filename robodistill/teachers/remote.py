@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from robodistill.config import option_defaults
 from robodistill.errors import UserError
 from robodistill.observations import INSTRUCTION_KEY
 from robodistill.runtime.client import PolicyClient, RemoteError
+from robodistill.runtime.server import TOKEN_ENV
 from robodistill.teachers.protocol import OPTIONAL_LABELS, TeacherError, TeacherOutput
 
 LABEL_KEYS = ("actions", *OPTIONAL_LABELS)  # reply keys read; "actions" is required
@@ -28,7 +30,7 @@ class RemoteTeacher:
     takes one observation) sends one request per env. Observation keys are renamed by `key_map` (our key ->
     server key); with `prompt_key` set, the `instruction` observation (one of `obs_keys`) goes as its string under
     that key. A reply's "actions" may be an action chunk (H, A) per env, starting at the current step: the label is
-    its first action, and the chunk is kept.
+    its first action, and the chunk is kept. A batch larger than the server's `max_batch` goes in several requests.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class RemoteTeacher:
                 timeout_s=float(cfg["timeout_s"]),
                 retries=int(cfg["retries"]),
                 backoff_s=float(cfg["backoff_s"]),
+                token=cfg["token"] or os.environ.get(TOKEN_ENV),
             )
         except RemoteError as exc:
             raise UserError(f"cannot reach the remote teacher: {exc} (is the server running? see teacher.uri)") from exc
@@ -97,12 +100,18 @@ class RemoteTeacher:
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
         n = len(obs[self.obs_keys[0]])
         try:
-            if self.batched:
+            if not self.batched:
+                outs = [self._labels(self.client.infer(self._message(obs, i)), 1, batched=False) for i in range(n)]
+                return _concatenate(outs)
+            size = int(self.metadata.get("max_batch") or n)
+            if size >= n:
                 return self._labels(self.client.infer(self._message(obs)), n, batched=True)
-            outs = [self._labels(self.client.infer(self._message(obs, i)), 1, batched=False) for i in range(n)]
+            parts = [{k: v[i : i + size] for k, v in obs.items()} for i in range(0, n, size)]
+            return _concatenate(
+                [self._labels(self.client.infer(self._message(p)), len(p[self.obs_keys[0]]), True) for p in parts]
+            )
         except RemoteError as exc:
             raise TeacherError(f"remote teacher: {exc}") from exc
-        return _concatenate(outs)
 
     def _message(self, obs: dict[str, np.ndarray], i: int | None = None) -> dict[str, Any]:
         """The request for the batch (i None) or for env i alone: renamed keys, and the prompt string(s)."""

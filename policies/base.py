@@ -8,6 +8,8 @@ A policy type is one module: a `PolicyConfig` subclass (the defaults, written on
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -108,6 +110,19 @@ class PolicyModule(nn.Module):
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this network (saved next to its state_dict)."""
         return {"kind": self.kind, "shape_meta": self.shape_meta, **self.cfg.to_dict()}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights live (`.to(device)` moves them, its noise tables and what it draws)."""
+        return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+
+    def tensors(self, obs: Mapping[str, Any], keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Observations (numpy arrays or tensors) of `keys` (default `obs_keys`) as tensors on the network's device."""
+        device = self.device
+        return {
+            k: torch.as_tensor(np.asarray(obs[k]) if not torch.is_tensor(obs[k]) else obs[k], device=device)
+            for k in (keys or self.obs_keys)
+        }
 
 
 # ---- export -------------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class ConsistencyPolicy(DiffusionPolicy):
         self.t_max = int(cfg.t_max if cfg.t_max is not None else self.num_train_steps - 1)
         self.sigma_data, self.alpha_min = float(cfg.sigma_data), float(cfg.alpha_min)
         bars = self.schedule.alphas_cumprod
-        self.sigmas = ((1 - bars) / bars).sqrt()  # (N,)
+        self.register_buffer("sigmas", ((1 - bars) / bars).sqrt(), persistent=False)  # (N,)
 
     def scalings(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """c_skip(t), c_out(t) as (B, 1, 1): 1 and 0 at t = 0 (the boundary), -> 0 and 1 as the noise grows."""
@@ -91,7 +91,7 @@ class ConsistencyGraph(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         p, noise = self.policy, inputs[-1]
         cond = p.condition(dict(zip(self.keys, inputs[:-1])))
-        t = torch.full((noise.shape[0],), p.t_max, dtype=torch.long)
+        t = torch.full((noise.shape[0],), p.t_max, dtype=torch.long, device=noise.device)
         x0 = p.consistency(noise, t, cond).clamp(-1.0, 1.0)
         return p.unnormalize_actions(x0)[:, p.first_action : p.first_action + p.action_horizon]
 

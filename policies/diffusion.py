@@ -22,17 +22,31 @@ def squared_cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.9
     return torch.tensor(betas, dtype=torch.float32)
 
 
-class NoiseSchedule:
-    """Forward noising q(x_t | x_0) and the reverse steps of DDPM (stochastic) and DDIM (deterministic, eta = 0)."""
+class NoiseSchedule(nn.Module):
+    """Forward noising q(x_t | x_0) and the reverse steps of DDPM (stochastic) and DDIM (deterministic, eta = 0).
+
+    A module whose tables are buffers: they move with the policy (`.to(device)`), and are not saved (they follow
+    from `num_train_steps`). Noise is drawn on the sample's device.
+    """
 
     def __init__(self, num_train_steps: int = 100):
+        super().__init__()
         if num_train_steps < 1:
             raise ValueError(f"num_train_steps must be >= 1, got {num_train_steps}")
         self.num_train_steps = num_train_steps
-        self.betas = squared_cosine_betas(num_train_steps)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.bar_before = torch.cat([torch.ones(1), self.alphas_cumprod])  # [t] = alpha_bar_{t-1}; [0] = 1 (clean)
+        betas = squared_cosine_betas(num_train_steps)
+        bars = torch.cumprod(1.0 - betas, dim=0)
+        self.register_buffer("betas", betas, persistent=False)
+        self.register_buffer("alphas_cumprod", bars, persistent=False)
+        # [t] = alpha_bar_{t-1}; [0] = 1 (clean)
+        self.register_buffer("bar_before", torch.cat([torch.ones(1), bars]), persistent=False)
+        # [t] = alpha_bar_t; [-1] = [T] = 1 (clean): DDIM's target level, t_prev = -1 meaning clean
+        self.register_buffer("bar_after", torch.cat([bars, torch.ones(1)]), persistent=False)
+
+    def _step(self, t: int | torch.Tensor, n: int) -> torch.Tensor:
+        """A step for the batch, or per sample, as a (n,) tensor on the schedule's device."""
+        t = torch.as_tensor(t, device=self.betas.device)
+        return t.expand(n) if t.dim() == 0 else t
 
     def _bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """alpha_bar_t broadcast over a sample's shape: t (B,) -> (B, 1, 1), or per position t (B, T) -> (B, T, 1)."""
@@ -55,7 +69,7 @@ class NoiseSchedule:
         t is one step for the batch, or one per sample (B,) or per position (B, T_p) as SDP's buffer needs;
         positions already clean (t < 0) stay as they are.
         """
-        t = torch.as_tensor(t).expand(len(x_t)) if torch.as_tensor(t).dim() == 0 else t
+        t = self._step(t, len(x_t))
         tc = t.clamp(min=0)
         bar_t = self._bar(tc, x_t)
         bar_prev = self.bar_before[tc].reshape(bar_t.shape)  # alpha_bar_{t-1}, 1 at t = 0
@@ -65,7 +79,7 @@ class NoiseSchedule:
             (1 - beta_t).sqrt() * (1 - bar_prev) / (1 - bar_t)
         ) * x_t
         var = beta_t * (1 - bar_prev) / (1 - bar_t)  # zero at t = 0
-        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype)
+        noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device=x_t.device)
         return torch.where((t >= 0).reshape(bar_t.shape), mean + var.sqrt() * noise, x_t)
 
     def renoise(
@@ -74,7 +88,7 @@ class NoiseSchedule:
         """Sample q(x_t | x_s) for t >= s, per position (s = -1: x_s is clean): raise a sample's noise level."""
         bar_s = self.bar_before[s + 1]
         ratio = (self._bar(t, x_s) / bar_s.reshape(*s.shape, *([1] * (x_s.dim() - s.dim())))).clamp(max=1.0)
-        noise = torch.randn(x_s.shape, generator=generator, dtype=x_s.dtype)
+        noise = torch.randn(x_s.shape, generator=generator, dtype=x_s.dtype, device=x_s.device)
         return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
 
     def ddim_timesteps(self, num_inference_steps: int) -> list[int]:
@@ -88,12 +102,10 @@ class NoiseSchedule:
         self, eps: torch.Tensor, t: int | torch.Tensor, t_prev: int | torch.Tensor, x_t: torch.Tensor
     ) -> torch.Tensor:
         """Deterministic DDIM step x_t -> x_{t_prev}, per sample when t, t_prev are (B,) (t_prev = -1: clean)."""
-        t = torch.as_tensor(t).expand(len(x_t))
-        t_prev = torch.as_tensor(t_prev).expand(len(x_t))
+        t, t_prev = self._step(t, len(x_t)), self._step(t_prev, len(x_t))
         x0 = self.predict_x0(eps, t, x_t).clamp(-1.0, 1.0)
         bar_t = self._bar(t, x_t)
-        bar_prev = torch.cat([self.alphas_cumprod, torch.ones(1)])[t_prev]  # index -1: alpha_bar = 1 (clean)
-        bar_prev = bar_prev.reshape(bar_t.shape)
+        bar_prev = self.bar_after[t_prev].reshape(bar_t.shape)  # index -1: alpha_bar = 1 (clean)
         eps = (x_t - bar_t.sqrt() * x0) / (1 - bar_t).sqrt()  # the noise consistent with the clipped x_0
         return bar_prev.sqrt() * x0 + (1 - bar_prev).sqrt() * eps
 
@@ -107,7 +119,8 @@ class SinusoidalEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
-        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+        steps = torch.arange(half, dtype=torch.float32, device=t.device)
+        freqs = torch.exp(-math.log(10_000.0) * steps / max(half - 1, 1))
         angles = t.float()[:, None] * freqs[None]
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 

@@ -141,17 +141,20 @@ class DiffusionPolicy(PolicyModule):
     def sdp_levels(self, offset: torch.Tensor) -> torch.Tensor:
         """Chunk-wise noise levels (B, T_p): chunk c sits at offset + c * N / h, later chunks noisier."""
         chunks = self.pred_horizon // self.action_horizon
-        chunk = torch.arange(self.pred_horizon) // self.action_horizon
+        chunk = torch.arange(self.pred_horizon, device=offset.device) // self.action_horizon
         return offset[:, None] + chunk[None] * (self.num_train_steps // chunks)
 
-    def training_levels(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_levels(
+        self, batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """Noise levels for a training batch: (B,) for plain DP; (B, T_p) for SDP's constant/chunk-wise mixture."""
         n = self.num_train_steps
+        draw = {"generator": generator, "device": device}
         if self.noise_levels == "uniform":
-            return torch.randint(0, n, (batch,), generator=generator)
-        constant = torch.rand(batch, generator=generator) < self.constant_level_prob
-        level = torch.randint(0, n, (batch,), generator=generator)[:, None].expand(-1, self.pred_horizon)
-        offset = torch.randint(0, n // (self.pred_horizon // self.action_horizon), (batch,), generator=generator)
+            return torch.randint(0, n, (batch,), **draw)
+        constant = torch.rand(batch, **draw) < self.constant_level_prob
+        level = torch.randint(0, n, (batch,), **draw)[:, None].expand(-1, self.pred_horizon)
+        offset = torch.randint(0, n // (self.pred_horizon // self.action_horizon), (batch,), **draw)
         return torch.where(constant[:, None], level, self.sdp_levels(offset))
 
     def imitation_loss(
@@ -160,7 +163,7 @@ class DiffusionPolicy(PolicyModule):
         """epsilon-prediction MSE on action chunks target (B, T_p, A) noised at random levels."""
         x0 = self.normalize_actions(target)
         noise = torch.randn_like(x0)
-        t = self.training_levels(len(x0))
+        t = self.training_levels(len(x0), device=x0.device)
         x_t = self.schedule.add_noise(x0, noise, t)
         mse = ((self.eps(x_t, t, self.condition(obs)) - noise) ** 2).mean()
         return mse, {"mse": mse.item()}
@@ -169,7 +172,7 @@ class DiffusionPolicy(PolicyModule):
 def ddim_denoise(policy: DiffusionPolicy, x: torch.Tensor, cond: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
     """Deterministic DDIM steps along a descending step list, ending on the clean chunk."""
     for t, t_prev in zip(timesteps, [*timesteps[1:], -1]):
-        x = policy.schedule.ddim_step(policy.eps(x, torch.full((len(x),), t), cond), t, t_prev, x)
+        x = policy.schedule.ddim_step(policy.eps(x, torch.full((len(x),), t, device=x.device), cond), t, t_prev, x)
     return x
 
 

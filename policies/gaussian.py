@@ -105,7 +105,7 @@ class GaussianPolicy(PolicyModule):
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Batched actions (B, A) clipped to [-1, 1] and their log-probabilities (B,), from observations (B, ...) or
         histories (B, T_o, ...)."""
-        mean, log_std = self({k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys})
+        mean, log_std = self(self.tensors(obs))
         # the Gaussian log-density written out: a Distribution object costs more than the MLP at batch 8
         if deterministic:
             a, sq = mean, 0.0
@@ -113,7 +113,7 @@ class GaussianPolicy(PolicyModule):
             noise = torch.randn_like(mean)
             a, sq = mean + log_std.exp() * noise, 0.5 * noise**2
         log_prob = -(sq + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
-        return a.clamp(-1.0, 1.0).numpy(), log_prob.numpy()
+        return a.clamp(-1.0, 1.0).numpy(force=True), log_prob.numpy(force=True)
 
 
 class GaussianGraph(nn.Module):

@@ -63,9 +63,9 @@ class DDPMSampler(Sampler):
 
     def plan(self, cond: torch.Tensor, slots: list[int]) -> torch.Tensor:
         p = self.policy
-        x = torch.randn(len(cond), p.pred_horizon, p.action_dim)
+        x = torch.randn(len(cond), p.pred_horizon, p.action_dim, device=cond.device)
         for t in reversed(range(p.num_train_steps)):
-            x = p.schedule.ddpm_step(p.eps(x, torch.full((len(x),), t), cond), t, x)
+            x = p.schedule.ddpm_step(p.eps(x, torch.full((len(x),), t, device=x.device), cond), t, x)
         self.nfe += len(x) * p.num_train_steps
         return x
 
@@ -77,7 +77,7 @@ class DDIMSampler(Sampler):
         self.timesteps = policy.schedule.ddim_timesteps(int(num_inference_steps))
 
     def plan(self, cond: torch.Tensor, slots: list[int]) -> torch.Tensor:
-        x = torch.randn(len(cond), self.policy.pred_horizon, self.policy.action_dim)
+        x = torch.randn(len(cond), self.policy.pred_horizon, self.policy.action_dim, device=cond.device)
         self.nfe += len(x) * len(self.timesteps)
         return ddim_denoise(self.policy, x, cond, self.timesteps)
 
@@ -124,7 +124,7 @@ class RTISampler(Sampler):
         return x
 
     def plan(self, cond: torch.Tensor, slots: list[int]) -> torch.Tensor:
-        chunks = torch.empty(len(cond), self.policy.pred_horizon, self.policy.action_dim)
+        chunks = cond.new_empty(len(cond), self.policy.pred_horizon, self.policy.action_dim)
         cold = [i for i, s in enumerate(slots) if s not in self.previous]
         warm = [i for i, s in enumerate(slots) if s in self.previous]
         if cold:
@@ -157,7 +157,7 @@ class SDPSampler(Sampler):
         chunks = policy.pred_horizon // policy.action_horizon
         self.step = policy.num_train_steps // chunks
         # levels before a plan in the steady state: chunk c at (c + 1) * N / h - 1
-        self.target = policy.sdp_levels(torch.tensor([self.step - 1]))[0]  # (T_p,)
+        self.target = policy.sdp_levels(torch.tensor([self.step - 1], device=policy.device))[0]  # (T_p,)
         self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # slot -> (x (T_p, A), levels (T_p,))
 
     def reset(self, slot: int | None = None) -> None:
@@ -167,12 +167,11 @@ class SDPSampler(Sampler):
             self.buffers.pop(slot, None)
 
     def plan(self, cond: torch.Tensor, slots: list[int]) -> torch.Tensor:
-        p, n = self.policy, self.policy.num_train_steps
+        p, n, device = self.policy, self.policy.num_train_steps, cond.device
         xs, levels = [], []
         for s in slots:  # a new episode starts from pure noise at the top level everywhere (a full first plan)
-            x, lv = self.buffers.get(
-                s, (torch.randn(p.pred_horizon, p.action_dim), torch.full((p.pred_horizon,), n - 1))
-            )
+            top = torch.full((p.pred_horizon,), n - 1, device=device)
+            x, lv = self.buffers.get(s, (torch.randn(p.pred_horizon, p.action_dim, device=device), top))
             xs.append(x)
             levels.append(lv)
         x, lv = torch.stack(xs), torch.stack(levels)  # (B, T_p, A), (B, T_p)
@@ -188,8 +187,8 @@ class SDPSampler(Sampler):
             self.nfe += len(idx)
         chunk = x.clone()
         # shift by one chunk, append fresh noise at the top level, re-noise every shifted position to its level
-        x = torch.cat([x[:, self.executes :], torch.randn(len(x), self.executes, p.action_dim)], dim=1)
-        lv = torch.cat([lv[:, self.executes :], torch.full((len(x), self.executes), n - 1)], dim=1)
+        x = torch.cat([x[:, self.executes :], torch.randn(len(x), self.executes, p.action_dim, device=device)], dim=1)
+        lv = torch.cat([lv[:, self.executes :], torch.full((len(x), self.executes), n - 1, device=device)], dim=1)
         target = self.target.expand_as(lv)
         low = lv < target
         x = torch.where(low[..., None], p.schedule.renoise(x, lv, target), x)
@@ -209,9 +208,9 @@ class ConsistencySampler(Sampler):
 
     def plan(self, cond: torch.Tensor, slots: list[int]) -> torch.Tensor:
         p: ConsistencyPolicy = self.policy  # type: ignore[assignment]
-        x0 = torch.zeros(len(cond), p.pred_horizon, p.action_dim)
+        x0 = cond.new_zeros(len(cond), p.pred_horizon, p.action_dim)
         for i, t in enumerate(self.timesteps):
-            ts = torch.full((len(x0),), t)
+            ts = torch.full((len(x0),), t, device=x0.device)
             # from pure noise first; then the estimate re-noised to the next, lower step
             x = torch.randn_like(x0) if i == 0 else p.schedule.add_noise(x0, torch.randn_like(x0), ts)
             x0 = p.consistency(x, ts, cond).clamp(-1.0, 1.0)
@@ -347,8 +346,7 @@ class ChunkRunner:
 
     def condition(self, slots: list[int]) -> torch.Tensor:
         """FiLM conditions (B, C) from the slots' histories."""
-        obs = {k: torch.as_tensor(v) for k, v in self.history.stacked(slots).items()}  # (B, T_o, ...)
-        return self.policy.condition(obs)
+        return self.policy.condition(self.policy.tensors(self.history.stacked(slots)))  # (B, T_o, ...)
 
     @torch.inference_mode()
     def __call__(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> np.ndarray:
@@ -357,7 +355,7 @@ class ChunkRunner:
         self.observe(obs, slots)
         need = [s for s in slots if not self.queue.get(s)]
         if need:
-            actions = self.sampler.executed(self.sampler.plan(self.condition(need), need)).numpy()
+            actions = self.sampler.executed(self.sampler.plan(self.condition(need), need)).numpy(force=True)
             for i, s in enumerate(need):
                 self.queue[s] = list(actions[i])
         self.steps += len(slots)
@@ -384,4 +382,4 @@ class ChunkRunner:
         self.observe(obs, slots)
         chunk = self.sampler.plan(self.condition(slots), slots)
         self.steps += len(slots)
-        return self.policy.unnormalize_actions(chunk).numpy().astype(np.float32)
+        return self.policy.unnormalize_actions(chunk).numpy(force=True).astype(np.float32)

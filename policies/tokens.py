@@ -35,7 +35,7 @@ class ActionTokenizer:
         (HL-Gauss): cross-entropy to it tells a near miss from a far one, which one-hot labels do not."""
         if not torch.isfinite(action).all():
             raise ValueError("cannot tokenise NaN or inf actions: check the dataset's labels")
-        edges = torch.linspace(self.low, self.high, self.bins + 1)
+        edges = torch.linspace(self.low, self.high, self.bins + 1, device=action.device)
         x = action.clamp(self.low, self.high)[..., None]
         cdf = torch.special.ndtr((edges - x) / (sigma_bins * self.width))  # (..., A, bins + 1)
         mass = cdf[..., 1:] - cdf[..., :-1]
@@ -74,7 +74,8 @@ class InstructionTokenizer:
 
     def __call__(self, instruction: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) uint8 -> ids (B, max_words) int64 and pad mask (B, max_words) bool (True where padding)."""
-        raw = np.asarray(instruction, dtype=np.uint8)
+        raw = instruction.numpy(force=True) if torch.is_tensor(instruction) else instruction
+        raw = np.asarray(raw, dtype=np.uint8)
         out = np.zeros((len(raw), self.max_words), dtype=np.int64)
         for i, row in enumerate(raw):
             key = row.tobytes()

@@ -161,9 +161,10 @@ class VLAPolicy(PolicyModule):
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-dimension logits (B, A, bins)."""
-        images = {k: self.shift(torch.as_tensor(obs[k])) for k in self.images}
+        tensors = self.tensors(obs, [*self.images, *self.low_dim])
         ids, _ = self.words(obs[INSTRUCTION_KEY])
-        return self.logits(images, ids, {k: torch.as_tensor(obs[k]) for k in self.low_dim})
+        images = {k: self.shift(tensors[k]) for k in self.images}
+        return self.logits(images, ids.to(self.device), {k: tensors[k] for k in self.low_dim})
 
     def logits(
         self, images: dict[str, torch.Tensor], ids: torch.Tensor, low_dim: dict[str, torch.Tensor]
@@ -172,13 +173,14 @@ class VLAPolicy(PolicyModule):
         and the low-dim observations: the part of `forward` an exported graph holds (the word split runs outside)."""
         b = ids.shape[0]
         tokens = [self.stems[k](images[k]) for k in self.images] + [self.word_embed(ids) + self.word_pos]
-        masks = [torch.zeros(b, self.image_tokens * len(self.images), dtype=torch.bool), ids == 0]
+        visible = {"dtype": torch.bool, "device": ids.device}
+        masks = [torch.zeros(b, self.image_tokens * len(self.images), **visible), ids == 0]
         for k in self.low_dim:
             x = self.normalizers[k](low_dim[k].float())
             tokens.append(self.low_dim_embed[k](x)[:, None])
-            masks.append(torch.zeros(b, 1, dtype=torch.bool))
+            masks.append(torch.zeros(b, 1, **visible))
         tokens.append(self.queries.expand(b, -1, -1))
-        masks.append(torch.zeros(b, self.action_dim, dtype=torch.bool))
+        masks.append(torch.zeros(b, self.action_dim, **visible))
         h = self.transformer(torch.cat(tokens, 1), src_key_padding_mask=torch.cat(masks, 1))
         return self.head(self.norm(h[:, -self.action_dim :]))  # (B, A, bins)
 
@@ -197,26 +199,25 @@ class VLAPolicy(PolicyModule):
         accuracy = (logits.argmax(-1) == tokens).float().mean()
         return ce, {"ce": ce.item(), "token_accuracy": accuracy.item()}
 
-    def _obs(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys}
-
     @torch.inference_mode()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Batched actions (B, A) from the argmax tokens, or from tokens sampled at `temperature`; and the log-prob
         of the chosen tokens summed over dimensions (B,)."""
-        logits = self(self._obs(obs))
+        logits = self(obs)
         if deterministic:
             tokens = logits.argmax(-1)
         else:
             tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
         log_prob = logits.log_softmax(-1).gather(-1, tokens[..., None])[..., 0].sum(-1)
-        return self.tokenizer.detokenize(tokens).numpy(), log_prob.numpy()
+        return self.tokenizer.detokenize(tokens).numpy(force=True), log_prob.numpy(force=True)
 
     @torch.inference_mode()
     def label(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """As a teacher: argmax actions (B, A) and the per-dimension logits (B, A, bins)."""
-        logits = self(self._obs(obs))
-        return self.tokenizer.detokenize(logits.argmax(-1)).numpy(), logits.numpy().astype(np.float32)
+        logits = self(obs)
+        return self.tokenizer.detokenize(logits.argmax(-1)).numpy(force=True), logits.numpy(force=True).astype(
+            np.float32
+        )
 
 
 # ---- export -------------------------------------------------------------------------------------------------------

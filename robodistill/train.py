@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from robodistill.config import require_values
+from robodistill.devices import resolve_device
 from robodistill.errors import UserError
 from robodistill.learners import LEARNERS
 from robodistill.learners.components import build
@@ -25,6 +26,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     teacher = needs_teacher(learner_class, cfg)
     unused = [] if teacher else ["teacher"]  # ppo and sac, a replayed teacher cache: no teacher, none to set
     require_values(cfg, f"algo={name} task={cfg.task.name}", skip=unused)
+    resolve_device(cfg.get("device"))  # a GPU that is not there: refused before the run directory is made
     torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(int(cfg.seed))
     run = RunDir.create(cfg, run_dir, resume=bool(cfg.resume))

@@ -26,6 +26,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="first episode seed (default: the run's eval.seed)")
     parser.add_argument("--num-envs", type=int, default=None, help="default: the run's eval.num_envs")
     parser.add_argument(
+        "--device", default=None, help="auto, cpu, cuda or cuda:N (default: the run's device, else auto)"
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="sampler=<ddpm|ddim|rti|sdp|consistency> and sampler.<key>=<value>"
     )
     args = parser.parse_intermixed_args()
@@ -33,6 +36,8 @@ def main() -> None:
 
     cfg = RunDir(args.run_dir).config()
     cfg.sampler = sampler_config(cfg.sampler, args.overrides)
+    if args.device is not None:
+        cfg.device = args.device
     result = evaluate_run(cfg, args.run_dir, args.checkpoint, args.episodes, args.videos, args.seed, args.num_envs)
     keys = ("success_rate", "return_mean", "length_mean", "nfe_per_step", "episodes", "videos")
     print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))

@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> None:
         return serve_artifact(str(cfg.artifact), cfg)
     # imported here so a missing GL backend is reported as one line
     from robodistill.config import to_dict
+    from robodistill.devices import resolve_device
     from robodistill.observations import obs_mode_for
     from robodistill.runtime.server import PolicyServer, observation_batch
     from robodistill.tasks import make_env, shape_meta, task_for_keys
@@ -41,7 +42,7 @@ def main(cfg: DictConfig) -> None:
     kind = teacher_cfg.get("kind")
     keys = list(teacher_cfg.get("obs_keys") or ["state"])
     env = make_env(task_for_keys(to_dict(cfg.task), keys), obs_mode_for(set(keys)))  # renders only what it reads
-    teacher = make_teacher(teacher_cfg, env, seed=int(cfg.seed))
+    teacher = make_teacher(teacher_cfg, env, seed=int(cfg.seed), device=resolve_device(cfg.get("device")))
     probe = check_teacher(teacher, env)  # one query on a reset observation: the teacher fits the task
     meta = shape_meta(env)
     shapes = {k: v["shape"] for k, v in meta["obs"].items()}

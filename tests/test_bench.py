@@ -141,3 +141,12 @@ def test_pixels_quick_bench_writes_json_and_png(tmp_path):
     assert deploy["parity_passed"] and deploy["rate_hz"] == 20.0 and deploy["cameras"] == ["front_rgb", "wrist_rgb"]
     assert (tmp_path / "pixels_success.png").read_bytes().startswith(b"\x89PNG")
     assert "cnn_dagger" in p.stdout
+
+
+def test_device_quick_bench_writes_json(tmp_path):  # ~15 s: in the default run, it is cheap
+    p, data = quick_bench("device", tmp_path, timeout=600)
+    cpu = data["cpu"]
+    assert cpu["updates_per_s"] > 0 and set(cpu["labels_per_s"]) == {"1", "16"}
+    assert all(v > 0 for v in cpu["labels_per_s"].values())
+    assert (data["cuda"] is None) == (data["gpu"] is None) and data["cpu_threads"] == 1
+    assert "updates/s" in p.stdout and len(data["commit"]) >= 7

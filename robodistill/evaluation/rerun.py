@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from robodistill.config import to_dict
+from robodistill.devices import resolve_device
 from robodistill.evaluation.rollouts import evaluate, student_policy
 from robodistill.observations import obs_mode_for
 from robodistill.rundir import RunDir
@@ -29,7 +30,7 @@ def evaluate_run(
     and videos. None takes the run's `cfg.eval.*` value."""
     run = RunDir(run_dir).require()
     torch.set_num_threads(int(cfg.torch_threads))
-    student = load_run_policy(run.dir, checkpoint)
+    student = load_run_policy(run.dir, checkpoint, resolve_device(cfg.get("device")))
     ev = cfg.eval
     result = evaluate(
         student_policy(student, to_dict(cfg.sampler)),

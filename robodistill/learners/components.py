@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
@@ -16,6 +17,7 @@ import policies
 from policies.tokens import build_vocab
 from policies.vision import ImageTooSmall
 from robodistill.config import to_dict
+from robodistill.devices import resolve_device
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import student_policy
 from robodistill.observations import obs_mode_for
@@ -33,6 +35,7 @@ class Components:
     teacher: Teacher | None  # None for learners that need no teacher (ppo, sac)
     student: nn.Module | None  # None for learners that build their own (SB3 policies)
     teacher_probe: TeacherOutput | None = None  # the teacher's labels for one reset observation (what it gives)
+    device: torch.device = torch.device("cpu")  # where the student, a network teacher and SB3 learners run
 
 
 def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Module:
@@ -57,6 +60,7 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
     backend = cfg.collector.backend
     if backend != "sync":
         raise UserError(f"collector.backend={backend!r} is not available yet; use collector.backend=sync")
+    device = resolve_device(cfg.get("device"))
     env_id = str(cfg.task.env_id).split(":")[-1]  # the registered id (a `pkg:Env-id` names its package too)
     teacher_keys = teacher_obs_keys(to_dict(cfg.teacher), env_id) if teacher else []
     student_config(cfg.student)  # a misspelt student key: one error, also where the learner builds its own student
@@ -68,14 +72,14 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
     meta = shape_meta(env)
     the_teacher = the_student = probe = None
     if teacher:
-        the_teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.seed))
+        the_teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.seed), device=device)
         probe = check_teacher(the_teacher, env)
     if student:
-        the_student = make_student(cfg.student, meta)
+        the_student = make_student(cfg.student, meta).to(device)
         if the_student.action_dim != int(env.action_space.shape[0]):
             raise UserError(
                 f"student action dim {the_student.action_dim} does not match the task's {env.action_space.shape[0]}"
             )
     if the_student is not None:
         student_policy(the_student, to_dict(cfg.sampler))  # the sampler fits the student: one clear error if not
-    return Components(task, obs_mode, env, meta, the_teacher, the_student, probe)
+    return Components(task, obs_mode, env, meta, the_teacher, the_student, probe, device)

@@ -69,7 +69,7 @@ class ConsistencyLearner:
         config = {k: v for k, v in self.dp.config.items() if k != "kind"}
         self.student = ConsistencyPolicy(
             **config, t_max=self.grid[0], sigma_data=float(a.sigma_data), alpha_min=float(a.alpha_min)
-        )
+        ).to(comps.device)
         self.student.load_state_dict(self.dp.state_dict())  # warm start: at init F(x, t) is the teacher's x_0 estimate
         self.target = copy.deepcopy(self.student).requires_grad_(False)
         self.runner = student_policy(self.student, to_dict(cfg.sampler))  # the one-step head that drives on-policy
@@ -81,8 +81,8 @@ class ConsistencyLearner:
     def loss(self, obs: dict[str, torch.Tensor], chunk: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         s, dp = self.student, self.dp
         x0 = s.normalize_actions(chunk)  # (B, T_p, A)
-        grid = torch.tensor(self.grid)
-        n = torch.randint(0, len(grid) - 1, (len(x0),))
+        grid = torch.tensor(self.grid, device=x0.device)
+        n = torch.randint(0, len(grid) - 1, (len(x0),), device=x0.device)
         t_hi, t_lo = grid[n], grid[n + 1]
         x_hi = s.schedule.add_noise(x0, torch.randn_like(x0), t_hi)
         with torch.no_grad():

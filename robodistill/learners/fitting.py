@@ -40,8 +40,8 @@ def regress(
     student.train()
     for _ in progress_bar(range(steps), enabled=progress, desc=desc, leave=False):
         batch = buffer.sample(batch_size, rng)
-        obs = {k: torch.as_tensor(batch[k]) for k in student.obs_keys}
-        loss, parts = loss_fn(obs, torch.as_tensor(batch[label]))
+        obs = student.tensors(batch)  # on the student's device
+        loss, parts = loss_fn(obs, torch.as_tensor(batch[label], device=student.device))
         if not torch.isfinite(loss):
             raise FloatingPointError("imitation loss became NaN/inf: check the dataset's labels and the learning rate")
         optimizer.zero_grad(set_to_none=True)

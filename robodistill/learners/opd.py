@@ -83,7 +83,7 @@ class OPDLearner:
         a = cfg.algo
         self.student = comps.student
         if a.init:  # post-training: start from a trained token policy (e.g. the SFT student)
-            self.student = load_policy(str(a.init), "best").train()
+            self.student = load_policy(str(a.init), "best", device=comps.device).train()
             check_policy_shapes(self.student, comps.env)
         if a.replay not in ("round", "all"):
             raise UserError(f"algo.replay must be round (on-policy) or all (every round's states), got {a.replay!r}")
@@ -178,7 +178,7 @@ def teacher_logits(student: Any, teacher: dict[str, np.ndarray]) -> np.ndarray:
         p = tok.soft_targets(actions, student.label_sigma)
     else:
         p = torch.nn.functional.one_hot(tok.tokenize(actions), student.bins).float()
-    return p.clamp_min(1e-6).log().numpy().astype(np.float32)
+    return p.clamp_min(1e-6).log().numpy(force=True).astype(np.float32)
 
 
 def load_logits(path: str | Path, student: Any, into: LabelBuffer, rounds: Any = None) -> LabelBuffer:
@@ -251,8 +251,8 @@ def round_metrics(student: torch.nn.Module, buffer: LabelBuffer, max_states: int
     entropy, rkl, fkl = [], [], []
     student.eval()
     for chunk in np.array_split(idx, max(1, len(idx) // 256)):
-        obs = {k: torch.as_tensor(buffer.view(k)[chunk]) for k in student.obs_keys}
-        logits, teacher = student(obs), torch.as_tensor(buffer.view(LOGITS)[chunk])
+        obs = student.tensors({k: buffer.view(k)[chunk] for k in student.obs_keys})
+        logits, teacher = student(obs), torch.as_tensor(buffer.view(LOGITS)[chunk], device=student.device)
         a = logits.shape[1]
         entropy.append(token_entropy(logits).mean(-1))
         rkl.append(token_loss(logits, teacher, "rkl") / a)

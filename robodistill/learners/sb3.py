@@ -28,6 +28,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper,
 
 from policies.gaussian import GaussianConfig
 from robodistill.config import to_dict
+from robodistill.devices import resolve_device
 from robodistill.errors import UserError
 from robodistill.evaluation.curves import plot_learning_curves, steps_to_success
 from robodistill.evaluation.rollouts import headline, score
@@ -167,7 +168,7 @@ class NormalizedFlatten(BaseFeaturesExtractor):
     @torch.no_grad()
     def update(self, obs: np.ndarray) -> None:
         """Merge a batch of observations (..., D) into the running statistics (parallel Welford)."""
-        x = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, self.features_dim)
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.mean.device).reshape(-1, self.features_dim)
         n, mean, var = float(len(x)), x.mean(0), x.var(0, unbiased=False)
         total = self.count + n
         delta = mean - self.mean
@@ -203,10 +204,11 @@ M = TypeVar("M", bound=BaseAlgorithm)
 
 def make_model(algorithm: type[M], cfg: DictConfig, venv: VecEnv, **extra: Any) -> M:
     """`algorithm(policy, venv, **extra, **algo.sb3)` for the run's student (policy and policy_kwargs from
-    `student.*` and `algo.policy_kwargs`), seeded with `seed`, on the CPU."""
+    `student.*` and `algo.policy_kwargs`), seeded with `seed`, on the run's `device`."""
     a = cfg.algo
     policy, policy_kwargs = policy_spec(student_config(cfg.student), bool(a.normalize_obs), to_dict(a.policy_kwargs))
-    kwargs = {**to_dict(a.sb3), "policy_kwargs": policy_kwargs, "seed": int(cfg.seed), "device": "cpu", "verbose": 0}
+    device = resolve_device(cfg.get("device"))
+    kwargs = {**to_dict(a.sb3), "policy_kwargs": policy_kwargs, "seed": int(cfg.seed), "device": device, "verbose": 0}
     try:
         return algorithm(policy, venv, **extra, **kwargs)
     except TypeError as exc:
@@ -223,7 +225,7 @@ def training_state(model: BaseAlgorithm) -> dict[str, Any]:
 
 
 def load_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
-    model.set_parameters(state["sb3"], exact_match=True, device="cpu")
+    model.set_parameters(state["sb3"], exact_match=True, device=model.device)
     model.num_timesteps = int(state["num_timesteps"])
     model._n_updates = int(state["n_updates"])
     if "log_ent_coef" in state:

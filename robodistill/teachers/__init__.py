@@ -22,6 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from omegaconf import MISSING
 
 import envs
@@ -50,52 +51,52 @@ from robodistill.teachers.protocol import (
 from robodistill.teachers.remote import RemoteTeacher
 from robodistill.teachers.sb3 import SB3Student, SB3Teacher, check_spaces, load_sb3_model
 
-TeacherFactory = Callable[[Mapping[str, Any], gym.Env, list[str], int], Teacher]
+TeacherFactory = Callable[[Mapping[str, Any], gym.Env, list[str], int, torch.device], Teacher]
 
 
-def _scripted(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
+def _scripted(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int, device: torch.device) -> Teacher:
     try:
         return CallableTeacher(envs.make_expert(env), obs_keys)
     except TypeError as exc:
         raise UserError(str(exc)) from exc
 
 
-def _callable(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
+def _callable(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int, device: torch.device) -> Teacher:
     if not isinstance(cfg["batched"], bool):
         raise UserError(f"teacher.batched must be true or false, got {cfg['batched']!r}")
     return CallableTeacher(load_callable(str(cfg["target"])), obs_keys, batched=cfg["batched"])
 
 
-def _sb3(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
-    teacher = SB3Teacher.load(str(cfg["path"]), str(cfg["algo"]), str(cfg["checkpoint"]), cfg["vecnormalize"])
+def _sb3(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int, device: torch.device) -> Teacher:
+    teacher = SB3Teacher.load(str(cfg["path"]), str(cfg["algo"]), str(cfg["checkpoint"]), cfg["vecnormalize"], device)
     check_spaces(teacher.model, env)
     return teacher
 
 
-def _checkpoint(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
-    teacher = PolicyTeacher.load(str(cfg["path"]), str(cfg["checkpoint"]))
+def _checkpoint(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int, device: torch.device) -> Teacher:
+    teacher = PolicyTeacher.load(str(cfg["path"]), str(cfg["checkpoint"]), device)
     check_policy_shapes(teacher.policy, env)
     return teacher
 
 
-def _diffusion(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
-    teacher = DiffusionTeacher.load(str(cfg["path"]), str(cfg["checkpoint"]), dict(cfg["sampler"]))
+def _diffusion(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int, device: torch.device) -> Teacher:
+    teacher = DiffusionTeacher.load(str(cfg["path"]), str(cfg["checkpoint"]), dict(cfg["sampler"]), device)
     check_policy_shapes(teacher.policy, env)
     return teacher
 
 
-def _vla(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
-    teacher = VLATeacher.load(str(cfg["path"]), str(cfg["checkpoint"]))
+def _vla(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int, device: torch.device) -> Teacher:
+    teacher = VLATeacher.load(str(cfg["path"]), str(cfg["checkpoint"]), device)
     check_policy_shapes(teacher.policy, env)
     return teacher
 
 
-def _remote(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
+def _remote(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int, device: torch.device) -> Teacher:
     return RemoteTeacher.from_config(cfg)
 
 
-def _router(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int) -> Teacher:
-    return make_teacher(route(cfg, task_id(env)), env, seed)
+def _router(cfg: Mapping[str, Any], env: gym.Env, obs_keys: list[str], seed: int, device: torch.device) -> Teacher:
+    return make_teacher(route(cfg, task_id(env)), env, seed, device)
 
 
 def route(cfg: Mapping[str, Any], env_id: str | None) -> Mapping[str, Any]:
@@ -145,8 +146,9 @@ TEACHERS: dict[str, TeacherFactory] = {
 }
 
 
-def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher:
-    """Build the teacher named by `cfg.kind` for `env` (a single env of the task), made imperfect if asked."""
+def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0, device: torch.device | str = "cpu") -> Teacher:
+    """Build the teacher named by `cfg.kind` for `env` (a single env of the task), made imperfect if asked; a network
+    teacher runs on `device`."""
     kind = cfg.get("kind")
     if kind not in TEACHERS:
         raise UserError(f"unknown teacher kind {kind!r}; available: {', '.join(TEACHERS)}")
@@ -154,21 +156,22 @@ def make_teacher(cfg: Mapping[str, Any], env: gym.Env, seed: int = 0) -> Teacher
     missing = [key for key, value in cfg.items() if value == MISSING]  # Hydra's `???`: never shown to the user
     if missing:
         raise UserError(f"teacher={kind} needs {' '.join(f'teacher.{key}=...' for key in missing)}")
-    teacher = TEACHERS[kind](cfg, env, list(cfg["obs_keys"]), seed)
+    teacher = TEACHERS[kind](cfg, env, list(cfg["obs_keys"]), seed, torch.device(device))
     noise_std, wrong_rate = float(cfg["noise_std"]), float(cfg["wrong_action_rate"])
     if noise_std > 0 or wrong_rate > 0:
         teacher = ImperfectTeacher(teacher, noise_std, wrong_rate, seed=seed)
     return teacher
 
 
-def load_run_policy(path: str | Path, which: str = "best") -> Any:
-    """The policy a run trained, ready to act: a robodistill policy from its checkpoint, or for an SB3 run (ppo,
-    sac, rpd) its SB3 model (best: sb3/best_model.zip, else final; last: sb3/final_model.zip) as an SB3Student."""
+def load_run_policy(path: str | Path, which: str = "best", device: torch.device | str = "cpu") -> Any:
+    """The policy a run trained, ready to act on `device`: a robodistill policy from its checkpoint, or for an SB3 run
+    (ppo, sac, rpd) its SB3 model (best: sb3/best_model.zip, else final; last: sb3/final_model.zip) as an
+    SB3Student."""
     run = RunDir(path)
     if run.is_sb3():
         keys = list(run.config().student.obs_keys)
-        return SB3Student(load_sb3_model(run.dir, which=which), keys)
-    return load_policy(path, which)
+        return SB3Student(load_sb3_model(run.dir, which=which, device=device), keys)
+    return load_policy(path, which, device=device)
 
 
 def check_teacher(teacher: Teacher, env: gym.Env) -> TeacherOutput:

@@ -20,9 +20,12 @@ from robodistill.tasks import shape_meta
 from robodistill.teachers.protocol import TeacherOutput
 
 
-def load_policy(path: str | Path, which: str = "best", teacher: str | None = None) -> Any:
-    """A robodistill policy from a run directory (checkpoints/<which>.pt, else last.pt) or a checkpoint file; with
-    `teacher`, one that the teacher=<teacher> kind labels with (UserError naming the right one otherwise)."""
+def load_policy(
+    path: str | Path, which: str = "best", teacher: str | None = None, device: torch.device | str = "cpu"
+) -> Any:
+    """A robodistill policy from a run directory (checkpoints/<which>.pt, else last.pt) or a checkpoint file, on
+    `device`; with `teacher`, one that the teacher=<teacher> kind labels with (UserError naming the right one
+    otherwise)."""
     ckpt = policy_checkpoint(path, which)
     if "policy_config" not in ckpt:
         raise UserError(f"{path} holds no robodistill policy (for SB3 runs use teacher=sb3)")
@@ -36,7 +39,7 @@ def load_policy(path: str | Path, which: str = "best", teacher: str | None = Non
             f"teacher={teacher} cannot label with {path}: it holds a {policy.kind!r} policy, use "
             f"teacher={policies.policy_type(policy.kind).teacher}"
         )
-    return policy.eval()
+    return policy.to(device).eval()
 
 
 def check_policy_shapes(policy: Any, env: gym.Env) -> None:
@@ -65,14 +68,14 @@ class PolicyTeacher:
         self.obs_keys = list(policy.obs_keys)
 
     @classmethod
-    def load(cls, path: str, which: str = "best") -> PolicyTeacher:
-        return cls(load_policy(path, which, teacher="checkpoint"))
+    def load(cls, path: str, which: str = "best", device: torch.device | str = "cpu") -> PolicyTeacher:
+        return cls(load_policy(path, which, teacher="checkpoint", device=device))
 
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
         with torch.inference_mode():
-            mean, log_std = self.policy({k: torch.as_tensor(np.asarray(obs[k])) for k in self.obs_keys})
-        mean = mean.numpy().astype(np.float32)
-        return TeacherOutput(action=np.clip(mean, -1.0, 1.0), mean=mean, std=np.exp(log_std.numpy()).astype(np.float32))
+            mean, log_std = self.policy(self.policy.tensors(obs))
+        mean, std = mean.numpy(force=True).astype(np.float32), np.exp(log_std.numpy(force=True)).astype(np.float32)
+        return TeacherOutput(action=np.clip(mean, -1.0, 1.0), mean=mean, std=std)
 
 
 class DiffusionTeacher:
@@ -98,8 +101,15 @@ class DiffusionTeacher:
         self.policy, self.obs_keys = policy, list(policy.obs_keys)
 
     @classmethod
-    def load(cls, path: str, which: str = "best", sampler: Mapping[str, Any] | None = None) -> DiffusionTeacher:
-        return cls(load_policy(path, which, teacher="diffusion"), sampler or option_defaults("sampler", "ddim"))
+    def load(
+        cls,
+        path: str,
+        which: str = "best",
+        sampler: Mapping[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> DiffusionTeacher:
+        policy = load_policy(path, which, teacher="diffusion", device=device)
+        return cls(policy, sampler or option_defaults("sampler", "ddim"))
 
     def reset(self, slot: int | None = None) -> None:
         self.runner.reset(slot)
@@ -119,8 +129,8 @@ class VLATeacher:
         self.bins = int(policy.bins)
 
     @classmethod
-    def load(cls, path: str, which: str = "best") -> VLATeacher:
-        return cls(load_policy(path, which, teacher="vla"))
+    def load(cls, path: str, which: str = "best", device: torch.device | str = "cpu") -> VLATeacher:
+        return cls(load_policy(path, which, teacher="vla", device=device))
 
     def act(self, obs: dict[str, np.ndarray]) -> TeacherOutput:
         action, logits = self.policy.label(obs)

@@ -75,12 +75,17 @@ class SB3Teacher:
 
     @classmethod
     def load(
-        cls, path: str | Path, algo: str = "auto", which: str = "best", vecnormalize: str | Path | None = "auto"
+        cls,
+        path: str | Path,
+        algo: str = "auto",
+        which: str = "best",
+        vecnormalize: str | Path | None = "auto",
+        device: torch.device | str = "cpu",
     ) -> SB3Teacher:
         """The model at `path` (a .zip, one of our SB3 runs, an RL Zoo run folder) with the observation statistics
         `vecnormalize` names (auto: found where RL Zoo and SB3 save them; None or "none": no normalisation)."""
         zip_path = find_model_zip(path, which)
-        model = load_sb3_model(zip_path, algo)
+        model = load_sb3_model(zip_path, algo, device=device)
         stats_path = vecnormalize_path(vecnormalize, zip_path)
         stats = None if stats_path is None else load_vecnormalize(stats_path, model)
         teacher = cls(model, stats, name=str(zip_path), stats_name=str(stats_path))
@@ -106,7 +111,8 @@ class SB3Teacher:
         if isinstance(getattr(policy, "action_dist", None), DiagGaussianDistribution):
             with torch.no_grad():
                 dist = policy.get_distribution(policy.obs_to_tensor(x)[0]).distribution
-            out.mean, out.std = dist.mean.numpy().astype(np.float32), dist.stddev.numpy().astype(np.float32)
+            out.mean = dist.mean.numpy(force=True).astype(np.float32)
+            out.std = dist.stddev.numpy(force=True).astype(np.float32)
         return out
 
 
@@ -246,8 +252,11 @@ def algo_of(data: dict[str, Any]) -> str:
     return "a2c" if "n_steps" in data else ""
 
 
-def load_sb3_model(path: str | Path, algo: str = "auto", which: str = "best") -> BaseAlgorithm:
-    """Load an SB3 .zip (or a run's) for inference; `algo=auto` reads the algorithm from the zip's policy class."""
+def load_sb3_model(
+    path: str | Path, algo: str = "auto", which: str = "best", device: torch.device | str = "cpu"
+) -> BaseAlgorithm:
+    """Load an SB3 .zip (or a run's) for inference on `device`; `algo=auto` reads the algorithm from the zip's policy
+    class."""
     path = find_model_zip(path, which)
     try:
         with zipfile.ZipFile(path) as z:
@@ -265,6 +274,6 @@ def load_sb3_model(path: str | Path, algo: str = "auto", which: str = "best") ->
     # schedules are only needed for training: replacing them avoids unpickling functions saved by another version
     custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
     try:
-        return SB3_ALGOS[algo].load(path, device="cpu", custom_objects=custom)
+        return SB3_ALGOS[algo].load(path, device=device, custom_objects=custom)
     except Exception as exc:
         raise UserError(f"cannot load {path} as an SB3 {algo.upper()} model: {type(exc).__name__}: {exc}") from exc

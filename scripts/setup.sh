@@ -19,7 +19,7 @@ if ! "$VENV/bin/python" -c "import sys" 2>/dev/null; then
 fi
 PIP="$VENV/bin/pip --disable-pip-version-check -q"
 $PIP install "$TORCH_PIN"
-$PIP install "$TORCH_PIN" -e ".[train,serve,dev]"
+$PIP install "$TORCH_PIN" -e ".[train,serve,dev,ray]"
 # robomimic declares torchvision, whose registry build does not import beside the CPU torch: install it without
 # dependencies, with the two its dataset loaders need that the project does not (termcolor, six).
 $PIP install --no-deps "robomimic==0.3.0" termcolor six

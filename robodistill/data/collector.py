@@ -3,14 +3,16 @@
 At each step a per-env coin with probability beta decides whether the teacher's or the student's action is
 executed; the teacher's label is stored either way. Finished episodes are written to the dataset at once.
 
-An env starts an episode only while the round needs one more, and is no longer stepped once it is not needed: a round
-collects exactly its episodes, and every state the teacher labels is kept (no episode is cut off and dropped).
+A round's episodes are split over its env slots in fixed quotas, and each slot's episodes depend on its slot alone
+(its reset seed, its coin stream): whichever process steps a slot (here, or an env-runner actor of the Ray backend),
+it runs the same episodes. An env is no longer stepped once its quota is done: a round collects exactly its
+episodes, and every state the teacher labels is kept (no episode is cut off and dropped).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,18 @@ class CollectStats:
             out.wall_s += p.wall_s
         return out
 
+    def add(self, episode: dict[str, Any], reported: bool) -> None:
+        """Count a finished episode (`reported`: its task reports success); every step of it was labelled."""
+        n = len(episode["actions"])
+        self.episodes += 1
+        self.steps += n
+        self.env_steps += n
+        self.teacher_calls += n
+        self.reported += reported
+        self.successes += bool(episode["attrs"]["success"])
+        self.returns.append(float(episode["rewards"].sum()))
+        self.teacher_acted += int(episode["teacher"]["acted"].sum())
+
     @property
     def success_rate(self) -> float | None:
         """Successful episodes per episode; None for a task that reports no success."""
@@ -66,6 +80,44 @@ class CollectStats:
             "teacher_acted_fraction": self.teacher_acted / max(self.steps, 1),
             "steps_per_s": self.steps / max(self.wall_s, 1e-9),
         }
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """One `collect` call, as every process that steps some of its env slots needs it (picklable)."""
+
+    num_episodes: int | None  # episodes over all slots; None: collect until min_steps
+    min_steps: int | None  # steps of whole episodes to reach (over the envs of one collector)
+    beta: float  # the teacher's action executes with this probability, per env and step
+    seed: int  # slot s is first reset with seed + s
+    key: int  # the round's coin key: slot s draws its coins from the stream (key, s)
+    student_horizon: int | None = None
+    episode_attrs: dict[str, Any] = field(default_factory=dict)
+    num_envs: int = 1  # env slots over all processes
+
+    def quota(self, slot: int) -> int:
+        """How many of the round's episodes slot `slot` runs: as even a split as the count allows, lower slots first."""
+        if self.num_episodes is None:
+            raise ValueError("a min_steps plan has no per-slot quota")
+        return self.num_episodes // self.num_envs + (slot < self.num_episodes % self.num_envs)
+
+
+def new_plan(
+    rng: np.random.Generator,
+    num_episodes: int | None,
+    beta: float,
+    seed: int,
+    min_steps: int | None,
+    student_horizon: int | None,
+    episode_attrs: Mapping[str, Any] | None,
+    num_envs: int,
+) -> RoundPlan:
+    """A round's plan over `num_envs` env slots, its coin key drawn from `rng` (a collector's one RNG stream, which
+    its checkpoint stores)."""
+    if (num_episodes is None) == (min_steps is None):
+        raise ValueError("give exactly one of num_episodes and min_steps")
+    key = int(rng.integers(2**63))
+    return RoundPlan(num_episodes, min_steps, beta, seed, key, student_horizon, dict(episode_attrs or {}), num_envs)
 
 
 def make_vector_env(env_fns: list[Callable[[], gym.Env]]) -> gym.vector.SyncVectorEnv:
@@ -137,56 +189,74 @@ class Collector:
         student_horizon: int | None = None,
         episode_attrs: Mapping[str, Any] | None = None,
     ) -> CollectStats:
-        """Exactly `num_episodes` episodes, or whole episodes until they hold at least `min_steps` steps.
+        """Exactly `num_episodes` episodes, or whole episodes until they hold at least `min_steps` steps; each written
+        to `writer` and handed to `on_episode` as it finishes.
 
         With `student_horizon` H the student drives (with probability 1 - beta per step) only the first H steps of
         each episode; the teacher's action runs from step H on (a horizon curriculum). `episode_attrs` are stored
-        with every episode (e.g. its round).
-
-        An env starts an episode while fewer than `num_episodes` have started (or while the finished and running
-        episodes hold fewer than `min_steps` steps); otherwise it idles, and neither teacher nor student sees it. The
-        call returns when every started episode has finished: all are kept. Env i is first reset with seed + i, its
-        later episodes without a seed.
+        with every episode (e.g. its round). See `episodes` for which env runs which episode.
         """
-        if (num_episodes is None) == (min_steps is None):
-            raise ValueError("give exactly one of num_episodes and min_steps")
-        stats = CollectStats()
+        plan = new_plan(self.rng, num_episodes, beta, seed, min_steps, student_horizon, episode_attrs, self.num_envs)
+        bar = progress_bar(total=num_episodes or min_steps, desc=desc, enabled=progress, leave=False)
+        stats, t0 = CollectStats(), time.perf_counter()
+        for _, episode, reported in self.episodes(plan):
+            stats.add(episode, reported)
+            if self.writer is not None:
+                self.writer.write(episode)
+            if on_episode is not None:
+                on_episode(episode)
+            bar.update(1 if num_episodes is not None else len(episode["actions"]))
+        bar.close()
+        stats.wall_s = time.perf_counter() - t0
+        return stats
+
+    def episodes(
+        self, plan: RoundPlan, first_slot: int = 0, done: Mapping[int, int] | None = None
+    ) -> Iterator[tuple[int, dict[str, Any], bool]]:
+        """The plan's episodes of this collector's envs, which are env slots `first_slot`.. of the plan's
+        `num_envs`, as (slot, episode, whether its task reports success) as they finish; `done` {slot: n}: episodes
+        of the slot already collected elsewhere, taken off its quota.
+
+        Every episode is a function of its slot alone, whichever process steps it: slot s runs
+        `plan.quota(s)` episodes, is first reset with seed + s (its later episodes without a seed, drawing from the
+        env's reseeded RNG) and draws its beta coins from its own stream (the round's key and s). A `min_steps` plan
+        instead starts an episode on a free env while the finished and running ones (of these envs) hold fewer than
+        `plan.min_steps` steps. An env with no episode to run idles: neither teacher nor student sees it. The call
+        returns when every started episode has finished: all are kept.
+        """
         obs: list[Any] = [None] * self.num_envs  # each env's current observation
         buffers: list[dict[str, Any] | None] = [None] * self.num_envs  # each env's running episode; None: idle
+        slots = [first_slot + i for i in range(self.num_envs)]  # row j of a batch is env active[j], slot slots[.]
+        coins = [np.random.default_rng([plan.key, s]) for s in slots]
+        started, steps_done = [(done or {}).get(s, 0) for s in slots], [0]
 
         def start_if_needed(i: int, seed_i: int | None) -> None:
-            """Start env i's next episode if the round needs one more: fewer than `num_episodes` started, or fewer
-            than `min_steps` steps in the finished and running ones."""
-            running = [b for b in buffers if b is not None]
-            if num_episodes is not None:
-                needed = stats.episodes + len(running) < num_episodes
+            if plan.num_episodes is not None:
+                needed = started[i] < plan.quota(slots[i])
             else:
-                needed = stats.steps + sum(len(b["actions"]) for b in running) < min_steps
+                needed = steps_done[0] + sum(len(b["actions"]) for b in buffers if b is not None) < plan.min_steps
             if needed:
                 obs[i], info = self.venv.envs[i].reset(seed=seed_i)
                 buffers[i] = self._new_buffer(info)
-                self._episode_start(i)
+                started[i] += 1
+                self._episode_start(slots[i])
 
-        t0 = time.perf_counter()
-        self._episode_start(None)
-        for i in range(self.num_envs):
-            start_if_needed(i, seed + i)
-        bar = progress_bar(total=num_episodes or min_steps, desc=desc, enabled=progress, leave=False)
-        while active := [i for i, b in enumerate(buffers) if b is not None]:  # row j of each batch is env active[j]
-            n = len(active)
+        for i in range(self.num_envs):  # each started episode resets its slot's state in the teacher and student
+            start_if_needed(i, plan.seed + slots[i])
+        beta, horizon = plan.beta, plan.student_horizon
+        while active := [i for i, b in enumerate(buffers) if b is not None]:
+            active_slots = [slots[i] for i in active]
             batch = self._batch([obs[i] for i in active])
-            label = query_teacher(self.teacher, batch, self.action_dim, active)
+            label = query_teacher(self.teacher, batch, self.action_dim, active_slots)
             if self.student is not None and beta < 1.0:
                 student_obs = view(batch, self.student.obs_keys)
-                s_action, s_logp = act_in_slots(self.student, student_obs, active, self.student_deterministic)
+                s_action, s_logp = act_in_slots(self.student, student_obs, active_slots, self.student_deterministic)
             else:
                 s_action, s_logp = label.action, None
-            use_teacher = self.rng.random(n) < beta
-            if student_horizon is not None:  # past the student's horizon the teacher drives
-                use_teacher |= np.array([len(buffers[i]["actions"]) >= student_horizon for i in active])
+            use_teacher = np.array([coins[i].random() < beta for i in active], dtype=bool)
+            if horizon is not None:  # past the student's horizon the teacher drives
+                use_teacher |= np.array([len(buffers[i]["actions"]) >= horizon for i in active])
             executed = np.where(use_teacher[:, None], label.action, s_action).astype(np.float32)
-            stats.env_steps += n
-            stats.teacher_calls += n
             for j, i in enumerate(active):
                 b = buffers[i]
                 if self._sim_states[i] is not None:
@@ -207,23 +277,14 @@ class Collector:
                 if term or trunc:
                     success = info.get("success")  # the episode's success (any step); None: the task reports none
                     episode = self._finish(b, as_dict(obs[i]), success, beta, bool(term))
-                    episode["attrs"].update(episode_attrs or {})
-                    stats.episodes += 1
-                    stats.steps += len(episode["actions"])
-                    stats.reported += success is not None
-                    stats.successes += bool(success)
-                    stats.returns.append(float(episode["rewards"].sum()))
-                    stats.teacher_acted += int(episode["teacher"]["acted"].sum())
-                    if self.writer is not None:
-                        self.writer.write(episode)
-                    if on_episode is not None:
-                        on_episode(episode)
-                    bar.update(1 if num_episodes is not None else len(episode["actions"]))
+                    episode["attrs"].update(plan.episode_attrs)
+                    steps_done[0] += len(episode["actions"])
                     buffers[i] = None
+                    yield slots[i], episode, success is not None
                     start_if_needed(i, None)
-        bar.close()
-        stats.wall_s = time.perf_counter() - t0
-        return stats
+
+    def close(self) -> None:
+        self.venv.close()
 
     def _batch(self, obs: list[Any]) -> dict[str, np.ndarray]:
         """Single-env observations as one batch, in the observation space's dtypes (as the vector env batches)."""

@@ -17,13 +17,16 @@ import policies
 from policies.tokens import build_vocab
 from policies.vision import ImageTooSmall
 from robodistill.config import to_dict
+from robodistill.data.collector import Collector, make_vector_env
 from robodistill.devices import resolve_device
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import student_policy
 from robodistill.observations import obs_mode_for
 from robodistill.students import student_config
-from robodistill.tasks import make_env, shape_meta, task_for_keys
+from robodistill.tasks import env_fns, make_env, shape_meta, task_for_keys
 from robodistill.teachers import Teacher, TeacherOutput, check_teacher, make_teacher, teacher_obs_keys
+
+BACKENDS = ("sync", "ray")  # collector.backend: in this process, or env-runner actors and a teacher actor on Ray
 
 
 @dataclass
@@ -58,8 +61,8 @@ def make_student(student_cfg: Mapping[str, Any], meta: dict[str, Any]) -> nn.Mod
 def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Components:
     """Env, shapes, teacher and student for a run, checked against each other before any training."""
     backend = cfg.collector.backend
-    if backend != "sync":
-        raise UserError(f"collector.backend={backend!r} is not available yet; use collector.backend=sync")
+    if backend not in BACKENDS:
+        raise UserError(f"collector.backend={backend!r} is not a backend; choose one of {', '.join(BACKENDS)}")
     device = resolve_device(cfg.get("device"))
     env_id = str(cfg.task.env_id).split(":")[-1]  # the registered id (a `pkg:Env-id` names its package too)
     teacher_keys = teacher_obs_keys(to_dict(cfg.teacher), env_id) if teacher else []
@@ -83,3 +86,41 @@ def build(cfg: DictConfig, teacher: bool = True, student: bool = True) -> Compon
     if the_student is not None:
         student_policy(the_student, to_dict(cfg.sampler))  # the sampler fits the student: one clear error if not
     return Components(task, obs_mode, env, meta, the_teacher, the_student, probe, device)
+
+
+def make_collector(
+    cfg: DictConfig,
+    task: Mapping[str, Any],
+    obs_mode: str,
+    teacher: Teacher,
+    student: Any | None,
+    seed: int,
+    student_deterministic: bool = True,
+    device: torch.device | str = "cpu",
+) -> Collector | Any:
+    """The run's collector for `task` (`collector.backend`): `sync` steps `collector.num_envs` envs in this process
+    with `teacher`; `ray` spreads them over `collector.runners` env-runner actors, labelled by an actor that builds
+    the run's teacher config for the task (`robodistill.data.ray_collector`)."""
+    c = cfg.collector
+    if c.backend == "sync":
+        venv = make_vector_env(env_fns(task, int(c.num_envs), obs_mode))
+        return Collector(venv, teacher, student, None, seed=seed, student_deterministic=student_deterministic)
+    from robodistill.data.ray_collector import RayCollector
+
+    ray_cfg = cfg.get("ray") or {}
+    return RayCollector(
+        task,
+        obs_mode,
+        to_dict(cfg.teacher),
+        list(teacher.obs_keys),
+        student,
+        int(c.num_envs),
+        int(c.runners),
+        seed=seed,
+        student_deterministic=student_deterministic,
+        device=str(device),
+        teacher_batch=int(c.teacher_batch),
+        teacher_wait_ms=float(c.teacher_wait_ms),
+        address=ray_cfg.get("address"),
+        num_cpus=ray_cfg.get("num_cpus"),
+    )

@@ -18,13 +18,13 @@ from typing import Any
 
 from robodistill.config import to_dict
 from robodistill.data.buffer import LabelBuffer
-from robodistill.data.collector import Collector, make_vector_env
 from robodistill.data.dataset import BackgroundEpisodeWriter
 from robodistill.data.labels import load_labels
 from robodistill.errors import UserError
+from robodistill.learners.components import make_collector
 from robodistill.learners.fitting import label_buffer
 from robodistill.learners.services import Services
-from robodistill.tasks import env_fns, env_meta, make_env
+from robodistill.tasks import env_meta, make_env
 from robodistill.teachers import make_teacher
 
 Source = tuple[Path, Mapping[str, Any] | None]  # a dataset, and the task it is collected on (None: given)
@@ -57,12 +57,12 @@ def collect_demos(services: Services, path: Path, task: Mapping[str, Any]) -> No
     cfg, comps = services.cfg, services.comps
     a, seed = cfg.algo, int(cfg.seed)
     env = comps.env if task == comps.task else make_env(task, comps.obs_mode)
-    teacher = comps.teacher if task == comps.task else make_teacher(to_dict(cfg.teacher), env, seed)
-    venv = make_vector_env(env_fns(task, int(cfg.collector.num_envs), comps.obs_mode))
+    teacher = comps.teacher if task == comps.task else make_teacher(to_dict(cfg.teacher), env, seed, comps.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)  # a killed run's partial set (its writer may still hold the old file: a new inode)
     with BackgroundEpisodeWriter(path, env_meta(env, task, comps.obs_mode)) as writer:
-        collector = Collector(venv, teacher, None, writer, seed=seed)
+        collector = make_collector(cfg, task, comps.obs_mode, teacher, None, seed, device=comps.device)
+        collector.writer = writer
         stats = collector.collect(
             None if a.labels else int(a.num_demos),
             beta=1.0,
@@ -71,7 +71,7 @@ def collect_demos(services: Services, path: Path, task: Mapping[str, Any]) -> No
             progress=services.progress,
             desc=f"teacher demos {path.stem}",
         )
-    venv.close()
+    collector.close()
     if env is not comps.env:
         env.close()
     services.log(0, {f"demos/{k}": v for k, v in stats.as_dict().items()})

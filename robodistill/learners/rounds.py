@@ -17,14 +17,15 @@ from typing import Any
 import torch
 
 from robodistill.config import to_dict
-from robodistill.data.collector import Collector, CollectStats, make_vector_env
+from robodistill.data.collector import CollectStats
 from robodistill.data.dataset import BackgroundEpisodeWriter, mark_orphans
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import headline, score
+from robodistill.learners.components import make_collector
 from robodistill.learners.schedules import StudentHorizon
 from robodistill.learners.services import Services, policy_state
 from robodistill.observations import obs_mode_for
-from robodistill.tasks import env_fns, env_meta, make_env, shape_meta, task_for_keys
+from robodistill.tasks import env_meta, make_env, shape_meta, task_for_keys
 from robodistill.teachers import check_teacher, make_teacher, teacher_obs_keys
 
 
@@ -63,15 +64,14 @@ class Rounds:
         if ckpt is not None and self.dataset.exists():  # first, before anything reads the dataset: what was
             mark_orphans(self.dataset, keep=ckpt["dataset_demos"])  # written after the checkpoint
         self.env_args = env_meta(comps.env, comps.task, comps.obs_mode)
-        n = int(cfg.collector.num_envs)
-        self.venv = make_vector_env(env_fns(comps.task, n, comps.obs_mode))
-        self.collector = Collector(
-            self.venv, comps.teacher, driver, None, seed=self.seed, student_deterministic=student_deterministic
+        self.collector = make_collector(
+            cfg, comps.task, comps.obs_mode, comps.teacher, driver, self.seed, student_deterministic, comps.device
         )
         self.collectors = [(str(comps.task["env_id"]), self.collector)]  # the run's task first
         for k, task in enumerate(tasks, start=1):
-            venv, teacher = task_collection(services, task, driver, n)
-            collector = Collector(venv, teacher, driver, None, self.seed + 7919 * k, student_deterministic)
+            task, obs_mode, teacher = task_collection(services, task, driver)
+            seed = self.seed + 7919 * k
+            collector = make_collector(cfg, task, obs_mode, teacher, driver, seed, student_deterministic, comps.device)
             self.collectors.append((str(task["env_id"]), collector))
         self.writer: BackgroundEpisodeWriter | None = None
         self.start, self.labels, self.best = 0, 0, -float("inf")  # first round, labels so far, best eval score
@@ -178,7 +178,7 @@ class Rounds:
                 self.writer.close()
         finally:
             for _, c in self.collectors:
-                c.venv.close()
+                c.close()
 
     def __enter__(self) -> Rounds:
         return self
@@ -187,9 +187,9 @@ class Rounds:
         self.close()
 
 
-def task_collection(services: Services, task: Mapping[str, Any], driver: Any, num_envs: int) -> tuple[Any, Any]:
-    """Another task's vector env and teacher for a multi-task round: the run's teacher config made for that task's
-    env (a router: its route), rendering what the student and that teacher read. UserError, before training, for a
+def task_collection(services: Services, task: Mapping[str, Any], driver: Any) -> tuple[dict[str, Any], str, Any]:
+    """Another task's config and observation mode, and its teacher, for a multi-task round: the run's teacher config
+    made for that task's env (a router: its route), rendering what the student and that teacher read. UserError, before training, for a
     task without a teacher or whose student observations or actions differ in shape from the run's task's."""
     cfg, comps = services.cfg, services.comps
     student_keys = list(driver.obs_keys)
@@ -205,8 +205,8 @@ def task_collection(services: Services, task: Mapping[str, Any], driver: Any, nu
                 f"{', '.join(differ) or 'the action'} differ in shape; a multi-task student needs the same "
                 "observation and action shapes on every task"
             )
-        teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.seed))
+        teacher = make_teacher(to_dict(cfg.teacher), env, seed=int(cfg.seed), device=comps.device)
         check_teacher(teacher, env)
     finally:
         env.close()
-    return make_vector_env(env_fns(task, num_envs, obs_mode)), teacher
+    return task, obs_mode, teacher

@@ -1,0 +1,337 @@
+"""`collector.backend=ray`: env-runner actors step the envs, one teacher actor labels for all of them in batches, and
+the driver writes every finished episode into the run's dataset as the sync collector does.
+
+- An env runner (Ray actor) holds a vector env of some of the round's env slots and runs the sync collector's own
+  loop (`Collector.episodes`) on them with the student's current weights, broadcast once per round through the
+  object store; it streams each finished episode back as it finishes.
+- The teacher actor builds the run's teacher from its config (on the GPU with `device=cuda`; a `teacher=remote`
+  policy server works the same way) and answers the runners' label requests in one batched call: as soon as every
+  runner waits, or `collector.teacher_batch` rows wait, or `collector.teacher_wait_ms` passed since the first.
+- Every episode is a function of its slot (reset seed, beta coin stream, quota; see `robodistill.data.collector`):
+  with a deterministic teacher and student, `ray` writes the same episodes as `sync`, in another order.
+- A runner that dies mid-round is replaced: its finished episodes are kept, its unfinished ones dropped, and its
+  slots run their remaining episodes on the new runner (from fresh reset seeds). The teacher actor is restarted by
+  Ray and the request retried (`max_restarts`); past that, one clear error, and `resume=true` continues the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from robodistill.data.collector import Collector, CollectStats, RoundPlan, make_vector_env, new_plan
+from robodistill.errors import UserError
+from robodistill.progress import progress_bar
+from robodistill.tasks import env_fns, make_env
+from robodistill.teachers import make_teacher
+from robodistill.teachers.protocol import OPTIONAL_LABELS, TeacherError, TeacherOutput, query_teacher, reset_episode
+
+RESTARTS = 2  # a dead actor is restarted this often (the teacher by Ray, a runner by the collector) before failing
+
+
+def import_ray() -> Any:
+    """The `ray` module, or one UserError naming the extra to install."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise UserError("collector.backend=ray needs Ray: pip install 'robodistill[ray]'") from exc
+    return ray
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Join the Ray cluster at `address` (`auto`, `ray://host:port`), or start a local one with `num_cpus` (default:
+    this machine's cores); nothing if this process already joined one. Returns the `ray` module."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        quiet = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
+        try:
+            if address:
+                ray.init(address=address, **quiet)
+            else:
+                ray.init(num_cpus=int(num_cpus or os.cpu_count() or 1), **quiet)
+        except ConnectionError as exc:
+            raise UserError(f"cannot join the Ray cluster at ray.address={address}: {exc}") from exc
+    return ray
+
+
+class BatchingTeacher:
+    """The run's teacher as one actor: label requests from every runner answered in batched teacher calls."""
+
+    def __init__(
+        self,
+        teacher_cfg: Mapping[str, Any],
+        task: Mapping[str, Any],
+        obs_mode: str,
+        seed: int,
+        device: str,
+        max_batch: int,
+        max_wait_ms: float,
+    ):
+        import torch
+
+        torch.set_num_threads(1)
+        env = make_env(task, obs_mode)
+        try:
+            self.teacher = make_teacher(teacher_cfg, env, seed=seed, device=device)
+            self.action_dim = int(env.action_space.shape[0])
+        finally:
+            env.close()
+        self.max_batch, self.max_wait_s = int(max_batch), float(max_wait_ms) / 1000.0
+        self.clients = 1  # runners that may wait at once: a batch with a request from each goes at once
+        self.pending: list[tuple[dict[str, np.ndarray], list[int], asyncio.Future]] = []
+        self.counts = {"calls": 0, "rows": 0, "requests": 0}
+
+    def set_clients(self, n: int) -> None:
+        self.clients = int(n)
+
+    def stats(self) -> dict[str, int]:
+        """Teacher calls, rows labelled and requests answered so far."""
+        return dict(self.counts)
+
+    def reset(self, slot: int | None) -> None:
+        reset_episode(self.teacher, slot)
+
+    async def act(self, obs: dict[str, np.ndarray], slots: list[int]) -> TeacherOutput:
+        """Labels for the rows of one runner's request, from a teacher call it may share with other runners."""
+        done = asyncio.get_running_loop().create_future()
+        self.pending.append((obs, list(slots), done))
+        if len(self.pending) >= self.clients or sum(len(s) for _, s, _ in self.pending) >= self.max_batch:
+            self.flush()
+        elif len(self.pending) == 1:  # the first of a batch: it goes after the wait at the latest
+            asyncio.get_running_loop().call_later(self.max_wait_s, self.flush_if_pending, done)
+        return await done
+
+    def flush_if_pending(self, first: asyncio.Future) -> None:
+        if any(f is first for _, _, f in self.pending):
+            self.flush()
+
+    def flush(self) -> None:
+        """One teacher call on every waiting request; each gets its own rows (or the call's error)."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        batch = {k: np.concatenate([o[k] for o, _, _ in pending]) for k in pending[0][0]}
+        slots = [s for _, ss, _ in pending for s in ss]
+        try:
+            out = query_teacher(self.teacher, batch, self.action_dim, slots)
+        except Exception as exc:  # every waiting runner gets it: the driver raises it once
+            for _, _, f in pending:
+                f.set_exception(exc)
+            return
+        self.counts["calls"] += 1
+        self.counts["rows"] += len(slots)
+        self.counts["requests"] += len(pending)
+        start = 0
+        for _, ss, f in pending:
+            rows = slice(start, start + len(ss))
+            fields = {k: getattr(out, k)[rows] for k in OPTIONAL_LABELS if getattr(out, k) is not None}
+            f.set_result(TeacherOutput(action=out.action[rows], **fields))
+            start += len(ss)
+
+
+class TeacherClient:
+    """The teacher as an env runner sees it: requests to the teacher actor, told each row's env slot."""
+
+    def __init__(self, actor: Any, obs_keys: list[str]):
+        self.actor, self.obs_keys = actor, list(obs_keys)
+
+    def act(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> TeacherOutput:
+        import ray
+
+        slots = list(range(len(next(iter(obs.values()))))) if slots is None else list(slots)
+        return ray.get(self.actor.act.remote(obs, slots))
+
+    def reset(self, slot: int | None = None) -> None:
+        import ray
+
+        ray.get(self.actor.reset.remote(slot))
+
+
+class EnvRunner:
+    """Env slots `first_slot`.. of a round in one vector env, stepped by the sync collector's loop."""
+
+    def __init__(
+        self,
+        task: Mapping[str, Any],
+        obs_mode: str,
+        num_envs: int,
+        first_slot: int,
+        teacher: Any,
+        teacher_keys: list[str],
+        student_deterministic: bool,
+    ):
+        import torch
+
+        torch.set_num_threads(1)
+        self.first_slot = int(first_slot)
+        venv = make_vector_env(env_fns(task, num_envs, obs_mode))
+        self.collector = Collector(
+            venv, TeacherClient(teacher, teacher_keys), None, None, student_deterministic=student_deterministic
+        )
+
+    def ready(self) -> bool:
+        return True
+
+    def run(self, plan: RoundPlan, student: Any, done: dict[int, int] | None = None):
+        """Stream (slot, episode, reported) for each of the plan's episodes these slots run, as they finish."""
+        self.collector.student = student
+        yield from self.collector.episodes(plan, self.first_slot, done)
+
+
+class RayCollector:
+    """The sync `Collector`'s interface (`collect`, `writer`, `state_dict`, `close`) over Ray actors."""
+
+    def __init__(
+        self,
+        task: Mapping[str, Any],
+        obs_mode: str,
+        teacher_cfg: Mapping[str, Any],
+        teacher_keys: list[str],
+        student: Any | None,
+        num_envs: int,
+        runners: int,
+        seed: int = 0,
+        student_deterministic: bool = True,
+        device: str = "cpu",
+        teacher_batch: int = 256,
+        teacher_wait_ms: float = 5.0,
+        address: str | None = None,
+        num_cpus: int | None = None,
+    ):
+        if runners < 1 or num_envs < runners:
+            raise UserError(f"collector.runners={runners} needs 1 <= runners <= collector.num_envs={num_envs}")
+        self.ray = ray = start_ray(address, num_cpus)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if runners > cpus:
+            raise UserError(f"collector.runners={runners}, but the Ray cluster has {cpus:g} CPUs (one per runner)")
+        self.writer: Any = None
+        self.student, self.num_envs, self.student_deterministic = student, int(num_envs), student_deterministic
+        self.task, self.obs_mode, self.teacher_keys = dict(task), obs_mode, list(teacher_keys)
+        self.rng = np.random.default_rng(seed)
+        gpu = 1 if str(device).startswith("cuda") else 0
+        self.teacher = (
+            ray.remote(BatchingTeacher)
+            .options(num_cpus=0, num_gpus=gpu, max_restarts=RESTARTS, max_task_retries=RESTARTS)
+            .remote(dict(teacher_cfg), self.task, obs_mode, seed, str(device), teacher_batch, teacher_wait_ms)
+        )
+        sizes = [num_envs // runners + (r < num_envs % runners) for r in range(runners)]
+        self.slots = [(sum(sizes[:r]), n) for r, n in enumerate(sizes)]  # (first slot, envs) per runner
+        self.runners = [self._runner(first, n) for first, n in self.slots]
+        try:
+            ray.get([self.teacher.set_clients.remote(runners), *[r.ready.remote() for r in self.runners]])
+        except ray.exceptions.RayError as exc:
+            self.close()
+            raise unwrap(exc) from exc
+        self.replaced = 0  # runners replaced after dying
+
+    def _runner(self, first: int, n: int) -> Any:
+        return (
+            self.ray.remote(EnvRunner)
+            .options(num_cpus=1)
+            .remote(self.task, self.obs_mode, n, first, self.teacher, self.teacher_keys, self.student_deterministic)
+        )
+
+    def collect(
+        self,
+        num_episodes: int | None,
+        beta: float,
+        seed: int,
+        on_episode: Callable[[dict[str, Any]], None] | None = None,
+        progress: bool = True,
+        desc: str = "collect",
+        min_steps: int | None = None,
+        student_horizon: int | None = None,
+        episode_attrs: Mapping[str, Any] | None = None,
+    ) -> CollectStats:
+        """As `Collector.collect`: the same episodes per slot, streamed from the runners and written here as each
+        arrives. A `min_steps` round splits its steps over the runners by their share of the envs."""
+        ray = self.ray
+        plan = new_plan(self.rng, num_episodes, beta, seed, min_steps, student_horizon, episode_attrs, self.num_envs)
+        student = ray.put(self.student)  # the student's current weights, once per round for every runner
+        done: dict[int, int] = {}  # episodes finished per slot
+        results: queue.Queue = queue.Queue()
+
+        def plan_for(n: int) -> RoundPlan:
+            return plan if min_steps is None else replace(plan, min_steps=-(-min_steps * n // self.num_envs))
+
+        def stream(r: int, runner: Any, restart: bool) -> None:
+            """Feed runner r's episodes into `results`; its death or error ends the stream with it."""
+            first, n = self.slots[r]
+            try:
+                p = plan_for(n)
+                if restart:  # fresh reset seeds: the dead runner's envs took the planned ones
+                    p = replace(p, seed=p.seed + 7919 * (self.replaced + 1))
+                gen = runner.run.options(num_returns="streaming").remote(p, student, dict(done) if restart else None)
+                for ref in gen:
+                    results.put(("episode", r, ray.get(ref)))
+                results.put(("done", r, None))
+            except Exception as exc:  # reported to the driver loop below
+                results.put(("error", r, exc))
+
+        bar = progress_bar(total=num_episodes or min_steps, desc=desc, enabled=progress, leave=False)
+        stats, t0 = CollectStats(), time.perf_counter()
+        threads = [threading.Thread(target=stream, args=(r, w, False), daemon=True) for r, w in enumerate(self.runners)]
+        for t in threads:
+            t.start()
+        running = len(self.runners)
+        while running:
+            kind, r, item = results.get()
+            if kind == "episode":
+                slot, episode, reported = item
+                done[slot] = done.get(slot, 0) + 1
+                stats.add(episode, reported)
+                if self.writer is not None:
+                    self.writer.write(episode)
+                if on_episode is not None:
+                    on_episode(episode)
+                bar.update(1 if num_episodes is not None else len(episode["actions"]))
+            elif kind == "done":
+                running -= 1
+            elif isinstance(item, ray.exceptions.ActorDiedError) and self.replaced < RESTARTS * len(self.runners):
+                self.replaced += 1  # a dead runner: a new one runs its slots' remaining episodes
+                self.runners[r] = self._runner(*self.slots[r])
+                threading.Thread(target=stream, args=(r, self.runners[r], True), daemon=True).start()
+            else:
+                bar.close()
+                raise unwrap(item) from item
+        bar.close()
+        stats.wall_s = time.perf_counter() - t0
+        return stats
+
+    def teacher_stats(self) -> dict[str, int]:
+        """The teacher actor's calls, rows and requests so far."""
+        return self.ray.get(self.teacher.stats.remote())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The round-key stream (as the sync collector's); a teacher's own RNG lives in its actor and is not saved."""
+        return {"coins": self.rng.bit_generator.state, "teacher": []}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["coins"]
+
+    def close(self) -> None:
+        """Stop the actors (the Ray runtime stays up for the process's next collector)."""
+        for actor in [*getattr(self, "runners", []), getattr(self, "teacher", None)]:
+            if actor is not None:
+                self.ray.kill(actor)
+        self.runners, self.teacher = [], None
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The error to report for a failed Ray call: the user-facing error raised inside an actor (a TeacherError, a
+    UserError), else one line saying which actor failed and why."""
+    cause = getattr(exc, "cause", None)
+    while cause is not None and getattr(cause, "cause", None) is not None:  # a teacher error seen through a runner
+        cause = cause.cause
+    if isinstance(cause, UserError) or getattr(cause, "user_facing", False):
+        return cause
+    detail = " ".join(str(cause or exc).split())[-500:]
+    return TeacherError(f"collector.backend=ray: a collection actor failed: {type(cause or exc).__name__}: {detail}")

@@ -150,3 +150,13 @@ def test_device_quick_bench_writes_json(tmp_path):  # ~15 s: in the default run,
     assert all(v > 0 for v in cpu["labels_per_s"].values())
     assert (data["cuda"] is None) == (data["gpu"] is None) and data["cpu_threads"] == 1
     assert "updates/s" in p.stdout and len(data["commit"]) >= 7
+
+
+@pytest.mark.slow  # ~60 s: = scripts/bench.py scale --quick (the Ray collector is covered by test_ray_collector.py)
+def test_scale_quick_bench_writes_json(tmp_path):
+    p, data = quick_bench("scale", tmp_path, timeout=900)
+    assert data["sync_steps_per_s"] > 0 and set(data["ray_steps_per_s"]) == {"1", "2"}
+    assert set(data["slow_teacher_labels_per_s"]) == {"sync", "ray_batched", "ray_per_runner"}
+    assert data["teacher_batch_mean"] >= 1 and 0 < data["collector_over_raw"]
+    assert "ddp_updates_per_s" in data and len(data["commit"]) >= 7
+    assert "batching teacher" in p.stdout

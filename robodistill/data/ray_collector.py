@@ -205,38 +205,49 @@ class RayCollector:
         teacher_wait_ms: float = 5.0,
         address: str | None = None,
         num_cpus: int | None = None,
+        shared_teacher: bool = True,
     ):
         if runners < 1 or num_envs < runners:
             raise UserError(f"collector.runners={runners} needs 1 <= runners <= collector.num_envs={num_envs}")
         self.ray = ray = start_ray(address, num_cpus)
-        cpus = ray.cluster_resources().get("CPU", 0)
+        cpus = ray.available_resources().get("CPU", 0)  # a runner that could not be placed would wait for ever
         if runners > cpus:
-            raise UserError(f"collector.runners={runners}, but the Ray cluster has {cpus:g} CPUs (one per runner)")
+            raise UserError(
+                f"collector.runners={runners}, but the Ray cluster has {cpus:g} CPUs free (a runner takes one): "
+                "lower collector.runners, or start Ray with more (ray.num_cpus)"
+            )
         self.writer: Any = None
         self.student, self.num_envs, self.student_deterministic = student, int(num_envs), student_deterministic
         self.task, self.obs_mode, self.teacher_keys = dict(task), obs_mode, list(teacher_keys)
         self.rng = np.random.default_rng(seed)
         gpu = 1 if str(device).startswith("cuda") else 0
-        self.teacher = (
-            ray.remote(BatchingTeacher)
-            .options(num_cpus=0, num_gpus=gpu, max_restarts=RESTARTS, max_task_retries=RESTARTS)
-            .remote(dict(teacher_cfg), self.task, obs_mode, seed, str(device), teacher_batch, teacher_wait_ms)
+        # one teacher actor for every runner (its calls batch their requests), or one per runner (for comparison)
+        teacher = ray.remote(BatchingTeacher).options(
+            num_cpus=0, num_gpus=gpu, max_restarts=RESTARTS, max_task_retries=RESTARTS
         )
+        args = (dict(teacher_cfg), self.task, obs_mode, seed, str(device), teacher_batch, teacher_wait_ms)
+        self.teachers = [teacher.remote(*args) for _ in range(1 if shared_teacher else runners)]
         sizes = [num_envs // runners + (r < num_envs % runners) for r in range(runners)]
         self.slots = [(sum(sizes[:r]), n) for r, n in enumerate(sizes)]  # (first slot, envs) per runner
-        self.runners = [self._runner(first, n) for first, n in self.slots]
+        self.runners = [self._runner(r) for r in range(runners)]
+        clients = runners if shared_teacher else 1
         try:
-            ray.get([self.teacher.set_clients.remote(runners), *[r.ready.remote() for r in self.runners]])
+            ray.get(
+                [*[t.set_clients.remote(clients) for t in self.teachers], *[r.ready.remote() for r in self.runners]]
+            )
         except ray.exceptions.RayError as exc:
             self.close()
             raise unwrap(exc) from exc
         self.replaced = 0  # runners replaced after dying
 
-    def _runner(self, first: int, n: int) -> Any:
+    def _runner(self, r: int) -> Any:
+        """Runner r: its env slots, labelled by the shared teacher actor (or its own)."""
+        first, n = self.slots[r]
+        teacher = self.teachers[r % len(self.teachers)]
         return (
             self.ray.remote(EnvRunner)
             .options(num_cpus=1)
-            .remote(self.task, self.obs_mode, n, first, self.teacher, self.teacher_keys, self.student_deterministic)
+            .remote(self.task, self.obs_mode, n, first, teacher, self.teacher_keys, self.student_deterministic)
         )
 
     def collect(
@@ -297,7 +308,7 @@ class RayCollector:
                 running -= 1
             elif isinstance(item, ray.exceptions.ActorDiedError) and self.replaced < RESTARTS * len(self.runners):
                 self.replaced += 1  # a dead runner: a new one runs its slots' remaining episodes
-                self.runners[r] = self._runner(*self.slots[r])
+                self.runners[r] = self._runner(r)
                 threading.Thread(target=stream, args=(r, self.runners[r], True), daemon=True).start()
             else:
                 bar.close()
@@ -307,8 +318,9 @@ class RayCollector:
         return stats
 
     def teacher_stats(self) -> dict[str, int]:
-        """The teacher actor's calls, rows and requests so far."""
-        return self.ray.get(self.teacher.stats.remote())
+        """The teacher actors' calls, rows and requests so far (summed)."""
+        counts = self.ray.get([t.stats.remote() for t in self.teachers])
+        return {k: sum(c[k] for c in counts) for k in counts[0]}
 
     def state_dict(self) -> dict[str, Any]:
         """The round-key stream (as the sync collector's); a teacher's own RNG lives in its actor and is not saved."""
@@ -319,10 +331,9 @@ class RayCollector:
 
     def close(self) -> None:
         """Stop the actors (the Ray runtime stays up for the process's next collector)."""
-        for actor in [*getattr(self, "runners", []), getattr(self, "teacher", None)]:
-            if actor is not None:
-                self.ray.kill(actor)
-        self.runners, self.teacher = [], None
+        for actor in [*getattr(self, "runners", []), *getattr(self, "teachers", [])]:
+            self.ray.kill(actor)
+        self.runners, self.teachers = [], []
 
 
 def unwrap(exc: BaseException) -> BaseException:

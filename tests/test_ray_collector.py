@@ -121,7 +121,7 @@ def test_dagger_runs_with_the_ray_backend(local_ray, tmp_path):
 def test_more_runners_than_envs_or_cpus_is_one_clear_error(local_ray):
     with user_error("collector.runners=5 needs 1 <= runners <= collector.num_envs=4"):
         RayCollector(TASK, "state", {"kind": "scripted"}, ["state"], None, 4, 5)
-    with user_error("collector.runners=3, but the Ray cluster has 2 CPUs free"):
+    with user_error("collector.runners=3, but the Ray cluster has", "of 2 CPUs free"):
         RayCollector(TASK, "state", {"kind": "scripted"}, ["state"], None, 4, 3)
 
 

@@ -62,6 +62,20 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
     return ray
 
 
+def wait_for_cpus(ray: Any, runners: int, timeout_s: float = 30.0) -> None:
+    """Return once the cluster has a free CPU per runner (actors stopped a moment ago free theirs late); a runner
+    that could not be placed would wait for ever, so too few CPUs is one UserError."""
+    deadline = time.monotonic() + timeout_s
+    while (free := ray.available_resources().get("CPU", 0)) < runners:
+        total = ray.cluster_resources().get("CPU", 0)
+        if runners > total or time.monotonic() > deadline:
+            raise UserError(
+                f"collector.runners={runners}, but the Ray cluster has {free:g} of {total:g} CPUs free (a runner "
+                "takes one): lower collector.runners, or start Ray with more (ray.num_cpus)"
+            )
+        time.sleep(0.1)
+
+
 class BatchingTeacher:
     """The run's teacher as one actor: label requests from every runner answered in batched teacher calls."""
 
@@ -210,12 +224,7 @@ class RayCollector:
         if runners < 1 or num_envs < runners:
             raise UserError(f"collector.runners={runners} needs 1 <= runners <= collector.num_envs={num_envs}")
         self.ray = ray = start_ray(address, num_cpus)
-        cpus = ray.available_resources().get("CPU", 0)  # a runner that could not be placed would wait for ever
-        if runners > cpus:
-            raise UserError(
-                f"collector.runners={runners}, but the Ray cluster has {cpus:g} CPUs free (a runner takes one): "
-                "lower collector.runners, or start Ray with more (ray.num_cpus)"
-            )
+        wait_for_cpus(ray, runners)
         self.writer: Any = None
         self.student, self.num_envs, self.student_deterministic = student, int(num_envs), student_deterministic
         self.task, self.obs_mode, self.teacher_keys = dict(task), obs_mode, list(teacher_keys)

@@ -27,6 +27,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     unused = [] if teacher else ["teacher"]  # ppo and sac, a replayed teacher cache: no teacher, none to set
     require_values(cfg, f"algo={name} task={cfg.task.name}", skip=unused)
     resolve_device(cfg.get("device"))  # a GPU that is not there: refused before the run directory is made
+    workers = int(cfg.get("trainer", {}).get("workers", 1))
+    if workers > 1 and not getattr(learner_class, "data_parallel", False):
+        parallel = ", ".join(n for n, c in LEARNERS.items() if getattr(c, "data_parallel", False))
+        raise UserError(f"trainer.workers={workers}: algo={name} fits in one process; data-parallel: {parallel}")
     torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(int(cfg.seed))
     run = RunDir.create(cfg, run_dir, resume=bool(cfg.resume))

@@ -1,6 +1,7 @@
 """Scale figures: the collector in this process against raw env stepping, and on Ray (env-runner actors, one batching
 teacher actor) with 1 and 2 runners; labels per second with a slow teacher (20 ms per call, as a large VLA on a GPU
-answers a batch) batched across runners or called per runner; Ray's overhead per env step.
+answers a batch) batched across runners or called per runner; Ray's overhead per env step; a fit's updates per second
+in one process and as DDP on 2 Ray Train workers.
 
 Each Ray runner steps `WIDTH` envs (the sync collector's default width), so 2 runners step twice the envs of one
 process: the batching teacher labels them in calls as large as the runners' envs together. The student is an
@@ -22,8 +23,11 @@ import torch
 import envs
 from policies.gaussian import GaussianPolicy
 from robodistill.benchmarks.foundation import collector_over_raw
+from robodistill.data.buffer import LabelBuffer
 from robodistill.data.collector import Collector, make_vector_env
+from robodistill.data.labels import LABEL
 from robodistill.data.ray_collector import RayCollector, start_ray
+from robodistill.learners.fitting import FitState
 from robodistill.tasks import env_fns, shape_meta
 from robodistill.teachers import CallableTeacher
 
@@ -49,6 +53,26 @@ def rate(collector: Any, steps: int, seed: int) -> float:
     """Env steps (each labelled once) per wall second of a `min_steps` collection."""
     stats = collector.collect(None, beta=0.5, seed=seed, min_steps=steps, progress=False)
     return stats.env_steps / stats.wall_s
+
+
+def ddp_rates(updates: int, batch: int, storage: Path) -> dict[str, Any]:
+    """Updates per second of the default MLP student's fit on PushCube-sized random data: in this process
+    (trainer.workers=1) and as DDP on 2 Ray Train workers (their update loop, and the whole call with start-up)."""
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((20_000, 40)).astype(np.float32)
+    buffer = LabelBuffer()
+    buffer.add({"state": states, LABEL: np.tanh(states[:, :4]).astype(np.float32)})
+    meta = {"obs": {"state": {"shape": [40], "type": "low_dim"}}, "action": {"shape": [4]}}
+    out: dict[str, Any] = {}
+    for workers in (1, 2):
+        student = GaussianPolicy(meta, ["state"])
+        fit = FitState(torch.optim.Adam(student.parameters(), lr=1e-3), updates, "constant", 0, workers, storage)
+        t0 = time.perf_counter()
+        losses = fit.regress(student, buffer, updates, batch, progress=False)
+        wall = time.perf_counter() - t0
+        out[str(workers)] = losses.get("ddp/updates_per_s", updates / wall)
+        out[f"call_s_{workers}"] = wall
+    return out
 
 
 def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
@@ -92,6 +116,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         sync.close()
         slow_sync.close()
     raw = collector_over_raw(TASK["env_id"], WIDTH, steps, repeats)
+    ddp = ddp_rates(30 if quick else 500, 256, out_dir / "ddp")
     med = {k: statistics.median(v) for k, v in figures.items()}
     calls, rows = after["calls"] - before["calls"], after["rows"] - before["rows"]
     payload = {
@@ -113,7 +138,8 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "teacher_batch_mean": rows / max(calls, 1),
         "teacher_calls_per_label": calls / max(rows, 1),
         "collector_over_raw": raw["ratio"],
-        "ddp_updates_per_s": None,
+        "ddp_updates_per_s": {"1": ddp["1"], "2": ddp["2"]},
+        "ddp_call_s": {"1": ddp["call_s_1"], "2": ddp["call_s_2"]},
         "figures": figures,
     }
     payload["targets"] = {
@@ -139,6 +165,10 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     lines.append(
         f"batching teacher: {payload['teacher_batch_mean']:.1f} rows per call, "
         f"{payload['teacher_calls_per_label']:.3f} calls per label"
+    )
+    lines.append(
+        f"fit updates/s (MLP student, batch 256): 1 process {ddp['1']:.0f}; DDP on 2 Ray Train workers {ddp['2']:.0f} "
+        f"(update loop; the whole call {ddp['call_s_2']:.1f} s with start-up, against {ddp['call_s_1']:.1f} s)"
     )
     met = [k for k, ok in payload["targets"].items() if ok]
     missed = [k for k, ok in payload["targets"].items() if not ok]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from policies.samplers import driving
 from robodistill.data.labels import episode_labels, load_labels
 from robodistill.learners.components import Components
-from robodistill.learners.fitting import FitState, label_buffer
+from robodistill.learners.fitting import adam_fit, label_buffer
 from robodistill.learners.rounds import Rounds
 from robodistill.learners.schedules import BetaSchedule
 from robodistill.learners.services import Services, load_policy_state, policy_state
@@ -26,6 +25,7 @@ from robodistill.learners.services import Services, load_policy_state, policy_st
 class DAggerLearner:
     name = "dagger"
     uses_teacher = True
+    data_parallel = True  # trainer.workers > 1: its fits run as DDP on Ray Train workers
     builds_student = True
 
     def __init__(self, cfg: DictConfig, comps: Components, services: Services):
@@ -37,7 +37,7 @@ class DAggerLearner:
         schedule = BetaSchedule(**a.beta)
         steps, batch = int(a.updates_per_round), int(a.batch_size)  # per round
         updates = int(a.rounds) * steps
-        fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
+        fit = adam_fit(student, self.services, updates)
         buffer = label_buffer(self.services)
         ckpt = self.services.resume()
         if ckpt is not None:

@@ -4,6 +4,7 @@ and across checkpoints (optimizer, learning-rate schedule, minibatch RNG)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,17 +72,40 @@ def lr_scheduler(
 
 class FitState:
     """A supervised fit's state: the optimizer, its learning-rate schedule over `total_updates` (`algo.lr_schedule`)
-    and the RNG that draws minibatches (seeded by the run's seed). `state_dict` is what a checkpoint stores of it."""
+    and the RNG that draws minibatches (seeded by the run's seed). `state_dict` is what a checkpoint stores of it.
+    With `workers` > 1 (`trainer.workers`) each `regress` runs its updates as DDP on that many Ray Train workers
+    (`robodistill.learners.ddp`; Ray Train's files under `storage`), ending in the same state."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total_updates: int, lr_schedule: str, seed: int):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_updates: int,
+        lr_schedule: str,
+        seed: int,
+        workers: int = 1,
+        storage: Path | None = None,
+    ):
+        if workers < 1:
+            raise UserError(f"trainer.workers must be >= 1, got {workers}")
         self.optimizer = optimizer
         self.scheduler = lr_scheduler(optimizer, total_updates, lr_schedule, float(optimizer.defaults["lr"]))
         self.rng = np.random.default_rng(seed)
+        self.workers, self.storage = int(workers), storage
 
     def regress(
         self, student: torch.nn.Module, buffer: LabelBuffer, steps: int, batch_size: int, **kwargs: Any
     ) -> dict[str, float]:
         """`regress` with this fit's optimizer, schedule and minibatch RNG; `kwargs` as `regress` takes them."""
+        if self.workers > 1:
+            from robodistill.learners.ddp import ddp_regress
+
+            if kwargs.get("after_step") is not None:
+                raise UserError("trainer.workers > 1 cannot run a per-update hook (an EMA): use trainer.workers=1")
+            ddp = {k: kwargs[k] for k in ("loss_fn", "label") if k in kwargs}
+            return ddp_regress(
+                student, self.optimizer, buffer, steps, batch_size, self.rng, self.workers, self.scheduler,
+                storage=self.storage, **ddp,
+            )  # fmt: skip
         return regress(student, self.optimizer, buffer, steps, batch_size, self.rng, scheduler=self.scheduler, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
@@ -96,6 +120,15 @@ class FitState:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.rng.bit_generator.state = state["sample_rng"]
+
+
+def adam_fit(student: torch.nn.Module, services: Services, total_updates: int) -> FitState:
+    """The usual fit: Adam at `algo.lr` with `algo.lr_schedule` over `total_updates`, minibatches drawn with the run's
+    seed, on `trainer.workers` DDP workers (Ray Train's files in the run directory)."""
+    cfg = services.cfg
+    optimizer = torch.optim.Adam(student.parameters(), lr=float(cfg.algo.lr))
+    workers = int(cfg.get("trainer", {}).get("workers", 1))
+    return FitState(optimizer, total_updates, cfg.algo.lr_schedule, int(cfg.seed), workers, services.run.dir / "ddp")
 
 
 def fit_updates(

@@ -41,7 +41,7 @@ from robodistill.data.dataset import live_demos, open_dataset
 from robodistill.data.labels import check_observations
 from robodistill.errors import UserError
 from robodistill.learners.components import Components
-from robodistill.learners.fitting import FitState, label_buffer
+from robodistill.learners.fitting import adam_fit, label_buffer
 from robodistill.learners.rounds import Rounds
 from robodistill.learners.schedules import BetaSchedule
 from robodistill.learners.services import Services, load_policy_state, policy_state
@@ -76,6 +76,7 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 class OPDLearner:
     name = "opd"
     uses_teacher = True
+    data_parallel = True  # trainer.workers > 1: its fits run as DDP on Ray Train workers
     builds_student = True
 
     def __init__(self, cfg: DictConfig, comps: Components, services: Services):
@@ -116,21 +117,23 @@ class OPDLearner:
         return not cfg.algo.teacher_cache
 
     def fit(self) -> dict[str, Any]:
-        cfg, a, student = self.cfg, self.cfg.algo, self.student
+        a, student = self.cfg.algo, self.student
         keys, replay_all = student.obs_keys, a.replay == "all"
         schedule = BetaSchedule(**a.beta)
         steps, batch = int(a.updates_per_round), int(a.batch_size)  # per round
         updates = int(a.rounds) * steps
-        fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
+        fit = adam_fit(student, self.services, updates)
         buffer = label_buffer(self.services)
         ckpt = self.services.resume()
         if ckpt is not None:
             load_policy_state(student, ckpt)
             fit.load_state_dict(ckpt)
 
+        kind = self.loss  # the loss captures the student and its kind only: it travels to DDP workers
+
         def loss(obs: dict[str, torch.Tensor], teacher_logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-            value = token_loss(student(obs), teacher_logits, self.loss).mean()
-            return value, {self.loss: value.item()}
+            value = token_loss(student(obs), teacher_logits, kind).mean()
+            return value, {kind: value.item()}
 
         def add(episode: dict[str, Any]) -> None:
             buffer.add({**{k: episode["obs"][k] for k in keys}, LOGITS: teacher_logits(student, episode["teacher"])})

@@ -16,13 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from robodistill.evaluation.rollouts import headline
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
-from robodistill.learners.fitting import FitState, fit_updates, resume_or_normalize
+from robodistill.learners.fitting import adam_fit, fit_updates, resume_or_normalize
 from robodistill.learners.services import Services, policy_state
 from robodistill.tasks import sibling_tasks
 
@@ -30,6 +29,7 @@ from robodistill.tasks import sibling_tasks
 class SFTLearner:
     name = "sft"
     uses_teacher = True
+    data_parallel = True  # trainer.workers > 1: its fits run as DDP on Ray Train workers
     builds_student = True
 
     def __init__(self, cfg: DictConfig, comps: Components, services: Services):
@@ -37,7 +37,7 @@ class SFTLearner:
         self.student = comps.student
 
     def fit(self) -> dict[str, Any]:
-        cfg, a, student, services = self.cfg, self.cfg.algo, self.student, self.services
+        a, student, services = self.cfg.algo, self.student, self.services
         tasks = sibling_tasks(self.comps.task, a.tasks)
         if a.datasets:
             sources = [(Path(p), None) for p in a.datasets]
@@ -47,7 +47,7 @@ class SFTLearner:
         buffer = demonstrations(services, sources, ckpt is not None, student.obs_keys)
 
         updates = int(a.updates)
-        fit = FitState(torch.optim.Adam(student.parameters(), lr=float(a.lr)), updates, a.lr_schedule, int(cfg.seed))
+        fit = adam_fit(student, self.services, updates)
         start = resume_or_normalize(student, fit, ckpt, buffer)
 
         fit_updates(services, fit, student, buffer, start, state=lambda: policy_state(student), desc=self.name)

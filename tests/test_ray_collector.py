@@ -105,6 +105,22 @@ def test_a_killed_runner_is_replaced_and_nothing_finished_is_lost(local_ray, tmp
         assert sum(int(f["data"][k].attrs["num_samples"]) for k in f["data"]) == stats.steps
 
 
+def test_a_killed_teacher_actor_is_restarted_and_the_round_completes(local_ray, tmp_path):
+    collector = RayCollector(TASK, "state", {"kind": "scripted"}, ["state"], ExpertStudent(), 4, 2, seed=0)
+
+    def kill_the_teacher(episode: dict) -> None:
+        if kill_the_teacher.first:
+            kill_the_teacher.first = False
+            ray.kill(collector.teachers[0], no_restart=False)  # Ray restarts it; the waiting requests are retried
+
+    kill_the_teacher.first = True
+    try:
+        stats = collector.collect(6, beta=0.5, seed=3, on_episode=kill_the_teacher, progress=False)
+    finally:
+        collector.close()
+    assert stats.episodes == 6 and not kill_the_teacher.first
+
+
 def test_dagger_runs_with_the_ray_backend(local_ray, tmp_path):
     out = train_run(
         "task=pushcube", "algo.rounds=2", "algo.episodes_per_round=4", "algo.updates_per_round=20",

@@ -126,7 +126,53 @@ def make_vector_env(env_fns: list[Callable[[], gym.Env]]) -> gym.vector.SyncVect
     return gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-class Collector:
+class EpisodeSource:
+    """What every collector backend shares: `collect` a round's episodes from `stream(plan)`, count, write and hand
+    them on. A backend sets `writer`, `num_envs` (env slots) and `rng` (the round-key stream its checkpoint stores)."""
+
+    writer: Any = None
+    num_envs: int
+    rng: np.random.Generator
+
+    def stream(self, plan: RoundPlan) -> Iterator[tuple[int, dict[str, Any], bool]]:
+        """The plan's episodes as (slot, episode, whether its task reports success), as they finish."""
+        raise NotImplementedError
+
+    def collect(
+        self,
+        num_episodes: int | None,
+        beta: float,
+        seed: int,
+        on_episode: Callable[[dict[str, Any]], None] | None = None,
+        progress: bool = True,
+        desc: str = "collect",
+        min_steps: int | None = None,
+        student_horizon: int | None = None,
+        episode_attrs: Mapping[str, Any] | None = None,
+    ) -> CollectStats:
+        """Exactly `num_episodes` episodes, or whole episodes until they hold at least `min_steps` steps; each written
+        to `writer` and handed to `on_episode` as it finishes.
+
+        With `student_horizon` H the student drives (with probability 1 - beta per step) only the first H steps of
+        each episode; the teacher's action runs from step H on (a horizon curriculum). `episode_attrs` are stored
+        with every episode (e.g. its round). See `Collector.episodes` for which env runs which episode.
+        """
+        plan = new_plan(self.rng, num_episodes, beta, seed, min_steps, student_horizon, episode_attrs, self.num_envs)
+        bar = progress_bar(total=num_episodes or min_steps, desc=desc, enabled=progress, leave=False)
+        stats, t0 = CollectStats(), time.perf_counter()
+        for _, episode, reported in self.stream(plan):
+            stats.add(episode, reported)
+            if self.writer is not None:
+                self.writer.write(episode)
+            if on_episode is not None:
+                on_episode(episode)
+            bar.update(1 if num_episodes is not None else len(episode["actions"]))
+        bar.close()
+        stats.wall_s = time.perf_counter() - t0
+        return stats
+
+
+class Collector(EpisodeSource):
     """Runs student and teacher on a vector env and records executed, student and teacher actions."""
 
     def __init__(
@@ -176,39 +222,6 @@ class Collector:
                 rngs.append(t.rng)
             t = getattr(t, "teacher", None)
         return rngs
-
-    def collect(
-        self,
-        num_episodes: int | None,
-        beta: float,
-        seed: int,
-        on_episode: Callable[[dict[str, Any]], None] | None = None,
-        progress: bool = True,
-        desc: str = "collect",
-        min_steps: int | None = None,
-        student_horizon: int | None = None,
-        episode_attrs: Mapping[str, Any] | None = None,
-    ) -> CollectStats:
-        """Exactly `num_episodes` episodes, or whole episodes until they hold at least `min_steps` steps; each written
-        to `writer` and handed to `on_episode` as it finishes.
-
-        With `student_horizon` H the student drives (with probability 1 - beta per step) only the first H steps of
-        each episode; the teacher's action runs from step H on (a horizon curriculum). `episode_attrs` are stored
-        with every episode (e.g. its round). See `episodes` for which env runs which episode.
-        """
-        plan = new_plan(self.rng, num_episodes, beta, seed, min_steps, student_horizon, episode_attrs, self.num_envs)
-        bar = progress_bar(total=num_episodes or min_steps, desc=desc, enabled=progress, leave=False)
-        stats, t0 = CollectStats(), time.perf_counter()
-        for _, episode, reported in self.episodes(plan):
-            stats.add(episode, reported)
-            if self.writer is not None:
-                self.writer.write(episode)
-            if on_episode is not None:
-                on_episode(episode)
-            bar.update(1 if num_episodes is not None else len(episode["actions"]))
-        bar.close()
-        stats.wall_s = time.perf_counter() - t0
-        return stats
 
     def episodes(
         self, plan: RoundPlan, first_slot: int = 0, done: Mapping[int, int] | None = None
@@ -282,6 +295,9 @@ class Collector:
                     buffers[i] = None
                     yield slots[i], episode, success is not None
                     start_if_needed(i, None)
+
+    def stream(self, plan: RoundPlan) -> Iterator[tuple[int, dict[str, Any], bool]]:
+        return self.episodes(plan)
 
     def close(self) -> None:
         self.venv.close()

@@ -21,15 +21,14 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from robodistill.data.collector import Collector, CollectStats, RoundPlan, make_vector_env, new_plan
+from robodistill.data.collector import Collector, EpisodeSource, RoundPlan, make_vector_env
 from robodistill.errors import UserError
-from robodistill.progress import progress_bar
 from robodistill.tasks import env_fns, make_env
 from robodistill.teachers import make_teacher
 from robodistill.teachers.protocol import OPTIONAL_LABELS, TeacherError, TeacherOutput, query_teacher, reset_episode
@@ -200,8 +199,9 @@ class EnvRunner:
         yield from self.collector.episodes(plan, self.first_slot, done)
 
 
-class RayCollector:
-    """The sync `Collector`'s interface (`collect`, `writer`, `state_dict`, `close`) over Ray actors."""
+class RayCollector(EpisodeSource):
+    """The sync `Collector`'s interface (`collect`, `writer`, `state_dict`, `close`) over Ray actors: each round's
+    episodes are the same per slot, streamed from the runners and written here as each arrives."""
 
     def __init__(
         self,
@@ -259,72 +259,44 @@ class RayCollector:
             .remote(self.task, self.obs_mode, n, first, teacher, self.teacher_keys, self.student_deterministic)
         )
 
-    def collect(
-        self,
-        num_episodes: int | None,
-        beta: float,
-        seed: int,
-        on_episode: Callable[[dict[str, Any]], None] | None = None,
-        progress: bool = True,
-        desc: str = "collect",
-        min_steps: int | None = None,
-        student_horizon: int | None = None,
-        episode_attrs: Mapping[str, Any] | None = None,
-    ) -> CollectStats:
-        """As `Collector.collect`: the same episodes per slot, streamed from the runners and written here as each
-        arrives. A `min_steps` round splits its steps over the runners by their share of the envs."""
+    def stream(self, plan: RoundPlan) -> Iterator[tuple[int, dict[str, Any], bool]]:
+        """The runners' episodes as they arrive (a `min_steps` plan split over the runners by their share of the
+        envs); a runner that dies is replaced and its slots finish their quotas on the new one."""
         ray = self.ray
-        plan = new_plan(self.rng, num_episodes, beta, seed, min_steps, student_horizon, episode_attrs, self.num_envs)
         student = ray.put(self.student)  # the student's current weights, once per round for every runner
         done: dict[int, int] = {}  # episodes finished per slot
         results: queue.Queue = queue.Queue()
 
-        def plan_for(n: int) -> RoundPlan:
-            return plan if min_steps is None else replace(plan, min_steps=-(-min_steps * n // self.num_envs))
-
-        def stream(r: int, runner: Any, restart: bool) -> None:
+        def stream_runner(r: int, restart: bool) -> None:
             """Feed runner r's episodes into `results`; its death or error ends the stream with it."""
             first, n = self.slots[r]
             try:
-                p = plan_for(n)
+                p = plan if plan.min_steps is None else replace(plan, min_steps=-(-plan.min_steps * n // plan.num_envs))
                 if restart:  # fresh reset seeds: the dead runner's envs took the planned ones
                     p = replace(p, seed=p.seed + 7919 * (self.replaced + 1))
-                gen = runner.run.options(num_returns="streaming").remote(p, student, dict(done) if restart else None)
-                for ref in gen:
+                call = self.runners[r].run.options(num_returns="streaming")
+                for ref in call.remote(p, student, dict(done) if restart else None):
                     results.put(("episode", r, ray.get(ref)))
                 results.put(("done", r, None))
-            except Exception as exc:  # reported to the driver loop below
+            except Exception as exc:  # reported by the loop below
                 results.put(("error", r, exc))
 
-        bar = progress_bar(total=num_episodes or min_steps, desc=desc, enabled=progress, leave=False)
-        stats, t0 = CollectStats(), time.perf_counter()
-        threads = [threading.Thread(target=stream, args=(r, w, False), daemon=True) for r, w in enumerate(self.runners)]
-        for t in threads:
-            t.start()
+        for r in range(len(self.runners)):
+            threading.Thread(target=stream_runner, args=(r, False), daemon=True).start()
         running = len(self.runners)
         while running:
             kind, r, item = results.get()
             if kind == "episode":
-                slot, episode, reported = item
-                done[slot] = done.get(slot, 0) + 1
-                stats.add(episode, reported)
-                if self.writer is not None:
-                    self.writer.write(episode)
-                if on_episode is not None:
-                    on_episode(episode)
-                bar.update(1 if num_episodes is not None else len(episode["actions"]))
+                done[item[0]] = done.get(item[0], 0) + 1
+                yield item
             elif kind == "done":
                 running -= 1
             elif isinstance(item, ray.exceptions.ActorDiedError) and self.replaced < RESTARTS * len(self.runners):
                 self.replaced += 1  # a dead runner: a new one runs its slots' remaining episodes
                 self.runners[r] = self._runner(r)
-                threading.Thread(target=stream, args=(r, self.runners[r], True), daemon=True).start()
+                threading.Thread(target=stream_runner, args=(r, True), daemon=True).start()
             else:
-                bar.close()
                 raise unwrap(item) from item
-        bar.close()
-        stats.wall_s = time.perf_counter() - t0
-        return stats
 
     def teacher_stats(self) -> dict[str, int]:
         """The teacher actors' calls, rows and requests so far (summed)."""

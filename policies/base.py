@@ -113,8 +113,15 @@ class PolicyModule(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Where the network's weights live (`.to(device)` moves them, its noise tables and what it draws)."""
-        return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+        """Where the network's weights live (`.to(device)` moves them, its noise tables and what it draws); looked up
+        once per move, not per call (walking the parameters costs more than a small MLP's forward)."""
+        if getattr(self, "_device", None) is None:
+            self._device = next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+        return self._device
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> PolicyModule:
+        self._device = None  # `.to`, `.cuda`, `.cpu` pass here: the next `device` looks again
+        return super()._apply(fn, *args, **kwargs)
 
     def tensors(self, obs: Mapping[str, Any], keys: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Observations (numpy arrays or tensors) of `keys` (default `obs_keys`) as tensors on the network's device."""

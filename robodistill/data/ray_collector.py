@@ -6,7 +6,8 @@ the driver writes every finished episode into the run's dataset as the sync coll
   object store; it streams each finished episode back as it finishes.
 - The teacher actor builds the run's teacher from its config (on the GPU with `device=cuda`; a `teacher=remote`
   policy server works the same way) and answers the runners' label requests in one batched call: as soon as every
-  runner waits, or `collector.teacher_batch` rows wait, or `collector.teacher_wait_ms` passed since the first.
+  runner still collecting waits, or `collector.teacher_batch` rows wait, or `collector.teacher_wait_ms` passed since
+  the first (a wait longer than a runner's step: with a short one, two runners settle into alternating calls).
 - Every episode is a function of its slot (reset seed, beta coin stream, quota; see `robodistill.data.collector`):
   with a deterministic teacher and student, `ray` writes the same episodes as `sync`, in another order.
 - A runner that dies mid-round is replaced: its finished episodes are kept, its unfinished ones dropped, and its
@@ -98,12 +99,19 @@ class BatchingTeacher:
         finally:
             env.close()
         self.max_batch, self.max_wait_s = int(max_batch), float(max_wait_ms) / 1000.0
-        self.clients = 1  # runners that may wait at once: a batch with a request from each goes at once
+        self.active = 1  # runners still collecting this round: a batch with a request from each goes at once
         self.pending: list[tuple[dict[str, np.ndarray], list[int], asyncio.Future]] = []
         self.counts = {"calls": 0, "rows": 0, "requests": 0}
 
     def set_clients(self, n: int) -> None:
-        self.clients = int(n)
+        """A round starts with `n` runners collecting."""
+        self.active = int(n)
+
+    def leave(self) -> None:
+        """A runner finished its part of the round: the others no longer wait for its requests."""
+        self.active -= 1
+        if self.pending and len(self.pending) >= self.active:
+            self.flush()
 
     def stats(self) -> dict[str, int]:
         """Teacher calls, rows labelled and requests answered so far."""
@@ -116,7 +124,7 @@ class BatchingTeacher:
             reset_episode(self.teacher, slot)
         done = asyncio.get_running_loop().create_future()
         self.pending.append((obs, list(slots), done))
-        if len(self.pending) >= self.clients or sum(len(s) for _, s, _ in self.pending) >= self.max_batch:
+        if len(self.pending) >= max(self.active, 1) or sum(len(s) for _, s, _ in self.pending) >= self.max_batch:
             self.flush()
         elif len(self.pending) == 1:  # the first of a batch: it goes after the wait at the latest
             asyncio.get_running_loop().call_later(self.max_wait_s, self.flush_if_pending, done)
@@ -196,8 +204,13 @@ class EnvRunner:
 
     def run(self, plan: RoundPlan, student: Any, done: dict[int, int] | None = None):
         """Stream (slot, episode, reported) for each of the plan's episodes these slots run, as they finish."""
+        import ray
+
         self.collector.student = student
-        yield from self.collector.episodes(plan, self.first_slot, done)
+        try:
+            yield from self.collector.episodes(plan, self.first_slot, done)
+        finally:  # the teacher stops waiting for this runner's requests
+            ray.get(self.collector.teacher.actor.leave.remote())
 
 
 class RayCollector(EpisodeSource):
@@ -217,7 +230,7 @@ class RayCollector(EpisodeSource):
         student_deterministic: bool = True,
         device: str = "cpu",
         teacher_batch: int = 256,
-        teacher_wait_ms: float = 5.0,
+        teacher_wait_ms: float = 50.0,
         address: str | None = None,
         num_cpus: int | None = None,
         shared_teacher: bool = True,
@@ -240,11 +253,8 @@ class RayCollector(EpisodeSource):
         sizes = [num_envs // runners + (r < num_envs % runners) for r in range(runners)]
         self.slots = [(sum(sizes[:r]), n) for r, n in enumerate(sizes)]  # (first slot, envs) per runner
         self.runners = [self._runner(r) for r in range(runners)]
-        clients = runners if shared_teacher else 1
         try:
-            ray.get(
-                [*[t.set_clients.remote(clients) for t in self.teachers], *[r.ready.remote() for r in self.runners]]
-            )
+            ray.get([r.ready.remote() for r in self.runners])
         except ray.exceptions.RayError as exc:
             self.close()
             raise unwrap(exc) from exc
@@ -265,6 +275,8 @@ class RayCollector(EpisodeSource):
         envs); a runner that dies is replaced and its slots finish their quotas on the new one."""
         ray = self.ray
         student = ray.put(self.student)  # the student's current weights, once per round for every runner
+        per_teacher = len(self.runners) // len(self.teachers)
+        ray.get([t.set_clients.remote(per_teacher) for t in self.teachers])
         done: dict[int, int] = {}  # episodes finished per slot
         results: queue.Queue = queue.Queue()
 

@@ -17,6 +17,15 @@ pytest.importorskip("ray.train.torch")
 META = {"obs": {"state": {"shape": [12], "type": "low_dim"}}, "action": {"shape": [4]}}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def ray_down_after():
+    """Ray (and Ray Train's controller actors) started by the fits stop with this module."""
+    yield
+    import ray
+
+    ray.shutdown()
+
+
 def fitted(student: GaussianPolicy, buffer: LabelBuffer, workers: int, tmp_path) -> tuple[GaussianPolicy, FitState]:
     student = copy.deepcopy(student)
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)

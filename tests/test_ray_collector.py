@@ -45,6 +45,7 @@ def local_ray():
     start_ray(num_cpus=2)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
     yield ray
+    ray.shutdown()  # its processes would otherwise idle beside the rest of the suite
 
 
 def episodes_in(path) -> list[tuple]:

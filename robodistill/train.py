@@ -13,6 +13,7 @@ from robodistill.devices import resolve_device
 from robodistill.errors import UserError
 from robodistill.learners import LEARNERS
 from robodistill.learners.components import build
+from robodistill.learners.fitting import trainer_workers
 from robodistill.learners.services import Services
 from robodistill.rundir import RunDir, seed_everything
 
@@ -27,7 +28,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     unused = [] if teacher else ["teacher"]  # ppo and sac, a replayed teacher cache: no teacher, none to set
     require_values(cfg, f"algo={name} task={cfg.task.name}", skip=unused)
     resolve_device(cfg.get("device"))  # a GPU that is not there: refused before the run directory is made
-    workers = int(cfg.get("trainer", {}).get("workers", 1))
+    workers = trainer_workers(cfg)
     if workers > 1 and not getattr(learner_class, "data_parallel", False):
         parallel = ", ".join(n for n, c in LEARNERS.items() if getattr(c, "data_parallel", False))
         raise UserError(f"trainer.workers={workers}: algo={name} fits in one process; data-parallel: {parallel}")

@@ -127,8 +127,13 @@ def adam_fit(student: torch.nn.Module, services: Services, total_updates: int) -
     seed, on `trainer.workers` DDP workers (Ray Train's files in the run directory)."""
     cfg = services.cfg
     optimizer = torch.optim.Adam(student.parameters(), lr=float(cfg.algo.lr))
-    workers = int(cfg.get("trainer", {}).get("workers", 1))
+    workers = trainer_workers(cfg)
     return FitState(optimizer, total_updates, cfg.algo.lr_schedule, int(cfg.seed), workers, services.run.dir / "ddp")
+
+
+def trainer_workers(cfg: Any) -> int:
+    """`trainer.workers` (1 for a config written before it existed)."""
+    return int(cfg.get("trainer", {}).get("workers", 1))
 
 
 def fit_updates(

@@ -16,10 +16,13 @@ import torch
 import envs
 from policies import GaussianPolicy
 from robodistill.benchmarks.runs import train_once
+from robodistill.config import option_defaults
 from robodistill.data.collector import Collector, make_vector_env
 from robodistill.data.dataset import BackgroundEpisodeWriter
 from robodistill.tasks import env_fns, env_meta, shape_meta
 from robodistill.teachers import CallableTeacher
+
+WIDTH = int(option_defaults("collector", "default")["num_envs"])  # the collector's default width
 
 
 def collector_over_raw(task: str, num_envs: int, steps: int, repeats: int) -> dict[str, Any]:
@@ -141,8 +144,8 @@ def dagger_vs_bc(task_cfg: str, seeds: list[int], episodes: int, dagger_extra: l
 def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """All foundation figures; returns (JSON payload, table lines)."""
     torch.set_num_threads(1)
-    # 16 envs: one student and one teacher call per step are shared by twice as many env steps as with 8
-    ratio = collector_over_raw("robodistill/PushCube-v0", 16, 800 if quick else 8000, 2 if quick else 5)
+    # the default width (16): one student and one teacher call per step are shared by twice as many env steps as 8
+    ratio = collector_over_raw("robodistill/PushCube-v0", WIDTH, 800 if quick else 8000, 2 if quick else 5)
     ratio_8 = collector_over_raw("robodistill/PushCube-v0", 8, 800 if quick else 8000, 2 if quick else 5)
     expert = {t: expert_success(t, 10 if quick else 100) for t in envs.TASKS}
     fps = render_fps(96, 50 if quick else 500)
@@ -155,6 +158,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         dagger[task_id], bc[task_id] = res["dagger"], res["bc"]
     payload = {
         "collector_over_raw": ratio["ratio"],
+        "collector_width": WIDTH,
         "collector_detail": ratio,
         "collector_over_raw_8_envs": ratio_8["ratio"],
         "collector_detail_8_envs": ratio_8,
@@ -166,7 +170,7 @@ def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         "eval_episodes": episodes,
     }
     lines = [
-        f"collector / raw env steps per s (PushCube, 16 envs, raw replays the collector's actions): {ratio['ratio']:.3f}  "
+        f"collector / raw env steps per s (PushCube, {WIDTH} envs, the default; raw replays the collector's actions): {ratio['ratio']:.3f}  "
         f"(raw {statistics.median(ratio['raw_steps_per_s']):.0f}, collector {statistics.median(ratio['collector_steps_per_s']):.0f}; "
         f"random-action stepping {statistics.median(ratio['random_action_steps_per_s']):.0f}, "
         f"collector / that {ratio['ratio_vs_random_actions']:.3f})",

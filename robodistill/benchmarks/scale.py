@@ -22,7 +22,7 @@ import torch
 
 import envs
 from policies.gaussian import GaussianPolicy
-from robodistill.benchmarks.foundation import collector_over_raw
+from robodistill.benchmarks.foundation import WIDTH, collector_over_raw  # WIDTH: the collector's default width
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.collector import Collector, make_vector_env
 from robodistill.data.labels import LABEL
@@ -32,7 +32,6 @@ from robodistill.tasks import env_fns, shape_meta
 from robodistill.teachers import CallableTeacher
 
 TASK = {"env_id": "robodistill/PushCube-v0"}
-WIDTH = 8  # envs per process: conf/collector/default.yaml's num_envs
 SLOW_MS = 20.0
 _expert: Any = None
 

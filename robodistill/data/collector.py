@@ -23,7 +23,7 @@ from gymnasium.vector.utils import concatenate, create_empty_array
 from robodistill.data.dataset import EpisodeWriter
 from robodistill.observations import as_dict, stack, view
 from robodistill.progress import progress_bar
-from robodistill.teachers.protocol import OPTIONAL_LABELS, Teacher, act_in_slots, query_teacher, reset_episode
+from robodistill.teachers.protocol import OPTIONAL_LABELS, Teacher, act_in_slots, request_teacher, reset_episode
 
 
 @dataclass
@@ -260,11 +260,13 @@ class Collector(EpisodeSource):
         while active := [i for i, b in enumerate(buffers) if b is not None]:
             active_slots = [slots[i] for i in active]
             batch = self._batch([obs[i] for i in active])
-            label = query_teacher(self.teacher, batch, self.action_dim, active_slots)
+            labels = request_teacher(self.teacher, batch, self.action_dim, active_slots)  # the student runs meanwhile
             if self.student is not None and beta < 1.0:
                 student_obs = view(batch, self.student.obs_keys)
                 s_action, s_logp = act_in_slots(self.student, student_obs, active_slots, self.student_deterministic)
+                label = labels()
             else:
+                label = labels()
                 s_action, s_logp = label.action, None
             use_teacher = np.array([coins[i].random() < beta for i in active], dtype=bool)
             if horizon is not None:  # past the student's horizon the teacher drives

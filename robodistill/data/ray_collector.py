@@ -166,12 +166,19 @@ class TeacherClient:
         self.actor, self.obs_keys = actor, list(obs_keys)
         self.resets: list[int | None] = []
 
-    def act(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> TeacherOutput:
-        import ray
-
+    def submit(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> Any:
+        """Send a label request; the runner steps its student while the teacher answers (`result`)."""
         slots = list(range(len(next(iter(obs.values()))))) if slots is None else list(slots)
         resets, self.resets = self.resets, []
-        return ray.get(self.actor.act.remote(obs, slots, resets))
+        return self.actor.act.remote(obs, slots, resets)
+
+    def result(self, ticket: Any) -> TeacherOutput:
+        import ray
+
+        return ray.get(ticket)
+
+    def act(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> TeacherOutput:
+        return self.result(self.submit(obs, slots))
 
     def reset(self, slot: int | None = None) -> None:
         self.resets.append(slot)

@@ -5,6 +5,7 @@ A leaf: it imports nothing of robodistill, so every layer (collector, learners, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,11 +74,31 @@ def query_teacher(
     """One batched teacher call on the teacher's view of `obs` (row j from env `slots[j]`; None: env j); any failure
     or bad label becomes a TeacherError."""
     n = len(next(iter(obs.values())))
+    return _checked(lambda: act_in_slots(teacher, {k: obs[k] for k in teacher.obs_keys}, slots), n, action_dim)
+
+
+def request_teacher(
+    teacher: Teacher, obs: dict[str, np.ndarray], action_dim: int, slots: list[int] | None = None
+) -> Callable[[], TeacherOutput]:
+    """Start `query_teacher` and return what finishes it. A teacher in another process (one with `submit(obs,
+    slots)` and `result(ticket)`, e.g. the Ray teacher actor's client) labels while the caller works on, e.g. runs
+    the student; any other teacher is called at once."""
+    if not hasattr(teacher, "submit"):
+        out = query_teacher(teacher, obs, action_dim, slots)
+        return lambda: out
+    n = len(next(iter(obs.values())))
+    ticket = _checked(lambda: teacher.submit({k: obs[k] for k in teacher.obs_keys}, slots), n, None)
+    return lambda: _checked(lambda: teacher.result(ticket), n, action_dim)
+
+
+def _checked(call: Callable[[], Any], n: int, action_dim: int | None) -> Any:
+    """`call()`, any failure inside a user's teacher as one clear TeacherError; its labels checked (action_dim)."""
     try:
-        out = act_in_slots(teacher, {k: obs[k] for k in teacher.obs_keys}, slots)
-    except Exception as exc:  # any failure inside a user's teacher becomes one clear error
+        out = call()
+    except Exception as exc:
         raise TeacherError(f"teacher raised {type(exc).__name__}: {exc}") from exc
-    check_labels(out, n, action_dim)
+    if action_dim is not None:
+        check_labels(out, n, action_dim)
     return out
 
 

@@ -13,6 +13,14 @@ if ! ldconfig -p | grep -q 'libEGL_mesa.so.0' || ! ldconfig -p | grep -q 'libEGL
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
 fi
 
+# The review page's browser test runs Debian's Chromium headless (playwright drives /usr/bin/chromium; it downloads
+# no browser of its own).
+if ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium for the review page's browser test"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 if ! "$VENV/bin/python" -c "import sys" 2>/dev/null; then
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"

@@ -42,6 +42,8 @@ def make_renderer(model, height: int, width: int):
     """A `mujoco.Renderer`, or RenderingUnavailable naming the Debian package to install."""
     mujoco = import_mujoco()
     backend = os.environ["MUJOCO_GL"].lower()
+    glob = model.vis.global_  # the off-screen framebuffer must hold the frame
+    glob.offwidth, glob.offheight = max(glob.offwidth, width), max(glob.offheight, height)
     try:
         return mujoco.Renderer(model, height=height, width=width)
     except Exception as exc:  # mujoco raises several types depending on backend and stage

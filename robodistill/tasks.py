@@ -68,9 +68,12 @@ def import_env_packages(task: Mapping[str, Any]) -> str:
     return bare_id
 
 
-def make_env(task: Mapping[str, Any], obs_mode: str = "state", render_mode: str | None = None) -> gym.Env:
+def make_env(
+    task: Mapping[str, Any], obs_mode: str = "state", render_mode: str | None = None, render_size: int | None = None
+) -> gym.Env:
     """One env for `task` (a config with `env_id`; optional `imports`, `kwargs`, `max_episode_steps`,
-    `success_key`), its success reported as `info["success"]` (EpisodeSuccess)."""
+    `success_key`), its success reported as `info["success"]` (EpisodeSuccess). `render_size` sets a robodistill
+    task's rgb_array frames (square); another task renders at its own size."""
     env_id = import_env_packages(task)
     spec = gym.registry.get(env_id)
     if spec is None:
@@ -93,6 +96,8 @@ def make_env(task: Mapping[str, Any], obs_mode: str = "state", render_mode: str 
         raise UserError(f"{env_id} is a generic Gymnasium task: it offers only its own observation ('state')")
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
+    if render_size is not None and is_robodistill_task(env_id):
+        kwargs["render_size"] = int(render_size)
     steps = task.get("max_episode_steps")
     try:
         env = gym.make(env_id, max_episode_steps=steps, **kwargs) if steps else gym.make(env_id, **kwargs)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from robodistill.config import require_values
 from robodistill.devices import resolve_device
 from robodistill.errors import UserError
+from robodistill.evaluation.review import write_review
 from robodistill.learners import LEARNERS
 from robodistill.learners.components import build
 from robodistill.learners.fitting import trainer_workers
@@ -38,10 +39,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     comps = build(cfg, teacher=teacher, student=learner_class.builds_student)
     try:
         learner = learner_class(cfg, comps, Services(cfg, comps, run))
-        return learner.fit()
+        result = learner.fit()
     finally:
         run.close()
         comps.env.close()
+    if cfg.review:  # the run's review page (videos, curves, actions): runs/.../review/index.html
+        result["review"] = str(write_review([run.dir], run.dir / "review"))
+    return result
 
 
 def needs_teacher(learner_class: Any, cfg: DictConfig) -> bool:

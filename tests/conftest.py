@@ -42,8 +42,8 @@ def run_script(*args: str, env: dict | None = None, timeout: float = 300, **kw) 
 
 
 def train_run(*overrides: str, run: Path) -> dict[str, Any]:
-    """`scripts/train.py progress=false <overrides> hydra.run.dir=<run>` in this process; the learner's summary."""
-    return train(compose_config(["progress=false", *overrides]), run)
+    """`scripts/train.py progress=false review=false <overrides> hydra.run.dir=<run>` in this process (the review page: test_review.py); the learner's summary."""
+    return train(compose_config(["progress=false", "review=false", *overrides]), run)
 
 
 def one_clear_error(p: subprocess.CompletedProcess, *needles: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from conftest import run_script, train_run, user_error
 
 from robodistill.evaluation.rollouts import evaluate, teacher_policy
+from robodistill.evaluation.video import Filming
 from robodistill.rundir import RunDir
 from robodistill.tasks import make_env
 from robodistill.teachers import CallableTeacher
@@ -176,7 +177,9 @@ def test_bad_env_ids_get_one_clear_error(point_envs, tmp_path):
 def test_an_env_that_cannot_render_is_evaluated_without_videos(point_envs, tmp_path, capsys):
     task = {"env_id": "PointGoal-v0", "imports": ["point_envs"], "success_key": "is_success"}
     policy = teacher_policy(CallableTeacher(_expert()))
-    result = evaluate(policy, task, "state", 2, 0, video_dir=tmp_path / "videos", num_videos=1, progress=False)
+    result = evaluate(
+        policy, task, "state", 2, 0, video_dir=tmp_path / "videos", filming=Filming(videos=1), progress=False
+    )
     assert "warning: cannot film PointGoal-v0" in capsys.readouterr().err  # it takes no render_mode
     assert result["videos"] == [] and result["success_rate"] == 1.0
 

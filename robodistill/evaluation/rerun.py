@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from robodistill.config import to_dict
 from robodistill.devices import resolve_device
 from robodistill.evaluation.rollouts import evaluate, student_policy
+from robodistill.evaluation.video import Filming
 from robodistill.observations import obs_mode_for
 from robodistill.rundir import RunDir
 from robodistill.tasks import task_for_keys
@@ -40,7 +41,7 @@ def evaluate_run(
         seed=int(ev.seed if seed is None else seed),
         num_envs=int(ev.num_envs if num_envs is None else num_envs),
         video_dir=run.video_dir / f"eval_{checkpoint}",
-        num_videos=int(ev.videos if videos is None else videos),
+        filming=Filming.from_config(ev, videos),
         progress=bool(cfg.progress),
     )
     run.write_json(f"eval_{checkpoint}.json", result)

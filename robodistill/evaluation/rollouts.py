@@ -19,7 +19,7 @@ import numpy as np
 from policies import chunked
 from policies.samplers import ChunkRunner, driving, make_sampler
 from robodistill.errors import UserError
-from robodistill.evaluation.video import overlay, write_video
+from robodistill.evaluation.video import Filming, VideoWriter, camera_keys, choose_filmed, compose, overlay
 from robodistill.observations import as_dict, view
 from robodistill.progress import progress_bar
 from robodistill.tasks import SUCCESS, make_env
@@ -120,24 +120,21 @@ def evaluate(
     seed: int,
     num_envs: int = 10,
     video_dir: str | Path | None = None,
-    num_videos: int = 0,
+    filming: Filming | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Success rate, returns and lengths over `episodes` episodes; films the first `num_videos` of them. A task that
-    reports no success gets `success_rate: None` (its episodes' `success` too) and is judged by its return.
+    """Success rate, returns and lengths over `episodes` episodes. A task that reports no success gets
+    `success_rate: None` (its episodes' `success` too) and is judged by its return.
+
+    With `filming` and a `video_dir`, the episodes `choose_filmed` picks (failures first) are then run again from
+    their seeds and filmed: `filmed` lists each video with the outcome of its own run and whether that matches the
+    evaluated episode (a stochastic sampler, or an env that ignores its seed, can differ).
 
     A policy with per-episode state (a `reset(slot)` method, e.g. a ChunkRunner) is reset when env slot `slot`
     starts an episode and called as `policy(obs, slots)` with the slots the batch comes from.
     """
-    stateful = hasattr(policy, "reset")
     num_envs = max(1, min(num_envs, episodes))
-    filming = num_videos > 0 and video_dir is not None and can_film(task, obs_mode, seed)
-    env_list = [make_env(task, obs_mode, render_mode="rgb_array" if filming else None) for _ in range(num_envs)]
-    results: list[dict[str, Any]] = [None] * episodes  # type: ignore[list-item]
-    next_episode = 0
-    slots: list[dict[str, Any] | None] = [None] * num_envs
-    obs_slots: list[dict[str, np.ndarray] | None] = [None] * num_envs
-    videos: list[str] = []
+    env_list = [make_env(task, obs_mode) for _ in range(num_envs)]
     reproducible = reset_reproduces(env_list[0], seed)
     if not reproducible:
         print(
@@ -146,22 +143,82 @@ def evaluate(
             file=sys.stderr,
         )
     bar = progress_bar(total=episodes, enabled=progress, desc="evaluate", leave=False)
+    try:
+        results = run_episodes(policy, env_list, list(range(episodes)), seed, reproducible, on_done=bar.update)
+    finally:
+        bar.close()
+        for e in env_list:
+            e.close()
+    filmed: list[dict[str, Any]] = []
+    if filming is not None and filming.videos > 0 and video_dir is not None and can_film(task, obs_mode, seed):
+        chosen = choose_filmed(results, filming)
+        film_envs = [make_env(task, obs_mode, "rgb_array", filming.size) for _ in range(min(num_envs, len(chosen)))]
+        try:
+            again = run_episodes(policy, film_envs, chosen, seed, reproducible, film=(filming, Path(video_dir)))
+        finally:
+            for e in film_envs:
+                e.close()
+        for r in again:  # failures first, as chosen
+            evaluated = results[r["episode"]]
+            same = all(r[k] == evaluated[k] for k in ("success", "length")) and np.isclose(
+                r["return"], evaluated["return"]
+            )
+            filmed.append({**r, "matches_evaluation": bool(same)})
+    reported = [r["success"] for r in results if r["success"] is not None]
+    extra = {"nfe_per_step": policy.nfe_per_step} if hasattr(policy, "nfe_per_step") else {}
+    return {
+        **extra,
+        "success_rate": float(np.mean(reported)) if reported else None,
+        "return_mean": float(np.mean([r["return"] for r in results])),
+        "length_mean": float(np.mean([r["length"] for r in results])),
+        "episodes": episodes,
+        "seed": seed,
+        "seed_reproducible": reproducible,
+        "videos": [f["video"] for f in filmed],
+        "filmed": filmed,
+        "per_episode": results,
+    }
+
+
+def run_episodes(
+    policy: PolicyFn,
+    env_list: list[gym.Env],
+    episode_ids: list[int],
+    seed: int,
+    reproducible: bool,
+    on_done: Callable[[int], Any] | None = None,
+    film: tuple[Filming, Path] | None = None,
+) -> list[dict[str, Any]]:
+    """Run episodes `episode_ids` (episode i from seed + i) on the envs, as many at once as there are envs; each
+    result {episode, return, length, success}, in the order of `episode_ids`. `film` (settings, directory) writes
+    each as `episode_<i>.mp4` (result key `video`) from the envs' rgb_array renders with the student's cameras."""
+    stateful = hasattr(policy, "reset")
+    queue = list(episode_ids)
+    done: dict[int, dict[str, Any]] = {}
+    slots: list[dict[str, Any] | None] = [None] * len(env_list)
+    obs_slots: list[dict[str, np.ndarray] | None] = [None] * len(env_list)
+
+    def frame(slot: int, rec: dict[str, Any], reward: float, finished: bool) -> None:
+        filming, _ = film
+        scene = compose(env_list[slot].render(), obs_slots[slot], rec["cameras"], filming.size)
+        rec["writer"].append(overlay(scene, rec["length"], reward, rec["success"], finished))
 
     def start(slot: int) -> None:
-        nonlocal next_episode
-        if next_episode >= episodes:
+        if not queue:
             slots[slot] = obs_slots[slot] = None
             return
-        ep = next_episode
-        next_episode += 1
+        ep = queue.pop(0)
         obs_slots[slot] = as_dict(seeded_reset(env_list[slot], seed + ep, reproducible))
-        slots[slot] = {"episode": ep, "return": 0.0, "length": 0, "success": None, "frames": []}
-        if filming and ep < num_videos:
-            slots[slot]["frames"].append(overlay(env_list[slot].render(), 0, 0.0, False))
+        slots[slot] = {"episode": ep, "return": 0.0, "length": 0, "success": None}
+        if film is not None:
+            filming, directory = film
+            slots[slot]["writer"] = VideoWriter(directory / f"episode_{ep:03d}.mp4", filming.fps)
+            slots[slot]["cameras"] = camera_keys(obs_slots[slot])
+            frame(slot, slots[slot], 0.0, False)
         if stateful:
             policy.reset(slot)
 
-    for s in range(num_envs):
+    for s in range(len(env_list)):
         start(s)
     try:
         while any(s is not None for s in slots):
@@ -175,30 +232,18 @@ def evaluate(
                 rec["return"] += float(reward)
                 rec["length"] += 1
                 rec["success"] = info.get(SUCCESS)  # any step so far (tasks.EpisodeSuccess); None: not reported
-                if rec["frames"]:
-                    frame = overlay(env_list[i].render(), rec["length"], float(reward), bool(rec["success"]))
-                    rec["frames"].append(frame)
+                if film is not None:
+                    frame(i, rec, float(reward), term or trunc)
                 if term or trunc:
-                    if rec["frames"]:
-                        path = write_video(Path(video_dir) / f"episode_{rec['episode']:03d}.mp4", rec["frames"])
-                        videos.append(str(path))
-                    results[rec["episode"]] = {k: rec[k] for k in ("episode", "return", "length", "success")}
-                    bar.update(1)
+                    result = {k: rec[k] for k in ("episode", "return", "length", "success")}
+                    if film is not None:
+                        result["video"] = str(rec.pop("writer").close())
+                    done[rec["episode"]] = result
+                    if on_done is not None:
+                        on_done(1)
                     start(i)
     finally:
-        bar.close()
-        for e in env_list:
-            e.close()
-    reported = [r["success"] for r in results if r["success"] is not None]
-    extra = {"nfe_per_step": policy.nfe_per_step} if hasattr(policy, "nfe_per_step") else {}
-    return {
-        **extra,
-        "success_rate": float(np.mean(reported)) if reported else None,
-        "return_mean": float(np.mean([r["return"] for r in results])),
-        "length_mean": float(np.mean([r["length"] for r in results])),
-        "episodes": episodes,
-        "seed": seed,
-        "seed_reproducible": reproducible,
-        "videos": videos,
-        "per_episode": results,
-    }
+        for rec in slots:  # an error mid-episode: close its video file (the episode is not reported)
+            if rec is not None and "writer" in rec:
+                rec["writer"].close()
+    return [done[ep] for ep in episode_ids]

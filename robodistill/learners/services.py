@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from robodistill.config import to_dict
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import evaluate, headline, student_policy, teacher_policy
+from robodistill.evaluation.video import Filming
 from robodistill.learners.components import Components
 from robodistill.rundir import RunDir, restore_rng
 
@@ -77,7 +78,7 @@ class Services:
             seed=int(e.seed),
             num_envs=int(e.num_envs),
             video_dir=self.run.video_dir if final else None,
-            num_videos=int(e.videos) if final else 0,
+            filming=Filming.from_config(e) if final else None,
             progress=self.progress,
         )
         if task is None:

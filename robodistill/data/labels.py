@@ -14,6 +14,7 @@ import numpy as np
 
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.dataset import dataset_summary, iter_demos, live_demos, open_dataset
+from robodistill.data.lerobot import LeRobotReader, is_lerobot_dataset
 from robodistill.errors import UserError
 
 LABEL = "teacher_action"
@@ -87,19 +88,29 @@ def load_labels(
     """Read a dataset's live demos (orphans skipped) one by one into a LabelBuffer (teacher labels, else executed
     actions), checking that the dataset records every observation the student reads and their shapes.
 
+    A directory is read as a LeRobot dataset, its features mapped to the task's keys (`LeRobotReader.sources`).
     With `horizons` (obs_horizon, pred_horizon, first_action) every sample is a window (`sequence_labels`); with
     `chunk_label` (e.g. "teacher/chunk") its label is that stored chunk instead of a window of actions. `into`: the
     empty buffer to fill (e.g. one with an image memory budget); None: a new unbounded one.
     """
-    with open_dataset(path) as f:
-        first = next(live_demos(f), None)
-        if first is None:
-            raise UserError(f"dataset {path} holds no demos")
-        label = "teacher/actions" if "teacher/actions" in first else "actions"
-        check_observations(path, first, obs_keys, meta)
+    if is_lerobot_dataset(path):
+        if chunk_label:
+            raise UserError(f"{path} is a LeRobot dataset: it holds no {chunk_label} labels")
+        lerobot = LeRobotReader(path)
+        demos, label = lerobot.demos(obs_keys, meta)
+        expected = int(lerobot.info["total_frames"])
+    else:
+        with open_dataset(path) as f:
+            first = next(live_demos(f), None)
+            if first is None:
+                raise UserError(f"dataset {path} holds no demos")
+            label = "teacher/actions" if "teacher/actions" in first else "actions"
+            check_observations(path, first, obs_keys, meta)
+        demos = iter_demos(path, [f"obs/{k}" for k in obs_keys] + [label] + ([chunk_label] if chunk_label else []))
+        expected = None  # the HDF5's count of live samples, read at the end
     action_dim = int(meta["action"]["shape"][0])
     buffer, longest = (LabelBuffer() if into is None else into), 0
-    for demo in iter_demos(path, [f"obs/{k}" for k in obs_keys] + [label] + ([chunk_label] if chunk_label else [])):
+    for demo in demos:
         for k in obs_keys:
             if list(demo[f"obs/{k}"].shape[1:]) != list(meta["obs"][k]["shape"]):
                 raise UserError(
@@ -124,7 +135,7 @@ def load_labels(
             f"dataset {path} is too short for the horizons: its longest demo has {longest} steps, "
             f"pred_horizon is {horizons[1]}; collect longer demos or lower student.pred_horizon"
         )
-    summary = dataset_summary(path)
-    if summary["samples"] != len(buffer):
-        raise UserError(f"dataset {path} says it holds {summary['samples']} samples but {len(buffer)} were read")
+    expected = dataset_summary(path)["samples"] if expected is None else expected
+    if expected != len(buffer):
+        raise UserError(f"dataset {path} says it holds {expected} samples but {len(buffer)} were read")
     return buffer

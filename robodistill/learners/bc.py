@@ -1,7 +1,7 @@
 """Behaviour cloning: fit the student to teacher actions on teacher-driven states (off-policy).
 
-The demonstrations come from `algo.dataset` (any robomimic-layout file with teacher labels or actions) or are
-collected here with the teacher in control (beta = 1; learners/demos.py).
+The demonstrations come from `algo.dataset` (a robomimic-layout file with teacher labels or actions, or a LeRobot
+dataset directory) or are collected here with the teacher in control (beta = 1; learners/demos.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """collector.backend=ray on a real local Ray: the same episodes as sync, one batching teacher for several runners,
 a killed runner that loses nothing finished, a whole DAgger run, and one error line where Ray is missing."""
 
+import os
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import h5py
@@ -41,11 +43,20 @@ class ExpertStudent:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    start_ray(num_cpus=2)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
-    yield ray
-    ray.shutdown()  # its processes would otherwise idle beside the rest of the suite
+def modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of modules that this process and Ray's workers import (on PYTHONPATH before Ray starts)."""
+    return tmp_path_factory.mktemp("ray_modules")
+
+
+@pytest.fixture(scope="module")
+def local_ray(modules):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", f"{modules}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")  # Ray's workers inherit it
+        mp.syspath_prepend(str(modules))
+        start_ray(num_cpus=2)
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+        yield ray
+        ray.shutdown()  # its processes would otherwise idle beside the rest of the suite
 
 
 def episodes_in(path) -> list[tuple]:
@@ -132,6 +143,51 @@ def test_dagger_runs_with_the_ray_backend(local_ray, tmp_path):
     with h5py.File(tmp_path / "r" / "data" / "dataset.hdf5", "r") as f:
         rounds = sorted(int(f["data"][k].attrs["round"]) for k in f["data"])
     assert rounds == [0] * 4 + [1] * 4
+    assert out["teacher_labels"] > 0
+
+
+DYING_TEACHER = """
+import os
+
+import gymnasium as gym
+
+import envs
+
+_expert = None
+
+
+def act(states):
+    \"\"\"The scripted PushCube expert, which kills its process (a teacher actor, never the test's) once the run's first
+    checkpoint exists and the flag file does.\"\"\"
+    global _expert
+    if os.getpid() != {driver} and os.path.exists({flag!r}) and os.path.exists({checkpoint!r}):
+        os._exit(1)
+    if _expert is None:
+        _expert = envs.make_expert(gym.make("robodistill/PushCube-v0"))
+    return _expert(states)
+"""
+
+
+def test_a_teacher_that_keeps_dying_is_one_clear_error_and_resume_continues(local_ray, modules, tmp_path):
+    run, flag = tmp_path / "r", tmp_path / "die"
+    name = f"dying_teacher_{os.getpid()}"
+    source = DYING_TEACHER.format(driver=os.getpid(), flag=str(flag), checkpoint=str(run / "checkpoints" / "last.pt"))
+    (modules / f"{name}.py").write_text(source)
+    args = (
+        "task=pushcube", "algo.rounds=2", "algo.episodes_per_round=4", "algo.updates_per_round=20",
+        "collector.backend=ray", "collector.num_envs=4", "collector.runners=2", "eval.episodes=2", "eval.videos=0",
+        "teacher=callable", f"teacher.target={name}:act",
+    )  # fmt: skip
+    flag.touch()  # round 1's teacher dies at its first call, in its restarts too: past Ray's retries, one error
+    with user_error("the teacher actor died and stayed dead after 2 restarts", "resume=true continues"):
+        train_run(*args, run=run)
+    with h5py.File(run / "data" / "dataset.hdf5", "r") as f:
+        assert sorted(int(f["data"][k].attrs["round"]) for k in f["data"]) == [0] * 4  # round 0 kept, nothing else
+    flag.unlink()
+    out = train_run(*args, "resume=true", run=run)  # continues at round 1 from round 0's checkpoint
+    with h5py.File(run / "data" / "dataset.hdf5", "r") as f:
+        live = [f["data"][k] for k in f["data"] if not f["data"][k].attrs.get("orphaned", False)]
+        assert sorted(int(g.attrs["round"]) for g in live) == [0] * 4 + [1] * 4
     assert out["teacher_labels"] > 0
 
 

@@ -44,7 +44,7 @@ def in_browser(page: Path, screenshot: Path) -> dict[str, Any]:
         tab.on("pageerror", lambda e: errors.append(str(e)))
         t0 = time.perf_counter()
         tab.goto(page.resolve().as_uri())
-        tab.wait_for_function("[...document.querySelectorAll('video')].every(v => v.readyState >= 1)", timeout=60_000)
+        tab.wait_for_function("[...document.querySelectorAll('video')].every(v => v.readyState >= 2)", timeout=60_000)
         load_s = time.perf_counter() - t0
         durations = tab.evaluate("[...document.querySelectorAll('video')].map(v => v.duration)")
         sizes = tab.evaluate("[...document.querySelectorAll('video')].map(v => [v.videoWidth, v.videoHeight])")

@@ -175,7 +175,14 @@ class TeacherClient:
     def result(self, ticket: Any) -> TeacherOutput:
         import ray
 
-        return ray.get(ticket)
+        try:
+            return ray.get(ticket)
+        except ray.exceptions.ActorDiedError as exc:  # Ray restarted it RESTARTS times and retried the request
+            why = str(exc).strip().splitlines()[0]
+            raise TeacherError(
+                f"collector.backend=ray: the teacher actor died and stayed dead after {RESTARTS} restarts ({why}); "
+                "resume=true continues the run from its last checkpoint"
+            ) from exc
 
     def act(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> TeacherOutput:
         return self.result(self.submit(obs, slots))
@@ -216,8 +223,11 @@ class EnvRunner:
         self.collector.student = student
         try:
             yield from self.collector.episodes(plan, self.first_slot, done)
-        finally:  # the teacher stops waiting for this runner's requests
-            ray.get(self.collector.teacher.actor.leave.remote())
+        finally:  # the teacher stops waiting for this runner's requests (unless it is what failed)
+            try:
+                ray.get(self.collector.teacher.actor.leave.remote())
+            except ray.exceptions.RayActorError:
+                pass
 
 
 class RayCollector(EpisodeSource):

@@ -209,11 +209,15 @@ def headline(r: RunReview) -> dict[str, Any]:
 def describe(r: RunReview) -> dict[str, str]:
     """Task, algorithm, teacher and student of a run."""
     c = r.config
+    teacher = str(_get(c, "teacher.kind", _get(c, "teacher.name", "–")))
+    source = _get(c, "teacher.path", None) or _get(c, "teacher.target", None) or _get(c, "teacher.uri", None)
+    keys = _get(c, "student.obs_keys", [])
+    student = f"{_get(c, 'student.name', '–')} ({_get(c, 'student.kind', '?')})"
     return {
         "task": str(_get(c, "task.env_id", _get(c, "task.name"))),
         "algorithm": str(_get(c, "algo.name")),
-        "teacher": str(_get(c, "teacher.kind", _get(c, "teacher.name", "–"))),
-        "student": str(_get(c, "student.kind", _get(c, "student.name", "–"))),
+        "teacher": f"{teacher}: {source}" if source else teacher,
+        "student": f"{student} reading {', '.join(map(str, keys))}" if keys else student,
     }
 
 
@@ -278,7 +282,7 @@ def _run_section(r: RunReview, index: int, assets: Path, out: Path) -> str:
                 detail += " · filmed re-run differs from the evaluated episode"
             cards.append(
                 f'<div class="card {outcome}" data-outcome="{outcome}"><video src="{e(dst.relative_to(out).as_posix())}" '
-                f'controls muted preload="metadata" playsinline></video><p><b class="{outcome}">{outcome}</b> '
+                f'controls muted preload="auto" playsinline></video><p><b class="{outcome}">{outcome}</b> '
                 f"{e(label)}{e(detail)}</p></div>"
             )
         parts.append(f'<div class="grid" id="grid{index}">{"".join(cards)}</div>')

@@ -95,6 +95,8 @@ def _checked(call: Callable[[], Any], n: int, action_dim: int | None) -> Any:
     """`call()`, any failure inside a user's teacher as one clear TeacherError; its labels checked (action_dim)."""
     try:
         out = call()
+    except TeacherError:  # already says what failed
+        raise
     except Exception as exc:
         raise TeacherError(f"teacher raised {type(exc).__name__}: {exc}") from exc
     if action_dim is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from robodistill.export.exporter import git_commit
 
-SUITES = ("foundation", "rpd", "diffusion", "opd", "deploy", "byo", "pixels", "device", "scale", "review")
+SUITES = ("foundation", "rpd", "diffusion", "opd", "deploy", "byo", "pixels", "device", "scale", "review", "convert")
 
 
 def main() -> None:

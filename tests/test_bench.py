@@ -160,3 +160,15 @@ def test_scale_quick_bench_writes_json(tmp_path):
     assert data["teacher_batch_mean"] >= 1 and 0 < data["collector_over_raw"]
     assert set(data["ddp_updates_per_s"]) == {"1", "2"} and len(data["commit"]) >= 7
     assert "batching teacher" in p.stdout
+
+
+@pytest.mark.slow  # ~10 s (~35 s with LEROBOT_PYTHON): = scripts/bench.py convert --quick; test_lerobot.py covers it
+def test_convert_quick_bench_writes_json(tmp_path):
+    p, data = quick_bench("convert", tmp_path, timeout=600)
+    for name in ("state", "camera"):
+        row = data["datasets"][name]
+        assert row["frames"] > 0 and row["export_fps"] > 0 and row["import_fps"] > 0 and row["hdf5_read_fps"] > 0
+        assert row["train_read_lerobot_fps"] > 0 and row["lerobot_mb"] > 0
+    assert data["datasets"]["camera"]["image_mae"] < 6
+    assert data["lerobot_verified"] or "lerobot_not_verified_because" in data  # lerobot is not a dependency
+    assert "->LeRobot f/s" in p.stdout

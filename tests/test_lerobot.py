@@ -69,6 +69,26 @@ def test_round_trip_keeps_observations_actions_rewards_dones_and_tasks(collected
                 np.testing.assert_array_equal(y["next_obs"][k][:-1], after[1:])  # rebuilt one step on
 
 
+def test_episodes_spread_over_several_files_read_back(collected, tmp_path):
+    """Full files (lerobot's 100 MB data, 200 MB video; here a few bytes) make the next episode start new ones."""
+    root = tmp_path / "lerobot"
+    info = export_lerobot(collected["camera"], root, progress=False, file_mb=(1e-6, 1e-6))
+    assert info["data_files_size_in_mb"] == 1e-6
+    assert len(list((root / "data/chunk-000").iterdir())) == 3
+    assert len(list((root / "videos/observation.images.wrist/chunk-000").iterdir())) == 3
+    episodes = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [e["videos/observation.images.wrist/file_index"] for e in episodes] == [0, 1, 2]
+    assert [e["videos/observation.images.wrist/from_timestamp"] for e in episodes] == [0.0, 0.0, 0.0]
+    import_lerobot(root, tmp_path / "back.hdf5", progress=False)
+    with h5py.File(collected["camera"]) as a, h5py.File(tmp_path / "back.hdf5") as b:
+        for demo in a["data"]:  # each episode from its own files
+            x, y = a[f"data/{demo}"], b[f"data/{demo}"]
+            np.testing.assert_array_equal(y["obs/state"][()], x["obs/state"][()])
+            np.testing.assert_array_equal(y["actions"][()], x["actions"][()])
+            for k in ("front_rgb", "wrist_rgb"):
+                assert np.abs(y[f"obs/{k}"][()].astype(int) - x[f"obs/{k}"][()]).mean() < 6
+
+
 def test_export_has_the_layout_and_schema_lerobots_reader_needs(collected, tmp_path):
     root = tmp_path / "lerobot"
     info = export_lerobot(collected["camera"], root, fps=20, robot_type="panda", progress=False)

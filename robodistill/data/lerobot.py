@@ -46,8 +46,7 @@ from robodistill.progress import progress_bar
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000  # files per chunk folder
-DATA_FILE_MB = 100  # a new data and video file once the current one holds this much (lerobot's defaults)
-VIDEO_FILE_MB = 200
+DATA_FILE_MB, VIDEO_FILE_MB = 100, 200  # new data and video files once the current ones hold this much (lerobot's)
 INFO, STATS, TASKS = "meta/info.json", "meta/stats.json", "meta/tasks.parquet"
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"
 OURS = "meta/robodistill.json"
@@ -185,11 +184,21 @@ class LeRobotWriter:
     per camera with episodes one after another), stats and metadata at `close`.
 
     `features`: name -> {"dtype", "shape", "names"}; dtype "video" for cameras (shape (H, W, 3)), all in the order
-    the frames' columns take.
+    the frames' columns take. The next episode starts new data and video files once the current data file holds
+    `data_file_mb` or a video `video_file_mb`.
     """
 
-    def __init__(self, root: Path, features: dict[str, dict[str, Any]], fps: int, robot_type: str | None):
+    def __init__(
+        self,
+        root: Path,
+        features: dict[str, dict[str, Any]],
+        fps: int,
+        robot_type: str | None,
+        data_file_mb: float = DATA_FILE_MB,
+        video_file_mb: float = VIDEO_FILE_MB,
+    ):
         self.root, self.fps, self.robot_type = root, int(fps), robot_type
+        self.data_file_mb, self.video_file_mb = data_file_mb, video_file_mb
         self.features = {**features, **_frame_features()}
         self.videos = [k for k, f in features.items() if f["dtype"] == "video"]
         for k in self.videos:
@@ -245,7 +254,7 @@ class LeRobotWriter:
         }
         table = pa.table({k: _vector_column(v) for k, v in frames.items() if k not in self.videos})
         if self.file_frames and (
-            self.data_bytes > DATA_FILE_MB * MB or any(self._video_mb(k) > VIDEO_FILE_MB for k in self.videos)
+            self.data_bytes > self.data_file_mb * MB or any(self._video_mb(k) > self.video_file_mb for k in self.videos)
         ):  # the current files are full: the next ones (CHUNKS_SIZE files a chunk folder)
             self._close_files()
             self.chunk, self.file = (self.chunk + 1, 0) if self.file == CHUNKS_SIZE - 1 else (self.chunk, self.file + 1)
@@ -304,8 +313,8 @@ class LeRobotWriter:
             "total_frames": self.frames,
             "total_tasks": len(self.tasks),
             "chunks_size": CHUNKS_SIZE,
-            "data_files_size_in_mb": DATA_FILE_MB,
-            "video_files_size_in_mb": VIDEO_FILE_MB,
+            "data_files_size_in_mb": self.data_file_mb,
+            "video_files_size_in_mb": self.video_file_mb,
             "fps": self.fps,
             "splits": {"train": f"0:{len(self.rows)}"},
             "data_path": DATA_PATH,
@@ -391,9 +400,11 @@ def export_lerobot(
     robot_type: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    file_mb: tuple[float, float] = (DATA_FILE_MB, VIDEO_FILE_MB),
 ) -> dict[str, Any]:
     """Convert a robomimic-layout HDF5 dataset (its live demos) into a new LeRobot v3.0 directory `dst`; returns its
-    meta/info.json content. A demo's task is its `instruction` attribute, else the dataset's env name."""
+    meta/info.json content. A demo's task is its `instruction` attribute, else the dataset's env name. `file_mb`:
+    the sizes (data, video) at which the next episode starts new files."""
     if int(fps) <= 0:
         raise UserError(f"fps={fps}: give a positive frame rate (the dataset's control rate)")
     with open_dataset(src) as f:
@@ -406,7 +417,7 @@ def export_lerobot(
         features = {k: _feature(k, v, int(fps)) for k, v in first.items()}
         default_task = str(env_args.get("env_name") or Path(src).stem)
         with new_output(dst, overwrite) as tmp:
-            writer = LeRobotWriter(tmp, features, int(fps), robot_type)
+            writer = LeRobotWriter(tmp, features, int(fps), robot_type, *file_mb)
             try:
                 for g in progress_bar(demos, enabled=progress, desc=f"{Path(src).name} -> LeRobot", unit="demo"):
                     frames = _demo_frames(g, kinds)

@@ -304,3 +304,24 @@ def test_convert_script_detects_direction_and_refuses_to_overwrite(collected, tm
         run_script("scripts/convert.py", str(lerobot), str(back), "fps=30"), "fps= only set HDF5 -> LeRobot"
     )
     one_clear_error(run_script("scripts/convert.py", str(tmp_path / "nope"), str(back)), "does not exist")
+
+
+NO_HEAVY_IMPORTS = """
+import importlib.abc, sys
+HEAVY = {"pandas", "datasets", "lerobot", "torch", "torchvision", "mujoco", "hydra"}
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ImportError(f"{name} is not installed here")
+sys.meta_path.insert(0, Refuse())
+from robodistill.data.lerobot import export_lerobot, import_lerobot
+export_lerobot(sys.argv[1], sys.argv[2], progress=False)
+print(import_lerobot(sys.argv[2], sys.argv[3], progress=False)["samples"])
+"""
+
+
+def test_converting_needs_no_pandas_datasets_lerobot_torch_or_mujoco(collected, tmp_path):
+    args = (str(collected["camera"]), str(tmp_path / "lerobot"), str(tmp_path / "back.hdf5"))
+    p = run_script("-c", NO_HEAVY_IMPORTS, *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert int(p.stdout) == dataset_summary(collected["camera"])["samples"]

@@ -1,5 +1,6 @@
-"""Writes tests/data/lerobot_v30: a tiny dataset made by lerobot itself (LeRobotDataset.create / add_frame /
-save_episode, lerobot's default AV1 video), read by tests/test_lerobot.py. Needs lerobot, which robodistill does not:
+"""Writes tests/data/lerobot_v30 and lerobot_v30_images: tiny datasets made by lerobot itself (LeRobotDataset.create,
+add_frame, save_episode), the camera as lerobot's default AV1 video or as PNG images in the parquet, read by
+tests/test_lerobot.py. Needs lerobot, which robodistill does not:
 
     python3.12 -m venv /tmp/lerobot && /tmp/lerobot/bin/pip install 'lerobot[dataset]==0.6.1'
     /tmp/lerobot/bin/python tests/lerobot_fixture.py
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).parent / "data/lerobot_v30"
+OUT = Path(__file__).parent / "data"
 EPISODES = {"pick the cube": 4, "push the cube": 5}  # task -> frames
 SIZE = 32
 
@@ -45,10 +46,20 @@ if __name__ == "__main__":
             "names": ["height", "width", "channels"],
         },
     }
-    shutil.rmtree(OUT, ignore_errors=True)
-    dataset = LeRobotDataset.create("robodistill/fixture", fps=10, features=features, root=OUT, robot_type="panda")
-    for episode, (task, n) in enumerate(EPISODES.items()):
-        for i in range(n):
-            dataset.add_frame({**expected_frame(episode, i), "task": task})
-        dataset.save_episode()
-    dataset.finalize()
+    for name, video in (("lerobot_v30", True), ("lerobot_v30_images", False)):
+        camera = {**features["observation.images.front"], "dtype": "video" if video else "image"}
+        root = OUT / name
+        shutil.rmtree(root, ignore_errors=True)
+        dataset = LeRobotDataset.create(
+            "robodistill/fixture",
+            fps=10,
+            features={**features, "observation.images.front": camera},
+            root=root,
+            robot_type="panda",
+            use_videos=video,
+        )
+        for episode, (task, n) in enumerate(EPISODES.items()):
+            for i in range(n):
+                dataset.add_frame({**expected_frame(episode, i), "task": task})
+            dataset.save_episode()
+        dataset.finalize()

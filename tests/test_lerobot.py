@@ -22,7 +22,7 @@ from robodistill.data.lerobot import LeRobotReader, export_lerobot, import_lerob
 from robodistill.tasks import env_fns, env_meta
 from robodistill.teachers import CallableTeacher
 
-LEROBOT_MADE = ROOT / "tests/data/lerobot_v30"  # written by lerobot 0.6.1 (tests/lerobot_fixture.py)
+LEROBOT_MADE = ROOT / "tests/data/lerobot_v30"  # written by lerobot 0.6.1 (tests/lerobot_fixture.py), AV1 video
 TASKS = {
     "state": ({"env_id": "robodistill/PushCube-v0"}, "state"),
     "camera": ({"env_id": "robodistill/Reach-v0", "kwargs": {"image_size": 32}}, "state+rgb"),
@@ -158,8 +158,10 @@ def test_export_has_the_layout_and_schema_lerobots_reader_needs(collected, tmp_p
     assert sum(1 for _ in video) == frames
 
 
-def test_reads_a_dataset_lerobot_wrote(tmp_path):
-    import_lerobot(LEROBOT_MADE, tmp_path / "lerobot.hdf5", progress=False)
+@pytest.mark.parametrize("camera", ["video", "image"])
+def test_reads_a_dataset_lerobot_wrote(tmp_path, camera):
+    root = LEROBOT_MADE if camera == "video" else LEROBOT_MADE.with_name("lerobot_v30_images")  # PNGs in the parquet
+    import_lerobot(root, tmp_path / "lerobot.hdf5", progress=False)
     with h5py.File(tmp_path / "lerobot.hdf5") as f:
         assert len(f["data"]) == len(EPISODES)
         for e, (task, n) in enumerate(EPISODES.items()):
@@ -171,7 +173,10 @@ def test_reads_a_dataset_lerobot_wrote(tmp_path):
             np.testing.assert_array_equal(demo["rewards"][()], [w["next.reward"][0] for w in want])
             np.testing.assert_array_equal(demo["dones"][()], [int(w["next.done"][0]) for w in want])
             images = np.stack([w["observation.images.front"] for w in want])
-            assert np.abs(demo["obs/front_rgb"][()].astype(int) - images).mean() < 6  # AV1 as lerobot encoded it
+            if camera == "image":  # PNG: lossless
+                np.testing.assert_array_equal(demo["obs/front_rgb"][()], images)
+            else:  # AV1, as lerobot encodes videos
+                assert np.abs(demo["obs/front_rgb"][()].astype(int) - images).mean() < 6
 
 
 def test_training_keys_come_from_their_features_state_columns_or_the_task():

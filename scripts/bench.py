@@ -13,7 +13,20 @@ from pathlib import Path
 
 from robodistill.export.exporter import git_commit
 
-SUITES = ("foundation", "rpd", "diffusion", "opd", "deploy", "byo", "pixels", "device", "scale", "review", "convert")
+SUITES = (
+    "foundation",
+    "rpd",
+    "diffusion",
+    "opd",
+    "deploy",
+    "byo",
+    "pixels",
+    "device",
+    "scale",
+    "review",
+    "convert",
+    "loop",
+)
 
 
 def main() -> None:

@@ -3,8 +3,10 @@ watchdog and the per-tick log. Real threads and real time, but no assertion on h
 machine ticks run late and inferences miss their deadlines, so each test checks what the loop logged and runs until
 what it needs has happened (timing figures belong to `scripts/bench.py deploy`)."""
 
+import gc
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from robodistill.runtime.control import ControlLoop, SafetyFilter
+from robodistill.runtime.control import ControlLoop, SafetyFilter, claim_realtime
 
 RATE = 100.0  # Hz
 PERIOD = 1 / RATE
@@ -285,3 +287,63 @@ def test_robot_done_and_duration_stop_the_loop():
     assert robot.reads == 7
     stats = ControlLoop(RampPolicy(), TickRobot(), RATE, wide_filter()).run(duration_s=0.1)
     assert 1 <= stats.ticks <= 10 and stats.ticks + stats.overruns <= 10  # 10 grid points in 0.1 s, late or not
+
+
+# --- a busy computer
+
+
+class GarbageRobot(TickRobot):
+    """Makes reference cycles at every read, so that the garbage collector would run every few ticks; notes when
+    each tick reads and sends (its window)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.windows: list[list[float]] = []
+
+    def read_obs(self) -> dict:
+        self.windows.append([time.perf_counter(), math.inf])
+        for _ in range(300):
+            a: list = []
+            a.append(a)
+        return super().read_obs()
+
+    def send_action(self, action: np.ndarray) -> None:
+        super().send_action(action)
+        self.windows[-1][1] = time.perf_counter()
+
+
+def test_no_garbage_collection_runs_inside_a_tick():
+    starts: list[float] = []
+
+    def record(phase: str, info: dict) -> None:
+        if phase == "start":
+            starts.append(time.perf_counter())
+
+    robot = GarbageRobot(stop_after=300)
+    gc.callbacks.append(record)
+    try:
+        t0 = time.perf_counter()
+        ControlLoop(RampPolicy(horizon=4), robot, RATE, wide_filter()).run(ticks=300)
+        t1 = time.perf_counter()
+    finally:
+        gc.callbacks.remove(record)
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # the collector is back as it was
+    during = [t for t in starts if t0 < t < t1]  # 90,000 cycles made: an enabled collector runs every few ticks
+    assert not [t for t in during for a, b in robot.windows if a <= t <= b]  # here never inside a tick
+
+
+def test_realtime_priority_is_granted_or_said_not_to_be():
+    result: dict = {}
+
+    def claim() -> None:  # on its own thread: SCHED_FIFO is per thread, the test's own stays as it is
+        result["line"] = claim_realtime(priority=10, cpus=set(os.sched_getaffinity(0)))
+        result["policy"] = os.sched_getscheduler(0)
+
+    t = threading.Thread(target=claim)
+    t.start()
+    t.join()
+    line = result["line"]
+    assert line.startswith("control loop: ") and "CPU affinity" in line and "granted" in line
+    granted = "real-time priority (SCHED_FIFO 10) granted" in line
+    assert granted == (result["policy"] == os.SCHED_FIFO)
+    assert granted or "not granted" in line

@@ -225,8 +225,10 @@ def test_deploy_on_the_sim_robot_reports_success_and_logs_ticks(mlp_artifact, tm
         "progress=false",
         "max_delta=0.5",
         f"log_dir={logs}",
+        "inference=process",
     )
     assert p.returncode == 0, p.stderr[-2000:]
+    assert "control loop: real-time priority (SCHED_FIFO 50)" in p.stderr  # granted or not, and why: one line
     result = json.loads(p.stdout)
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0 and result["rate_hz"] == 100.0
     # a busy machine may make a tick miss its deadline (the loop then holds the last action): how often is a timing
@@ -237,6 +239,28 @@ def test_deploy_on_the_sim_robot_reports_success_and_logs_ticks(mlp_artifact, tm
     actions = np.array([t["action"] for t in ticks])
     assert np.abs(np.diff(actions, axis=0)).max() <= 0.5 + 1e-6  # the safety filter's rate limit held
     assert json.loads((logs / "deploy.json").read_text())["per_episode"][1]["seed"] == 100001
+
+
+def test_inference_in_its_own_process_plans_as_the_thread_does(mlp_artifact, tmp_path):
+    from robodistill.runtime.control import ControlLoop, SafetyFilter
+    from robodistill.runtime.process_policy import InferenceProcessError, ProcessPolicy
+    from robodistill.runtime.robots import CallbackRobot
+
+    states = recorded(mlp_artifact)["state"][:20]
+    here = ArtifactPolicy(load_artifact(mlp_artifact))
+    with ProcessPolicy(mlp_artifact) as policy:
+        for state in states[:5]:
+            np.testing.assert_array_equal(policy({"state": state}), here({"state": state}))
+        frames = iter(states)
+        robot = CallbackRobot(lambda: {"state": next(frames)}, lambda a: None, 4)
+        stats = ControlLoop(policy, robot, 50.0, SafetyFilter([-1] * 4, [1] * 4)).run(ticks=15)
+        assert stats.ticks == 15 and stats.inferences >= 1 and stats.errors == 0
+        policy._proc.kill()  # the child dies: the next plan is one clear error (the loop counts it and holds)
+        policy._proc.join()
+        with pytest.raises(InferenceProcessError, match="the inference process died"):
+            policy({"state": states[0]})
+    with pytest.raises(Exception, match="does not exist|not an artifact|contract"):
+        ProcessPolicy(tmp_path / "nothing")
 
 
 ROBOT_MODULE = """

@@ -16,11 +16,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
-import types
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ import h5py
 import numpy as np
 
 from robodistill.errors import UserError
+from robodistill.runtime.spawning import main_script_hidden
 
 VALID_EVERY = 10  # every 10th live demo goes to mask/valid
 ORPHANED = "orphaned"  # demo attribute: written by a killed run after its last checkpoint, kept out of training
@@ -196,24 +194,6 @@ def _writer_process(path: str, env_args: dict[str, Any], append: bool, conn, rep
                 writer.write(episode)
 
 
-@contextmanager
-def _main_script_hidden() -> Iterator[None]:
-    """Processes spawned inside do not re-run the user's main script.
-
-    spawn re-imports `__main__` in the child (from its `__spec__` or `__file__`) so that objects defined there can be
-    unpickled; the writer's child needs none of them. Re-running the script there would also re-run the top-level
-    code of a script without an `if __name__ == "__main__":` guard (the collection itself, in the child) and cannot
-    work for code typed into stdin or a notebook. A bare `__main__` during `start()` leaves the child nothing to
-    import.
-    """
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
 class BackgroundEpisodeWriter:
     """EpisodeWriter in a separate process, so HDF5 work runs on the other core while the envs step.
 
@@ -232,7 +212,7 @@ class BackgroundEpisodeWriter:
         self.proc = ctx.Process(
             target=_writer_process, args=(str(path), env_args, append, reader, replies), daemon=False
         )
-        with _main_script_hidden():
+        with main_script_hidden():
             self.proc.start()
         reader.close()
         replies.close()

@@ -9,6 +9,7 @@ time as a robot would, and its success says whether the deployed policy does wha
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,23 @@ from robodistill.errors import UserError
 from robodistill.observations import as_dict, obs_mode_for
 from robodistill.progress import progress_bar
 from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
-from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, percentile
+from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, claim_realtime, percentile
+from robodistill.runtime.process_policy import ProcessPolicy
 from robodistill.runtime.robots import CallbackRobot
 from robodistill.tasks import SUCCESS, make_env, task_for_keys
 
 ROBOTS = ("sim", "callback")
+INFERENCE = ("thread", "process")  # where the policy's inference runs: a worker thread, or its own process
+
+
+def runtime_policy(artifact: Artifact, inference: str = "thread", seed: int = 0) -> ArtifactPolicy | ProcessPolicy:
+    """The artifact's policy with its inference on the loop's worker thread, or in a child process (no interpreter
+    lock shared with the loop; close it when done)."""
+    if inference == "thread":
+        return ArtifactPolicy(artifact, seed=seed)
+    if inference == "process":
+        return ProcessPolicy(artifact.path, seed=seed)
+    raise UserError(f"inference={inference!r}: choose one of {', '.join(INFERENCE)}")
 
 
 class SimRobot:
@@ -103,13 +116,14 @@ def deploy_sim(
     task: Mapping[str, Any] | None = None,
     log_dir: str | Path | None = None,
     progress: bool = True,
+    inference: str = "thread",
 ) -> dict[str, Any]:
     """Run `episodes` episodes (seeds seed, seed + 1, ...) of the artifact's task in real time; success and loop
     figures. Each episode's ticks go to <log_dir>/episode_<i>.jsonl. None: the contract's task, rate, half a period
     as deadline, bounds only."""
     task = dict(task or artifact.contract["task"])
     robot = SimRobot(task, list(artifact.observations))
-    policy = ArtifactPolicy(artifact, seed=seed)
+    policy = runtime_policy(artifact, inference, seed)
     rate = float(rate_hz or artifact.rate_hz)
     log_dir = Path(log_dir) if log_dir is not None else None
     if log_dir is not None:
@@ -135,6 +149,8 @@ def deploy_sim(
             )
     finally:
         robot.close()
+        if isinstance(policy, ProcessPolicy):
+            policy.close()
     reported = [e["success"] for e in per_episode if e["success"] is not None]  # none: the task reports no success
     return {
         "artifact": str(artifact.path),
@@ -156,6 +172,7 @@ def deploy_callback(
     deadline_s: float | None = None,
     max_delta: float | None = None,
     log_dir: str | Path | None = None,
+    inference: str = "thread",
 ) -> dict[str, Any]:
     """Drive the user's robot (conf/robot/callback.yaml: `read_obs`, `send_action`, optional `done`, each a
     'package.module:function') for `cfg.duration_s` seconds or until done."""
@@ -168,8 +185,13 @@ def deploy_callback(
     log = Path(log_dir) / "callback.jsonl" if log_dir is not None else None
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-    loop = ControlLoop(ArtifactPolicy(artifact), robot, rate, safety_filter(artifact, max_delta), deadline_s, log)
-    stats = loop.run(duration_s=float(cfg["duration_s"]))
+    policy = runtime_policy(artifact, inference)
+    try:
+        loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s, log)
+        stats = loop.run(duration_s=float(cfg["duration_s"]))
+    finally:
+        if isinstance(policy, ProcessPolicy):
+            policy.close()
     return {"artifact": str(artifact.path), "kind": artifact.kind, "rate_hz": rate, **loop_summary([stats])}
 
 
@@ -183,7 +205,10 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
     cfg = to_dict(cfg)
     artifact = load_artifact(cfg["artifact"])
     log_dir = Path(cfg["log_dir"] or Path(cfg["artifact"]) / "deploy")
-    common = {k: cfg[k] for k in ("rate_hz", "deadline_s", "max_delta")}
+    common = {k: cfg[k] for k in ("rate_hz", "deadline_s", "max_delta", "inference")}
+    if cfg["realtime"]:  # the loop runs on this thread: ask for real-time priority (and CPU affinity) for it
+        cpus = None if cfg["cpus"] is None else {int(c) for c in cfg["cpus"]}
+        print(claim_realtime(cpus=cpus), file=sys.stderr)
     if kind == "sim":
         episodes, seed, progress = int(cfg["episodes"]), int(cfg["seed"]), bool(cfg["progress"])
         result = deploy_sim(

@@ -13,13 +13,21 @@ Every action passes through a SafetyFilter on its way to the robot.
 A policy that reads an observation history (a diffusion policy's T_o frames) must see every tick's observation,
 not only those it plans from: if it has `observe(obs) -> inputs`, the loop calls it at every tick (on the loop
 thread) and plans with `policy.plan(inputs)` on the worker, from a snapshot that later ticks cannot change.
+
+On a busy computer the loop keeps its deadline by: no garbage collection inside a tick (the collector is frozen and
+disabled while the loop runs; the young generation is collected, and the tick log written, in the slack after a
+tick), the robot's tick on real-time priority with CPU affinity where the OS grants them (`claim_realtime`, one
+line saying what was granted), and, with `ProcessPolicy`, inference in its own process so that no interpreter lock
+is shared with it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -148,6 +156,78 @@ def percentile(xs: list[float], q: float) -> float | None:
     return float(np.percentile(xs, q)) if xs else None
 
 
+REALTIME_PRIORITY = 50  # SCHED_FIFO priority of the loop's thread (1-99; inference runs 10 below it)
+_PINNED: dict[str, Any] = {
+    "all": None,
+    "loop": None,
+    "priority": None,
+}  # CPUs before the claim, the loop's; its priority
+_INFERENCE_PIDS: set[int] = set()  # inference processes (register_inference_process)
+
+
+def claim_realtime(priority: int = REALTIME_PRIORITY, cpus: set[int] | None = None) -> str:
+    """Ask the OS for real-time scheduling (SCHED_FIFO at `priority`) of the calling thread, the one that will run
+    the loop, and pin it to `cpus` (default: leave the affinity as it is); inference then runs below it, on the
+    other CPUs (`run_below_loop`). Returns one line saying what was granted and what was not (and why); nothing
+    fails if neither is."""
+    said = []
+    if cpus is not None:
+        try:
+            before = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, cpus)
+            _PINNED.update(all=set(before), loop=set(cpus))
+            said.append(f"CPU affinity {sorted(cpus)} granted")
+        except (AttributeError, OSError, ValueError) as exc:
+            said.append(f"CPU affinity {sorted(cpus)} not granted ({exc})")
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
+        _PINNED["priority"] = int(priority)
+        said.append(f"real-time priority (SCHED_FIFO {priority}) granted")
+        for pid in list(_INFERENCE_PIDS):  # inference processes started before: just below the loop
+            run_below_loop(pid=pid)
+    except AttributeError:
+        said.append("real-time priority not granted (this OS has no SCHED_FIFO)")
+    except (OSError, ValueError) as exc:
+        said.append(
+            f"real-time priority (SCHED_FIFO {priority}) not granted ({exc}; needs CAP_SYS_NICE or an rtprio "
+            "limit, e.g. a line '<user> - rtprio 99' in /etc/security/limits.conf)"
+        )
+    return "control loop: " + "; ".join(said)
+
+
+def inference_cpus() -> set[int] | None:
+    """The CPUs inference should run on: those the loop was not pinned to (None: the loop is not pinned, or it
+    holds every CPU)."""
+    if _PINNED["loop"] is None or _PINNED["all"] is None:
+        return None
+    return (_PINNED["all"] - _PINNED["loop"]) or None
+
+
+def run_below_loop(cpus: set[int] | None = None, pid: int = 0) -> None:
+    """For the thread or process that runs inference (`pid`, 0: the calling thread; threads and children inherit
+    the loop's scheduling): 10 below the loop's real-time priority where the loop has one, on `cpus` (default
+    `inference_cpus()`)."""
+    try:
+        loop = os.sched_getparam(0).sched_priority if os.sched_getscheduler(0) == os.SCHED_FIFO else None
+        if loop is None and _PINNED["priority"] is not None:  # called on another thread than the loop's
+            loop = _PINNED["priority"]
+        if loop is not None:
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(max(1, loop - 10)))
+        cpus = inference_cpus() if cpus is None else cpus
+        if cpus:
+            os.sched_setaffinity(pid, cpus)
+    except (AttributeError, OSError):
+        pass
+
+
+def register_inference_process(pid: int) -> None:
+    """A process that runs inference for a loop (`ProcessPolicy`'s child): a later `claim_realtime` puts it below
+    the loop too (one started after the claim inherits the loop's scheduling and lowers itself)."""
+    _INFERENCE_PIDS.add(int(pid))
+    if _PINNED["priority"] is not None:
+        run_below_loop(pid=pid)
+
+
 class _Chunk(NamedTuple):
     actions: np.ndarray  # (T, A)
     tick: int  # tick of the observation it was computed from
@@ -169,7 +249,8 @@ class ControlLoop:
 
     Each tick's log dict: tick, t_scheduled, t_start, t_sent (s since t0), late_ms, obs_tick and index (the chunk
     and position the action came from, None when held), latency_ms (of that chunk), action, interventions, miss,
-    error (a policy error noticed at that tick, or None). With `log_path`, each is also written as a JSON line.
+    error (a policy error noticed at that tick, or None). With `log_path`, each is also written as a JSON line, in
+    the slack after ticks (flushed there) and at the end of the run, also when it raised.
     """
 
     def __init__(
@@ -208,6 +289,8 @@ class ControlLoop:
         self.log_path = None if log_path is None else Path(log_path)
         self.log: list[dict[str, Any]] = []  # the latest run's ticks, also after it raised
         self._executor: ThreadPoolExecutor | None = None
+        self._sink: Any = None
+        self._written = 0  # ticks of the latest run already in the log file
         self._reset_state()
 
     def run(self, ticks: int | None = None, duration_s: float | None = None) -> LoopStats:
@@ -224,15 +307,27 @@ class ControlLoop:
             reset()
         self._reset_state()
         self.log = []
-        sink = None if self.log_path is None else self.log_path.open("w")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-infer")
+        self._sink = None if self.log_path is None else self.log_path.open("w")
+        self._written = 0
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="policy-infer", initializer=run_below_loop
+        )
+        gc_enabled = gc.isenabled()
+        gc.collect()
+        gc.freeze()  # what exists now is never scanned again; nothing is collected inside a tick
+        gc.disable()
         try:
-            self._loop(ticks, duration_s, sink)
+            self._loop(ticks, duration_s)
         finally:
+            if gc_enabled:
+                gc.enable()
+            gc.unfreeze()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._future = None
-            if sink is not None:
-                sink.close()
+            if self._sink is not None:
+                self._write_log()  # every tick is in the log, also when the loop raised
+                self._sink.close()
+                self._sink = None
         return self._stats()
 
     # --- the loop
@@ -247,7 +342,7 @@ class ControlLoop:
         self._last_error: str | None = None
         self._tick_error: str | None = None
 
-    def _loop(self, ticks: int | None, duration_s: float | None, sink: Any) -> None:
+    def _loop(self, ticks: int | None, duration_s: float | None) -> None:
         t0 = time.perf_counter()
         k = 0
         while ticks is None or len(self.log) < ticks:
@@ -255,10 +350,7 @@ class ControlLoop:
                 break
             t_scheduled = t0 + k * self.period
             self._sleep_until(t_scheduled)
-            entry = self._tick(k, t_scheduled, t0)
-            self.log.append(entry)
-            if sink is not None:
-                sink.write(json.dumps(entry) + "\n")
+            self.log.append(self._tick(k, t_scheduled, t0))
             if getattr(self.robot, "done", False):
                 break
             k += 1
@@ -266,6 +358,25 @@ class ControlLoop:
             if current > k:
                 self._overruns += current - k
                 k = current
+            self._idle(t0 + k * self.period)
+
+    def _idle(self, next_tick: float) -> None:
+        """Housekeeping in the slack before the next tick, if at least half a period is left: write the pending
+        tick log lines, then collect the garbage collector's young generation once it is due."""
+        if next_tick - time.perf_counter() < 0.5 * self.period:
+            return
+        if self._sink is not None and self._written < len(self.log):
+            self._write_log()
+        if gc.get_count()[0] >= gc.get_threshold()[0] and next_tick - time.perf_counter() > 0.25 * self.period:
+            gc.collect(0)
+
+    def _write_log(self) -> None:
+        """Write the ticks not yet in the log file, one JSON line each, and flush."""
+        assert self._sink is not None
+        for entry in self.log[self._written :]:
+            self._sink.write(json.dumps(entry) + "\n")
+        self._written = len(self.log)
+        self._sink.flush()
 
     def _sleep_until(self, target: float) -> None:
         """time.sleep until `spin_s` before target, then busy-wait: sub-millisecond wake-up jitter."""

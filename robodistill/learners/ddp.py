@@ -11,6 +11,7 @@ a one-process run. A call's minibatches travel through Ray's object store; each 
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.labels import LABEL
@@ -51,9 +53,11 @@ def ddp_regress(
     loss_fn: Callable[..., Any] | None = None,
     label: str = LABEL,
     storage: Path | None = None,
+    ema: AveragedModel | None = None,
 ) -> dict[str, float]:
-    """`regress`'s updates on `workers` DDP workers; the student and optimizer end as a one-process fit leaves them.
-    Returns rank 0's mean losses and its updates per second (`ddp/updates_per_s`, the loop without the start-up)."""
+    """`regress`'s updates on `workers` DDP workers; the student, optimizer and `ema` (an averaged copy of the
+    student, moved after every update by rank 0: every rank holds the same weights) end as a one-process fit leaves
+    them. Returns rank 0's mean losses and its updates per second (`ddp/updates_per_s`, without the start-up)."""
     from robodistill.data.ray_collector import start_ray
 
     if batch_size % workers:
@@ -77,7 +81,7 @@ def ddp_regress(
         for r in range(workers)
     ]
     config = {  # the student and a loss that calls it travel in one payload: the loss calls the worker's copy
-        "payload": ray.put((student, loss_fn, optimizer.state_dict(), type(optimizer), optimizer.defaults)),
+        "payload": ray.put((student, loss_fn, optimizer.state_dict(), type(optimizer), optimizer.defaults, ema)),
         "shards": shards,
         "lrs": lrs,
         "label": label,
@@ -97,6 +101,8 @@ def ddp_regress(
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
     student.load_state_dict(state["student"])
     optimizer.load_state_dict(state["optimizer"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
     return {k: float(v) for k, v in result.metrics.items() if k.startswith(("loss/", "ddp/"))}
 
 
@@ -107,16 +113,19 @@ def _worker_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     torch.set_num_threads(1)
-    student, loss_fn, opt_state, opt_class, defaults = ray.get(config["payload"])
+    student, loss_fn, opt_state, opt_class, defaults, ema = ray.get(config["payload"])
     rank = ray.train.get_context().get_world_rank()
     shard = ray.get(config["shards"][rank])
     device = ray.train.torch.get_device()
     student.to(device).train()
+    if ema is not None:
+        ema.to(device)
     model = ray.train.torch.prepare_model(
         LossModule(student, loss_fn), parallel_strategy_kwargs={"find_unused_parameters": True}
     )
-    optimizer = opt_class(student.parameters(), **defaults)
-    optimizer.load_state_dict(opt_state)
+    accepted = inspect.signature(opt_class).parameters  # defaults may hold keys __init__ does not take (AdamW's)
+    optimizer = opt_class(student.parameters(), **{k: v for k, v in defaults.items() if k in accepted})
+    optimizer.load_state_dict(opt_state)  # every group setting as the driver's optimizer has it
     totals: dict[str, float] = {}
     start = time.perf_counter()
     for batch, lrs in zip(shard, config["lrs"], strict=True):
@@ -129,6 +138,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None and rank == 0:  # the all-reduced update left every rank with the same weights
+            ema.update_parameters(student)
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + v
     student.eval()
@@ -140,6 +151,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
             state = {
                 "student": {k: v.cpu() for k, v in student.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
+                "ema": None if ema is None else {k: v.cpu() for k, v in ema.state_dict().items()},
             }
             torch.save(state, os.path.join(d, "state.pt"))
             checkpoint = ray.train.Checkpoint.from_directory(d)

@@ -23,7 +23,7 @@ from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import headline
 from robodistill.learners.components import Components
 from robodistill.learners.demos import demonstrations
-from robodistill.learners.fitting import FitState, fit_updates
+from robodistill.learners.fitting import FitState, fit_updates, trainer_workers
 from robodistill.learners.services import Services, load_policy_state, policy_state
 
 
@@ -42,6 +42,7 @@ class DiffusionLearner:
     name = "diffusion"
     uses_teacher = True
     builds_student = True
+    data_parallel = True  # trainer.workers > 1: its fits run as DDP on Ray Train workers (the EMA on rank 0)
 
     def __init__(self, cfg: DictConfig, comps: Components, services: Services):
         self.cfg, self.comps, self.services = cfg, comps, services
@@ -61,7 +62,8 @@ class DiffusionLearner:
 
         updates = int(a.updates)
         optimizer = torch.optim.AdamW(student.parameters(), lr=float(a.lr), weight_decay=1e-6)
-        fit = FitState(optimizer, updates, a.lr_schedule, int(cfg.seed))
+        storage = self.services.run.dir / "ddp"
+        fit = FitState(optimizer, updates, a.lr_schedule, int(cfg.seed), trainer_workers(cfg), storage)
         start = 0
         if ckpt is not None:
             load_policy_state(ema.module, ckpt)  # the saved policy is the EMA copy
@@ -83,7 +85,7 @@ class DiffusionLearner:
             start,
             state=state,
             desc=self.name,
-            after_step=lambda: ema.update_parameters(student),
+            ema=ema,
         )
         result = self.services.evaluate(ema.module, updates, final=True)
         self.services.checkpoint("best", {**policy_state(ema.module), "update": updates})

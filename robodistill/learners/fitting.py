@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from robodistill.data.buffer import LabelBuffer
 from robodistill.data.labels import LABEL
@@ -32,10 +33,11 @@ def regress(
     loss_fn: LossFn | None = None,
     after_step: Callable[[], None] | None = None,
     label: str = LABEL,
+    ema: AveragedModel | None = None,
 ) -> dict[str, float]:
     """`steps` minibatch updates of `loss_fn` (default `student.imitation_loss`) on uniform samples of the buffer,
-    regressing onto the buffer's `label` array; `after_step` runs after each optimizer step (e.g. an EMA update).
-    Returns the mean losses."""
+    regressing onto the buffer's `label` array; after each optimizer step `ema` (an averaged copy of the student)
+    moves toward it and `after_step` runs (e.g. a target network's update). Returns the mean losses."""
     totals: dict[str, float] = {}
     loss_fn = loss_fn or student.imitation_loss
     student.train()
@@ -50,6 +52,8 @@ def regress(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update_parameters(student)
         if after_step is not None:
             after_step()
         for k, v in parts.items():
@@ -100,8 +104,10 @@ class FitState:
             from robodistill.learners.ddp import ddp_regress
 
             if kwargs.get("after_step") is not None:
-                raise UserError("trainer.workers > 1 cannot run a per-update hook (an EMA): use trainer.workers=1")
-            ddp = {k: kwargs[k] for k in ("loss_fn", "label") if k in kwargs}
+                raise UserError(
+                    "trainer.workers > 1 cannot run a per-update hook (a target network): use trainer.workers=1"
+                )
+            ddp = {k: kwargs[k] for k in ("loss_fn", "label", "ema") if k in kwargs}
             return ddp_regress(
                 student, self.optimizer, buffer, steps, batch_size, self.rng, self.workers, self.scheduler,
                 storage=self.storage, **ddp,
@@ -149,7 +155,7 @@ def fit_updates(
     """Updates `start`..`algo.updates` of an offline fit, `algo.batch_size` samples each, in chunks of
     `algo.log_every`: after each chunk, log its mean losses and checkpoint last.pt with the learner's `state()` (its
     policy, EMA copies, ...), the fit's state and the update count, so a killed run resumes from the chunk's end.
-    `regress_kwargs` as `regress` takes them (loss_fn, after_step)."""
+    `regress_kwargs` as `regress` takes them (loss_fn, ema, after_step)."""
     a = services.cfg.algo
     updates, log_every, batch_size = int(a.updates), int(a.log_every), int(a.batch_size)
     for done in progress_bar(range(start, updates, log_every), enabled=services.progress, desc=desc):

@@ -1,4 +1,4 @@
-"""Evaluate and film an existing run: python scripts/evaluate.py runs/<date>/<run> [--episodes 50] [--videos 4]
+"""Evaluate and film an existing run: python scripts/evaluate.py runs/<date>/<run> [--episodes 50] [--videos 4] [--monitor]
 
 Diffusion-family runs take a sampler: ... <run> sampler=ddim sampler.num_inference_steps=10 | sampler=rti | ...
 """
@@ -29,6 +29,9 @@ def main() -> None:
         "--device", default=None, help="auto, cpu, cuda or cuda:N (default: the run's device, else auto)"
     )
     parser.add_argument(
+        "--monitor", action="store_true", help="score every step with the run's failure monitor (scripts/calibrate.py)"
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="sampler=<ddpm|ddim|rti|sdp|consistency> and sampler.<key>=<value>"
     )
     args = parser.parse_intermixed_args()
@@ -38,8 +41,10 @@ def main() -> None:
     cfg.sampler = sampler_config(cfg.sampler, args.overrides)
     if args.device is not None:
         cfg.device = args.device
-    result = evaluate_run(cfg, args.run_dir, args.checkpoint, args.episodes, args.videos, args.seed, args.num_envs)
-    keys = ("success_rate", "return_mean", "length_mean", "nfe_per_step", "episodes", "videos")
+    result = evaluate_run(
+        cfg, args.run_dir, args.checkpoint, args.episodes, args.videos, args.seed, args.num_envs, args.monitor
+    )
+    keys = ("success_rate", "return_mean", "length_mean", "nfe_per_step", "episodes", "videos", "alarms")
     print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
 
 

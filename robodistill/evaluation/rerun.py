@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from robodistill.config import to_dict
 from robodistill.devices import resolve_device
+from robodistill.evaluation.monitor import MONITOR_FILE, alarm_summary, load_monitor, monitored_policy
 from robodistill.evaluation.rollouts import evaluate, student_policy
 from robodistill.evaluation.video import Filming
 from robodistill.observations import obs_mode_for
@@ -26,15 +27,23 @@ def evaluate_run(
     videos: int | None = None,
     seed: int | None = None,
     num_envs: int | None = None,
+    monitor: bool = False,
 ) -> dict[str, Any]:
     """Load the run's student (best, else last) and evaluate it with `cfg.sampler`; writes eval_<checkpoint>.json
-    and videos. None takes the run's `cfg.eval.*` value."""
+    and videos. None takes the run's `cfg.eval.*` value. With `monitor`, the run's calibrated failure monitor
+    (monitor.pt, refused for another checkpoint) scores every step: each episode reports when each method's alarm
+    fired (`alarm_step`), and `alarms` sums them up."""
     run = RunDir(run_dir).require()
     torch.set_num_threads(int(cfg.torch_threads))
     student = load_run_policy(run.dir, checkpoint, resolve_device(cfg.get("device")))
     ev = cfg.eval
+    if monitor:
+        state = load_monitor(run.dir / MONITOR_FILE, run.checkpoint_path(checkpoint))
+        policy: Any = monitored_policy(student, to_dict(cfg.sampler), state)
+    else:
+        policy = student_policy(student, to_dict(cfg.sampler))
     result = evaluate(
-        student_policy(student, to_dict(cfg.sampler)),
+        policy,
         task_for_keys(to_dict(cfg.task), student.obs_keys),
         obs_mode_for(student.obs_keys),
         episodes=int(ev.episodes if episodes is None else episodes),
@@ -44,5 +53,7 @@ def evaluate_run(
         filming=Filming.from_config(ev, videos),
         progress=bool(cfg.progress),
     )
+    if monitor:
+        result["alarms"] = alarm_summary(result["per_episode"])
     run.write_json(f"eval_{checkpoint}.json", result)
     return result

@@ -236,6 +236,8 @@ def run_episodes(
                     frame(i, rec, float(reward), term or trunc)
                 if term or trunc:
                     result = {k: rec[k] for k in ("episode", "return", "length", "success")}
+                    if hasattr(policy, "episode_report"):  # a monitored policy: when its alarm fired, its scores
+                        result.update(policy.episode_report(i))
                     if film is not None:
                         result["video"] = str(rec.pop("writer").close())
                     done[rec["episode"]] = result

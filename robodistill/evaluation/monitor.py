@@ -1,0 +1,313 @@
+"""Calibrate and run the failure monitor (`robodistill.runtime.monitor`) on a trained student, in evaluation.
+
+- Embedding: a diffusion-family student's FiLM condition of its observation history (what its denoiser sees); a
+  Gaussian student's observation features.
+- RND: a fixed random target network and a predictor trained on the calibration rollouts' embeddings; the score is
+  the predictor's squared error (large on embeddings unlike those it was trained on).
+- Chunk spread ("entropy"): `samples` chunks sampled for the same observation (DDIM-10 for a diffusion policy, the
+  consistency head's own chain), the mean per-element standard deviation of the normalised actions; a Gaussian
+  student's predicted spread (mean log std). A token student cannot be sampled this way: one error.
+- Calibration (`calibrate`): successful rollouts of the student on seeds apart from the evaluation's; half of them
+  train the RND predictor, the other half set each signal's conformal threshold on per-rollout scores.
+The monitor is saved as `monitor.pt` beside the checkpoint, with the checkpoint's sha256: a monitor calibrated for
+another checkpoint is refused at load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from policies import chunked
+from policies.samplers import ChunkRunner, make_sampler
+from robodistill.config import to_dict
+from robodistill.errors import UserError
+from robodistill.evaluation.rollouts import evaluate
+from robodistill.observations import obs_mode_for, view
+from robodistill.rundir import RunDir
+from robodistill.runtime.monitor import (
+    SIGNALS,
+    FailureMonitor,
+    MonitorError,
+    conformal_threshold,
+    min_rollouts,
+    rollout_score,
+)
+from robodistill.tasks import task_for_keys
+from robodistill.teachers import load_run_policy
+
+MONITOR_FILE = "monitor.pt"
+
+
+class RND(nn.Module):
+    """Random network distillation on embeddings: score = mean squared error of a trained predictor against a fixed
+    random target, on embeddings standardised by the training set's mean and std."""
+
+    def __init__(self, dim: int, width: int = 128, out: int = 32, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.target = nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, out))
+        for p in self.target.parameters():
+            p.data = torch.randn(p.shape, generator=g) * (1.0 / max(p.shape[-1], 1) ** 0.5)
+            p.requires_grad_(False)
+        self.predictor = nn.Sequential(
+            nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out)
+        )
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        z = (emb - self.mean) / self.std
+        return ((self.predictor(z) - self.target(z)) ** 2).mean(-1)  # (B,)
+
+    def fit(self, emb: np.ndarray, updates: int = 2000, batch: int = 256, seed: int = 0) -> float:
+        """Train the predictor on embeddings (N, D); returns the final mean score on them."""
+        x = torch.as_tensor(emb, dtype=torch.float32)
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-6))
+        opt = torch.optim.Adam(self.predictor.parameters(), lr=1e-3)
+        rng = np.random.default_rng(seed)
+        for _ in range(updates):
+            idx = torch.as_tensor(rng.integers(len(x), size=min(batch, len(x))))
+            loss = self(x[idx]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return float(self(x).mean())
+
+
+class Signals:
+    """A student's per-step embedding and chunk spread, for a batch of env slots, beside the runner that acts."""
+
+    def __init__(self, student: Any, runner: Any, samples: int = 8):
+        self.student, self.runner, self.samples = student, runner, int(samples)
+        if chunked(student):
+            kind = getattr(student, "kind", "")
+            cfg = {"kind": "consistency"} if kind == "consistency" else {"kind": "ddim", "num_inference_steps": 10}
+            self.sampler = make_sampler(student, cfg)  # its own: the runner's sampler state stays untouched
+        elif hasattr(student, "log_std") and getattr(student, "obs_horizon", 1) == 1:
+            self.sampler = None  # a Gaussian student: its predicted spread
+        else:
+            name = getattr(student, "kind", type(student).__name__)
+            raise MonitorError(
+                f"the failure monitor needs a student it can sample chunks from (diffusion, consistency) or a Gaussian "
+                f"student of one observation; a {name!r} student cannot report its action spread"
+            )
+
+    @torch.inference_mode()
+    def __call__(self, obs: Mapping[str, np.ndarray], slots: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings (B, D) and spreads (B,) of the slots' current observations (call after the runner acted on
+        them: a chunk runner's history then holds them)."""
+        if self.sampler is None:
+            s = self.student
+            feats = s.features(s.tensors(view(obs, s.obs_keys)))
+            _, log_std = s(s.tensors(view(obs, s.obs_keys)))
+            return feats.numpy(force=True), log_std.mean(-1).numpy(force=True)
+        cond = self.runner.condition(slots)  # (B, C)
+        k = self.samples
+        chunks = self.sampler.plan(cond.repeat_interleave(k, 0), [s for s in slots for _ in range(k)])
+        spread = chunks.reshape(len(cond), k, -1).std(1).mean(-1)  # normalised actions: comparable dimensions
+        return cond.numpy(force=True), spread.numpy(force=True)
+
+
+class MonitoredPolicy:
+    """An evaluation policy (a chunk runner or a Gaussian student's mean action) that also scores every step and
+    reports, per episode, the step at which the monitor's alarm first fired (`episode_report`)."""
+
+    def __init__(
+        self,
+        student: Any,
+        runner: Any,
+        rnd: RND | None,
+        monitors: Mapping[str, FailureMonitor],
+        samples: int = 8,
+        record: bool = False,
+    ):
+        self.student, self.runner, self.rnd, self.monitors = student, runner, rnd, dict(monitors)
+        self.signals = Signals(student, runner, samples)
+        self.record = record
+        self.embeds: dict[int, list[np.ndarray]] = {}
+        self.trace: dict[int, dict[str, list[float]]] = {}
+        self.alarms: dict[int, dict[str, int | None]] = {}
+        self.step: dict[int, int] = {}
+
+    def reset(self, slot: int | None = None) -> None:
+        if hasattr(self.runner, "reset"):
+            self.runner.reset(slot)
+        for m in self.monitors.values():
+            m.reset(slot or 0)
+        self.trace[slot or 0] = {s: [] for s in SIGNALS}
+        self.embeds[slot or 0] = []
+        self.alarms[slot or 0] = dict.fromkeys(self.monitors)
+        self.step[slot or 0] = 0
+
+    @torch.inference_mode()
+    def __call__(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> np.ndarray:
+        slots = list(range(len(next(iter(obs.values()))))) if slots is None else list(slots)
+        if isinstance(self.runner, ChunkRunner):
+            actions = self.runner(obs, slots)
+        else:
+            actions = self.student.act(view(obs, self.student.obs_keys), deterministic=True)[0]
+        emb, spread = self.signals(obs, slots)
+        rnd = self.rnd(torch.as_tensor(emb, dtype=torch.float32)).numpy() if self.rnd is not None else None
+        for j, slot in enumerate(slots):
+            if slot not in self.trace:
+                self.reset(slot)
+            scores = {"entropy": float(spread[j])}
+            if rnd is not None:
+                scores["rnd"] = float(rnd[j])
+            for name, value in scores.items():
+                self.trace[slot][name].append(value)
+            if self.record:
+                self.embeds[slot].append(emb[j])
+            for name, m in self.monitors.items():
+                if m.update(scores, slot) and self.alarms[slot][name] is None:
+                    self.alarms[slot][name] = self.step[slot]
+            self.step[slot] += 1
+        return actions
+
+    def episode_report(self, slot: int) -> dict[str, Any]:
+        """The episode just finished in `slot`: each method's first alarm step (None: no alarm), its per-step scores
+        and (when recording, for calibration) its embeddings (T, D)."""
+        report: dict[str, Any] = {
+            "alarm_step": dict(self.alarms.get(slot, {})),
+            "monitor_scores": self.trace.get(slot, {}),
+        }
+        if self.record:
+            report["embeddings"] = np.stack(self.embeds.get(slot, [])) if self.embeds.get(slot) else None
+        return report
+
+
+def checkpoint_hash(path: str | Path) -> str:
+    """sha256 of a checkpoint file: what a monitor is calibrated for."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_monitor(path: str | Path, rnd: RND, thresholds: Mapping[str, float], info: Mapping[str, Any]) -> Path:
+    path = Path(path)
+    torch.save(
+        {"rnd": rnd.state_dict(), "rnd_dim": int(rnd.mean.numel()), "thresholds": dict(thresholds), **info}, path
+    )
+    return path
+
+
+def load_monitor(path: str | Path, checkpoint: str | Path) -> dict[str, Any]:
+    """A saved monitor, refused unless it was calibrated for `checkpoint` (its sha256)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: calibrate first (python scripts/calibrate.py run=<run>)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    expected = checkpoint_hash(checkpoint)
+    if state.get("checkpoint_sha256") != expected:
+        raise UserError(
+            f"{path} was calibrated for another checkpoint (sha256 {str(state.get('checkpoint_sha256'))[:12]}..., "
+            f"{checkpoint} has {expected[:12]}...): calibrate again for this one"
+        )
+    rnd = RND(state["rnd_dim"])
+    rnd.load_state_dict(state["rnd"])
+    state["rnd_module"] = rnd.eval()
+    return state
+
+
+def thresholds_from(
+    rollouts: list[dict[str, list[float]]], rnd_scores: list[list[float]], alpha: float, window: int
+) -> dict[str, float]:
+    """Each signal's conformal threshold at `alpha` from held-out successful rollouts' per-step scores."""
+    entropy = [rollout_score(r["entropy"], window) for r in rollouts]
+    rnd = [rollout_score(r, window) for r in rnd_scores]
+    return {"entropy": conformal_threshold(entropy, alpha), "rnd": conformal_threshold(rnd, alpha)}
+
+
+def monitored_policy(
+    student: Any,
+    sampler: Mapping[str, Any] | None,
+    state: Mapping[str, Any] | None = None,
+    samples: int = 8,
+    record: bool = False,
+) -> MonitoredPolicy:
+    """`student` as evaluation runs it (with its sampler), scored every step; with a loaded monitor `state`, the
+    alarm of each method (fiper, rnd, entropy) at the state's thresholds."""
+    runner = ChunkRunner(student, make_sampler(student, sampler or {})) if chunked(student) else student
+    if state is None:
+        return MonitoredPolicy(student, runner, None, {}, samples, record)
+    monitors = {m: FailureMonitor(state["thresholds"], int(state["window"]), m) for m in ("fiper", "rnd", "entropy")}
+    return MonitoredPolicy(student, runner, state["rnd_module"], monitors, int(state["samples"]), record)
+
+
+def calibrate(
+    run_dir: str | Path,
+    alpha: float = 0.05,
+    episodes: int = 100,
+    window: int = 4,
+    samples: int = 8,
+    seed: int = 200_000,
+    num_envs: int = 10,
+    rnd_updates: int = 2000,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Calibrate the run's best checkpoint: `episodes` rollouts from seeds `seed`.. (apart from the evaluation's),
+    their successful ones split in two (RND training, conformal calibration); saves `monitor.pt` in the run
+    directory and returns its summary."""
+    run = RunDir(run_dir).require()
+    cfg = run.config()
+    checkpoint = run.checkpoint_path("best")
+    need = 2 * min_rollouts(alpha)
+    student = load_run_policy(run.dir, "best", torch.device("cpu"))
+    sampler = cfg.get("sampler")  # a run's saved sampler (a config written before it existed has none)
+    policy = monitored_policy(student, to_dict(sampler) if sampler is not None else None, None, samples, record=True)
+    task = task_for_keys(to_dict(cfg.task), student.obs_keys)
+    result = evaluate(policy, task, obs_mode_for(student.obs_keys), episodes, seed, num_envs, progress=progress)
+    good = [r for r in result["per_episode"] if r["success"]]
+    if len(good) < need:
+        raise MonitorError(
+            f"{len(good)} of {episodes} calibration rollouts succeeded; alpha={alpha} needs at least {need} successful "
+            f"ones ({need // 2} to train the RND predictor, {need // 2} for the conformal threshold): raise episodes= "
+            f"to about {int(np.ceil(need * episodes / max(len(good), 1) * 1.2))}, or raise alpha"
+        )
+    train, held = good[0::2], good[1::2]
+    rnd = RND(int(train[0]["embeddings"].shape[1]), seed=seed)
+    rnd.fit(np.concatenate([r["embeddings"] for r in train]), updates=rnd_updates, seed=seed)
+    with torch.no_grad():
+        rnd_scores = [rnd(torch.as_tensor(r["embeddings"], dtype=torch.float32)).numpy().tolist() for r in held]
+    thresholds = thresholds_from([r["monitor_scores"] for r in held], rnd_scores, alpha, window)
+    info = {
+        "checkpoint_sha256": checkpoint_hash(checkpoint),
+        "checkpoint": checkpoint.name,
+        "alpha": alpha,
+        "window": window,
+        "samples": samples,
+        "episodes": episodes,
+        "successes": len(good),
+        "rnd_train_rollouts": len(train),
+        "calibration_rollouts": len(held),
+        "seed": seed,
+    }
+    path = save_monitor(run.dir / MONITOR_FILE, rnd, thresholds, info)
+    return {**info, "thresholds": thresholds, "path": str(path)}
+
+
+def alarm_summary(per_episode: list[Mapping[str, Any]], control_hz: float = 20.0) -> dict[str, dict[str, Any]]:
+    """Per method: alarms on successful episodes (false alarms), on failed ones (detections) and the mean lead time
+    in seconds from a detection to the failed episode's end."""
+    out: dict[str, dict[str, Any]] = {}
+    methods = sorted({m for e in per_episode for m in e.get("alarm_step", {})})
+    for m in methods:
+        ok = [e for e in per_episode if e["success"]]
+        failed = [e for e in per_episode if e["success"] is False]
+        fired = [e for e in failed if e["alarm_step"].get(m) is not None]
+        leads = [(e["length"] - e["alarm_step"][m]) / control_hz for e in fired]
+        out[m] = {
+            "false_alarm_rate": float(np.mean([e["alarm_step"].get(m) is not None for e in ok])) if ok else None,
+            "detection_rate": len(fired) / len(failed) if failed else None,
+            "lead_time_s": float(np.mean(leads)) if leads else None,
+            "successes": len(ok),
+            "failures": len(failed),
+        }
+    return out

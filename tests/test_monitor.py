@@ -1,0 +1,107 @@
+"""The failure monitor: split-conformal thresholds on per-rollout scores (and their false-alarm guarantee), windowed
+alarms (FIPER's AND against single signals), calibration on a real student's rollouts, alarms in evaluation, and
+its bad input (too few successes for alpha, another checkpoint, a student that cannot report its spread)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import fresh_run, run_script, train_run, user_error
+
+from robodistill.evaluation.monitor import calibrate
+from robodistill.evaluation.rerun import evaluate_run
+from robodistill.rundir import RunDir
+from robodistill.runtime.monitor import (
+    FailureMonitor,
+    conformal_threshold,
+    min_rollouts,
+    rollout_score,
+    window_means,
+)
+
+
+def test_the_conformal_threshold_is_the_right_order_statistic_and_needs_enough_rollouts():
+    assert min_rollouts(0.05) == 19 and min_rollouts(0.1) == 9 and min_rollouts(0.3) == 3
+    scores = list(range(1, 20))  # 19 rollouts at alpha 0.05: the 19th smallest, the largest
+    assert conformal_threshold(scores, 0.05) == 19.0
+    assert conformal_threshold(list(range(1, 40)), 0.05) == 38.0  # ceil(40 * 0.95) = 38
+    with user_error("18 successful calibration rollouts are too few for alpha=0.05", "at least 19"):
+        conformal_threshold(list(range(18)), 0.05)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_false_alarms_on_exchangeable_rollouts_stay_within_alpha(alpha):
+    rng = np.random.default_rng(0)
+    trials, n = 4000, 40
+    alarms = 0
+    for _ in range(trials):  # per-rollout scores of one distribution: calibration rollouts and a new one
+        scores = rng.gamma(2.0, size=n + 1)
+        alarms += scores[-1] > conformal_threshold(scores[:-1], alpha)
+    assert alarms / trials <= alpha + 0.01  # the guarantee (marginal over calibration sets), with sampling slack
+
+
+def test_windows_and_the_and_of_both_signals():
+    np.testing.assert_allclose(window_means([1, 3, 5, 7], 2), [1, 2, 4, 6])
+    assert rollout_score([0, 0, 9, 0, 0], 3) == 3.0
+    fiper = FailureMonitor({"rnd": 1.0, "entropy": 1.0}, window=2, method="fiper")
+    rnd = FailureMonitor({"rnd": 1.0, "entropy": 1.0}, window=2, method="rnd")
+    steps = [{"rnd": 3.0, "entropy": 0.0}, {"rnd": 3.0, "entropy": 3.0}, {"rnd": 3.0, "entropy": 3.0}]
+    assert [rnd.update(s) for s in steps] == [True, True, True]
+    assert [fiper.update(s) for s in steps] == [False, True, True]  # entropy's window mean passes 1 at step 2
+    fiper.reset()
+    assert fiper.update({"rnd": 0.5, "entropy": 9.0}) is False  # a new episode starts from empty windows
+    with user_error("monitor method must be one of fiper, rnd, entropy"):
+        FailureMonitor({"rnd": 1.0, "entropy": 1.0}, method="both")
+
+
+@pytest.fixture(scope="module")
+def bc_run(tmp_path_factory) -> object:
+    """A BC student on Reach (Gaussian: its spread is its predicted std), good enough to succeed often."""
+    run = tmp_path_factory.mktemp("monitor") / "bc"
+    train_run("task=reach", "algo=bc", "algo.num_demos=20", "algo.updates=600", "eval.episodes=4", "eval.videos=0",
+              run=run)  # fmt: skip
+    return run
+
+
+def test_calibrate_then_evaluate_reports_when_each_alarm_fired(bc_run, tmp_path):
+    summary = calibrate(bc_run, alpha=0.3, episodes=20, progress=False)  # scripts/calibrate.py's call
+    assert summary["calibration_rollouts"] >= 3 and set(summary["thresholds"]) == {"rnd", "entropy"}
+    assert (bc_run / "monitor.pt").exists()
+    p = run_script("scripts/evaluate.py", str(bc_run), "--episodes", "12", "--videos", "0", "--monitor")
+    assert p.returncode == 0, p.stderr[-2000:]
+    alarms = json.loads(p.stdout)["alarms"]
+    assert set(alarms) == {"fiper", "rnd", "entropy"}
+    result = json.loads((bc_run / "eval_best.json").read_text())
+    for e in result["per_episode"]:
+        assert set(e["alarm_step"]) == {"fiper", "rnd", "entropy"}
+        assert all(s is None or 0 <= s < e["length"] for s in e["alarm_step"].values())
+        assert len(e["monitor_scores"]["rnd"]) == len(e["monitor_scores"]["entropy"]) == e["length"]
+        fiper, rnd, entropy = (e["alarm_step"][m] for m in ("fiper", "rnd", "entropy"))
+        if fiper is not None:  # the AND fires only where both single signals have fired
+            assert rnd is not None and entropy is not None and fiper >= max(rnd, entropy)
+    for m in alarms.values():
+        assert m["successes"] + m["failures"] == 12
+
+
+def test_a_monitor_for_another_checkpoint_or_too_few_successes_is_refused(bc_run, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(bc_run, run)
+    with user_error("alpha=0.01 needs at least 198 successful ones", "raise episodes="):
+        calibrate(run, alpha=0.01, episodes=10, progress=False)
+    if not (run / "monitor.pt").exists():
+        calibrate(run, alpha=0.3, episodes=20, progress=False)
+    ckpt = run / "checkpoints" / "best.pt"
+    ckpt.write_bytes(ckpt.read_bytes() + b"\0")  # another checkpoint (as far as its hash goes)
+    with user_error("was calibrated for another checkpoint", "calibrate again"):
+        evaluate_run(RunDir(run).config(), run, episodes=2, videos=0, monitor=True)
+
+
+def test_a_student_that_cannot_report_its_spread_is_one_error(tmp_path):
+    run = fresh_run(
+        tmp_path / "vla",
+        {"env_id": "robodistill/Reach-v0"},
+        {"kind": "vla", "obs_keys": ["state", "instruction"], "d_model": 32, "layers": 1},
+    )
+    with user_error("cannot report its action spread"):
+        calibrate(run, alpha=0.3, episodes=4, progress=False)

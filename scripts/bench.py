@@ -26,6 +26,7 @@ SUITES = (
     "review",
     "convert",
     "loop",
+    "monitor",
 )
 
 

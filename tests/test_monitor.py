@@ -105,3 +105,28 @@ def test_a_student_that_cannot_report_its_spread_is_one_error(tmp_path):
     )
     with user_error("cannot report its action spread"):
         calibrate(run, alpha=0.3, episodes=4, progress=False)
+
+
+def test_perturbations_move_the_object_at_their_step_and_leave_the_rest_as_it_was():
+    import gymnasium as gym
+
+    from robodistill.evaluation.faults import Perturbed
+    from robodistill.tasks import make_env
+
+    env = Perturbed(make_env({"env_id": "robodistill/PushCube-v0"}), "displace", 0.06, first=3, last=4)
+    env.reset(seed=1)
+    u = env.unwrapped
+    adr = u.model.jnt_qposadr[env._free[0]]
+    zero = np.zeros(env.action_space.shape, np.float32)
+    for _ in range(3):
+        before = u.data.qpos[adr : adr + 2].copy()
+        env.step(zero)
+    moved = np.linalg.norm(u.data.qpos[adr : adr + 2] - before)
+    env.step(zero)  # step 3: the cube jumps 6 cm in the table plane
+    assert np.linalg.norm(u.data.qpos[adr : adr + 2] - before) > moved + 0.05
+    colour = Perturbed(make_env({"env_id": "robodistill/PushCube-v0"}), "table_colour", 1.0)
+    table = colour.unwrapped.model.geom_rgba.copy()
+    colour.reset(seed=2)
+    assert not np.array_equal(colour.unwrapped.model.geom_rgba, table)
+    with pytest.raises(ValueError, match="unknown perturbation 'earthquake'"):
+        Perturbed(gym.make("robodistill/PushCube-v0"), "earthquake", 1.0)

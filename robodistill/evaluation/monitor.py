@@ -216,13 +216,30 @@ def load_monitor(path: str | Path, checkpoint: str | Path) -> dict[str, Any]:
     return state
 
 
-def thresholds_from(
-    rollouts: list[dict[str, list[float]]], rnd_scores: list[list[float]], alpha: float, window: int
-) -> dict[str, float]:
-    """Each signal's conformal threshold at `alpha` from held-out successful rollouts' per-step scores."""
-    entropy = [rollout_score(r["entropy"], window) for r in rollouts]
-    rnd = [rollout_score(r, window) for r in rnd_scores]
-    return {"entropy": conformal_threshold(entropy, alpha), "rnd": conformal_threshold(rnd, alpha)}
+def rollout_scores(
+    rollouts: list[dict[str, list[float]]], rnd_scores: list[list[float]], window: int
+) -> dict[str, list[float]]:
+    """Each held-out successful rollout's score per signal: the largest window mean it reached."""
+    return {
+        "entropy": [rollout_score(r["entropy"], window) for r in rollouts],
+        "rnd": [rollout_score(r, window) for r in rnd_scores],
+    }
+
+
+def thresholds_at(scores: Mapping[str, list[float]], alpha: float) -> dict[str, float]:
+    """Each signal's conformal threshold at `alpha` from the calibration rollouts' scores."""
+    return {s: conformal_threshold(v, alpha) for s, v in scores.items()}
+
+
+def first_alarm(
+    trace: Mapping[str, list[float]], thresholds: Mapping[str, float], window: int, method: str
+) -> int | None:
+    """The step at which `method`'s alarm first fires on an episode's per-step scores (None: never)."""
+    monitor = FailureMonitor(thresholds, window, method)
+    for step, scores in enumerate(zip(*(trace[s] for s in SIGNALS), strict=True)):
+        if monitor.update(dict(zip(SIGNALS, scores, strict=True))):
+            return step
+    return None
 
 
 def monitored_policy(
@@ -276,7 +293,8 @@ def calibrate(
     rnd.fit(np.concatenate([r["embeddings"] for r in train]), updates=rnd_updates, seed=seed)
     with torch.no_grad():
         rnd_scores = [rnd(torch.as_tensor(r["embeddings"], dtype=torch.float32)).numpy().tolist() for r in held]
-    thresholds = thresholds_from([r["monitor_scores"] for r in held], rnd_scores, alpha, window)
+    scores = rollout_scores([r["monitor_scores"] for r in held], rnd_scores, window)
+    thresholds = thresholds_at(scores, alpha)
     info = {
         "checkpoint_sha256": checkpoint_hash(checkpoint),
         "checkpoint": checkpoint.name,
@@ -288,6 +306,7 @@ def calibrate(
         "rnd_train_rollouts": len(train),
         "calibration_rollouts": len(held),
         "seed": seed,
+        "calibration_scores": scores,  # thresholds at any other alpha: thresholds_at(scores, alpha)
     }
     path = save_monitor(run.dir / MONITOR_FILE, rnd, thresholds, info)
     return {**info, "thresholds": thresholds, "path": str(path)}

@@ -122,6 +122,7 @@ def evaluate(
     video_dir: str | Path | None = None,
     filming: Filming | None = None,
     progress: bool = True,
+    wrap_env: Callable[[gym.Env], gym.Env] | None = None,
 ) -> dict[str, Any]:
     """Success rate, returns and lengths over `episodes` episodes. A task that reports no success gets
     `success_rate: None` (its episodes' `success` too) and is judged by its return.
@@ -131,10 +132,12 @@ def evaluate(
     evaluated episode (a stochastic sampler, or an env that ignores its seed, can differ).
 
     A policy with per-episode state (a `reset(slot)` method, e.g. a ChunkRunner) is reset when env slot `slot`
-    starts an episode and called as `policy(obs, slots)` with the slots the batch comes from.
+    starts an episode and called as `policy(obs, slots)` with the slots the batch comes from. `wrap_env` wraps each
+    env (e.g. `evaluation.faults.Perturbed`: injected faults).
     """
     num_envs = max(1, min(num_envs, episodes))
-    env_list = [make_env(task, obs_mode) for _ in range(num_envs)]
+    wrap = wrap_env or (lambda env: env)
+    env_list = [wrap(make_env(task, obs_mode)) for _ in range(num_envs)]
     reproducible = reset_reproduces(env_list[0], seed)
     if not reproducible:
         print(
@@ -152,7 +155,9 @@ def evaluate(
     filmed: list[dict[str, Any]] = []
     if filming is not None and filming.videos > 0 and video_dir is not None and can_film(task, obs_mode, seed):
         chosen = choose_filmed(results, filming)
-        film_envs = [make_env(task, obs_mode, "rgb_array", filming.size) for _ in range(min(num_envs, len(chosen)))]
+        film_envs = [
+            wrap(make_env(task, obs_mode, "rgb_array", filming.size)) for _ in range(min(num_envs, len(chosen)))
+        ]
         try:
             again = run_episodes(policy, film_envs, chosen, seed, reproducible, film=(filming, Path(video_dir)))
         finally:

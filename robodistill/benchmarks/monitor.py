@@ -1,0 +1,223 @@
+"""Failure monitor figures (FIPER against its single signals) on consistency-head students of PushT and PickCube.
+
+1. Students: per task and seed, a diffusion policy (100 demos, 3000 updates) and the offline consistency head
+   distilled from it (1000 updates), trained as the diffusion suite trains them; a run directory that already holds
+   an evaluated student is used as it is.
+2. Calibration (`evaluation.monitor.calibrate`): rollouts from seeds 200000.., the successful ones split into RND
+   training and conformal calibration; thresholds at alpha = 0.05 and 0.1 from the same per-rollout scores.
+3. Test episodes from seeds apart from both (300000..): nominal; faults that make the student fail (the object
+   displaced 6 cm mid-episode, action noise of std 1 from then on; the step drawn in [3, 12) on PickCube, whose
+   successful episodes take ~18 steps, in [10, 40) on PushT, ~80); benign changes (another table
+   colour, lights at 40 %: a state student does not see them). Every step's RND score and chunk spread is recorded
+   once; each method's (fiper: both signals, rnd, entropy) alarm at each alpha is computed from those scores.
+4. Figures per task (seeds pooled): false-alarm rate on successful episodes, detection rate on failed ones, mean
+   lead time from the alarm to the failed episode's end; and the monitor's cost per control step at batch 1 (the
+   student's step with the scoring against without).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robodistill.benchmarks.diffusion import TASKS
+from robodistill.benchmarks.runs import train_once
+from robodistill.config import to_dict
+from robodistill.evaluation.faults import BENIGN, FAULTS, Perturbed
+from robodistill.evaluation.monitor import (
+    MONITOR_FILE,
+    calibrate,
+    first_alarm,
+    load_monitor,
+    monitored_policy,
+    thresholds_at,
+)
+from robodistill.evaluation.rollouts import evaluate
+from robodistill.observations import as_dict
+from robodistill.rundir import RunDir
+from robodistill.runtime.monitor import METHODS
+from robodistill.tasks import make_env
+from robodistill.teachers import load_run_policy
+
+ALPHAS = (0.05, 0.1)
+MAGNITUDE = {"displace": 0.06, "action_noise": 1.0, "table_colour": 1.0, "lighting": 0.4}
+FAULT_STEPS = {"pickcube": (3, 12), "pusht": (10, 40)}  # faults strike before a successful episode usually ends
+CONTROL_HZ = 20.0
+
+
+def students(task: str, seed: int, out: Path, quick: bool) -> Path:
+    """The consistency head of `task` and `seed` (its diffusion teacher first), trained unless already there."""
+    demos, dp_updates, cd_updates = (6, 30, 20) if quick else (100, 3000, 1000)
+    net = ["student.down_dims=[16,32]", "student.step_embed_dim=16"] if quick else []
+    common = [f"task={task}", f"seed={seed}", "eval.episodes=10", "eval.videos=0", "review=false"]
+    dp, cd = out / f"{task}_dp_s{seed}", out / f"{task}_cd_s{seed}"
+    if not (dp / "eval.json").exists():
+        train_once([*common, *net, "algo=diffusion", "student=diffusion", f"algo.num_demos={demos}",
+                    f"algo.updates={dp_updates}"], dp)  # fmt: skip
+    if not (cd / "eval.json").exists():
+        train_once([*common, "algo=consistency", "teacher=diffusion", f"teacher.path={dp}", f"algo.num_demos={demos}",
+                    f"algo.updates={cd_updates}"], cd)  # fmt: skip
+    return cd
+
+
+def episodes_with_scores(
+    run: Path, state: dict[str, Any], kind: str | None, n: int, seed: int, steps: tuple[int, int]
+) -> list[dict[str, Any]]:
+    """`n` episodes of the run's student from `seed`, perturbed by `kind` (None: nominal), each with its per-step
+    scores."""
+    cfg = RunDir(run).config()
+    student = load_run_policy(run, "best", torch.device("cpu"))
+    policy = monitored_policy(student, to_dict(cfg.sampler), state)
+    wrap = (lambda env: Perturbed(env, kind, MAGNITUDE[kind], *steps)) if kind else None
+    result = evaluate(policy, to_dict(cfg.task), "state", n, seed, num_envs=10, progress=False, wrap_env=wrap)
+    return [{**e, "kind": kind or "nominal"} for e in result["per_episode"]]
+
+
+def monitor_cost(run: Path, state: dict[str, Any], steps: int) -> dict[str, float]:
+    """Per control step at batch 1 (ms): the student's own step, and with the monitor's scoring, interleaved."""
+    cfg = RunDir(run).config()
+    student = load_run_policy(run, "best", torch.device("cpu"))
+    plain = monitored_policy(student, to_dict(cfg.sampler), None)  # scores too: timed on its runner alone
+    scored = monitored_policy(student, to_dict(cfg.sampler), state)
+    env = make_env(to_dict(cfg.task), "state")
+    obs, _ = env.reset(seed=0)
+    times: dict[str, list[float]] = {"student": [], "monitored": []}
+    for p in (plain, scored):
+        p.reset(0)
+    for _ in range(steps):
+        batch = {k: v[None] for k, v in as_dict(obs).items()}
+        t0 = time.perf_counter()
+        action = plain.runner(batch, [0])
+        t1 = time.perf_counter()
+        scored(batch, [0])
+        t2 = time.perf_counter()
+        times["student"].append(1e3 * (t1 - t0))
+        times["monitored"].append(1e3 * (t2 - t1))
+        obs, _, term, trunc, _ = env.step(action[0])
+        if term or trunc:
+            obs, _ = env.reset()
+            for p in (plain, scored):
+                p.reset(0)
+    env.close()
+    student_ms, monitored_ms = statistics.median(times["student"]), statistics.median(times["monitored"])
+    return {"student_ms": student_ms, "monitored_ms": monitored_ms, "monitor_ms": monitored_ms - student_ms}
+
+
+def figures(episodes: list[dict[str, Any]], thresholds: dict[str, float], window: int) -> dict[str, dict[str, Any]]:
+    out = {}
+    for method in METHODS:
+        alarms = [first_alarm(e["monitor_scores"], thresholds, window, method) for e in episodes]
+        ok = [a for e, a in zip(episodes, alarms, strict=True) if e["success"]]
+        failed = [(e, a) for e, a in zip(episodes, alarms, strict=True) if e["success"] is False]
+        detected = [(e, a) for e, a in failed if a is not None]
+        out[method] = {
+            "false_alarm_rate": float(np.mean([a is not None for a in ok])) if ok else None,
+            "detection_rate": len(detected) / len(failed) if failed else None,
+            "lead_time_s": float(np.mean([(e["length"] - a) / CONTROL_HZ for e, a in detected])) if detected else None,
+            "successes": len(ok),
+            "failures": len(failed),
+        }
+    return out
+
+
+def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    torch.set_num_threads(1)
+    tasks = {"pickcube": TASKS["pickcube"]} if quick else TASKS
+    seeds = [0] if quick else [0, 1, 2]
+    alphas = (0.3,) if quick else ALPHAS
+    cal_episodes = {"pickcube": 16, "pusht": 16} if quick else {"pickcube": 120, "pusht": 200}
+    n_nominal, n_fault, n_benign = (6, 4, 2) if quick else (60, 40, 20)
+    per_task: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks}
+    calibration: dict[str, Any] = {}
+    thresholds: dict[str, dict[str, dict[float, dict[str, float]]]] = {t: {} for t in tasks}
+    window = 4
+    cost = None
+    for task in tasks:
+        for seed in seeds:
+            run_dir = students(task, seed, out_dir / "runs", quick)
+            summary = calibrate(run_dir, alpha=min(alphas), episodes=cal_episodes[task], window=window, progress=False)
+            state = load_monitor(run_dir / MONITOR_FILE, RunDir(run_dir).checkpoint_path("best"))
+            calibration[f"{task}_s{seed}"] = {k: v for k, v in summary.items() if k != "calibration_scores"}
+            thresholds[task][seed] = {a: thresholds_at(state["calibration_scores"], a) for a in alphas}
+            test = episodes_with_scores(run_dir, state, None, n_nominal, 300_000, FAULT_STEPS[task])
+            for i, kind in enumerate(FAULTS + BENIGN):
+                n = n_fault if kind in FAULTS else n_benign
+                test += episodes_with_scores(run_dir, state, kind, n, 310_000 + 10_000 * i, FAULT_STEPS[task])
+            per_task[task].append({"seed": seed, "episodes": test})
+            if cost is None:
+                cost = monitor_cost(run_dir, state, 60 if quick else 400)
+    results: dict[str, dict[str, Any]] = {}
+    for alpha in alphas:
+        results[str(alpha)] = {}
+        for task, seed_runs in per_task.items():
+            pooled: dict[str, dict[str, list]] = {}
+            for r in seed_runs:  # each seed's episodes against its own thresholds
+                f = figures(r["episodes"], thresholds[task][r["seed"]][alpha], window)
+                for method, v in f.items():
+                    for k, x in v.items():
+                        pooled.setdefault(method, {}).setdefault(k, []).append(x)
+            results[str(alpha)][task] = {
+                m: {k: (float(np.mean([x for x in xs if x is not None])) if any(x is not None for x in xs) else None)
+                    for k, xs in v.items()}
+                for m, v in pooled.items()
+            }  # fmt: skip
+    primary = results[str(alphas[0])]
+    payload: dict[str, Any] = {
+        "alpha": alphas[0],
+        "alphas": list(alphas),
+        "tasks": primary,
+        "tasks_by_alpha": results,
+        "monitor_ms": cost["monitor_ms"] if cost else None,
+        "step_cost_ms": cost,
+        "calibration": calibration,
+        "window": window,
+        "episodes": {"nominal": n_nominal, "fault": n_fault, "benign": n_benign},
+        "perturbations": MAGNITUDE,
+    }
+    by_kind: dict[str, dict[str, float]] = {}
+    for task, seed_runs in per_task.items():
+        eps = [e for r in seed_runs for e in r["episodes"]]
+        by_kind[task] = {
+            k: float(np.mean([e["success"] for e in eps if e["kind"] == k])) for k in ("nominal", *FAULTS, *BENIGN)
+        }
+    payload["success_by_kind"] = by_kind
+    targets = {}
+    for a in alphas:
+        for task, v in results[str(a)].items():
+            targets[f"{task}_fiper_false_alarms_le_alpha_plus_0.03_at_{a}"] = (
+                v["fiper"]["false_alarm_rate"] or 0
+            ) <= a + 0.03
+    targets["fiper_detects_more_than_both_singles_on_a_task"] = any(
+        (v["fiper"]["detection_rate"] or 0) > max(v["rnd"]["detection_rate"] or 0, v["entropy"]["detection_rate"] or 0)
+        for v in primary.values()
+    )
+    targets["monitor_le_20pct_of_20hz_period"] = bool(cost and cost["monitor_ms"] <= 0.2 * 1000 / CONTROL_HZ)
+    payload["targets"] = targets
+    lines = [f"{'task':<10}{'alpha':>6}  {'method':<8}{'false alarms':>13}{'detection':>11}{'lead s':>8}"]
+    for a in alphas:
+        for task, v in results[str(a)].items():
+            for method, f in v.items():
+                fa = "-" if f["false_alarm_rate"] is None else f"{f['false_alarm_rate']:.3f}"
+                dr = "-" if f["detection_rate"] is None else f"{f['detection_rate']:.3f}"
+                lt = "-" if f["lead_time_s"] is None else f"{f['lead_time_s']:.2f}"
+                lines.append(f"{task:<10}{a:>6}  {method:<8}{fa:>13}{dr:>11}{lt:>8}")
+    for task, k in by_kind.items():
+        lines.append(f"{task} success by episode kind: " + ", ".join(f"{n} {v:.2f}" for n, v in k.items()))
+    if cost:
+        lines.append(
+            f"per control step at batch 1: student {cost['student_ms']:.2f} ms, with the monitor {cost['monitored_ms']:.2f} "
+            f"ms (monitor {cost['monitor_ms']:.2f} ms; the 20 Hz period is 50 ms)"
+        )
+    met = [k for k, ok in targets.items() if ok]
+    lines.append(
+        f"targets met: {', '.join(met) or 'none'}; missed: {', '.join(k for k, ok in targets.items() if not ok) or 'none'}"
+    )
+    lines.append(
+        f"({len(seeds)} seeds pooled per task; false alarms: successful test episodes with an alarm; detection: failed ones)"
+    )
+    return payload, lines

@@ -5,8 +5,9 @@
 - RND: a fixed random target network and a predictor trained on the calibration rollouts' embeddings; the score is
   the predictor's squared error (large on embeddings unlike those it was trained on).
 - Chunk spread ("entropy"): `samples` chunks sampled for the same observation (DDIM-10 for a diffusion policy, the
-  consistency head's own chain), the mean per-element standard deviation of the normalised actions; a Gaussian
-  student's predicted spread (mean log std). A token student cannot be sampled this way: one error.
+  consistency head's own chain), the mean per-element standard deviation of their executed actions (what an
+  exported artifact's sampler returns); a Gaussian student's predicted spread (mean log std). A token student
+  cannot be sampled this way: one error.
 - Calibration (`calibrate`): successful rollouts of the student on seeds apart from the evaluation's; half of them
   train the RND predictor, the other half set each signal's conformal threshold on per-rollout scores.
 The monitor is saved as `monitor.pt` beside the checkpoint, with the checkpoint's sha256: a monitor calibrated for
@@ -113,7 +114,8 @@ class Signals:
         cond = self.runner.condition(slots)  # (B, C)
         k = self.samples
         chunks = self.sampler.plan(cond.repeat_interleave(k, 0), [s for s in slots for _ in range(k)])
-        spread = chunks.reshape(len(cond), k, -1).std(1).mean(-1)  # normalised actions: comparable dimensions
+        executed = self.sampler.executed(chunks)  # (B * k, T_a, A): the actions that would run, as the runtime has them
+        spread = executed.reshape(len(cond), k, -1).std(1).mean(-1)
         return cond.numpy(force=True), spread.numpy(force=True)
 
 

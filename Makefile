@@ -14,8 +14,8 @@ setup: $(STAMP)
 train: $(STAMP)  ## python scripts/train.py with optional ARGS="task=pickcube algo=bc ..."
 	$(PY) scripts/train.py $(ARGS)
 
-test: $(STAMP)  ## the default test suite (slow tests excluded); ARGS passes pytest options
-	$(PY) -m pytest -q $(ARGS)
+test: $(STAMP)  ## the default test suite (slow tests excluded) on 2 pytest-xdist workers; ARGS passes pytest options
+	$(PY) -m pytest -q -n 2 $(ARGS)
 
 bench: $(STAMP)  ## make bench SUITE=foundation ARGS=--quick
 	$(PY) scripts/bench.py $(SUITE) $(ARGS)

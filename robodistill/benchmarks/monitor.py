@@ -31,6 +31,7 @@ from robodistill.config import to_dict
 from robodistill.evaluation.faults import BENIGN, FAULTS, Perturbed
 from robodistill.evaluation.monitor import (
     MONITOR_FILE,
+    alarm_rates,
     calibrate,
     first_alarm,
     load_monitor,
@@ -109,20 +110,13 @@ def monitor_cost(run: Path, state: dict[str, Any], steps: int) -> dict[str, floa
 
 
 def figures(episodes: list[dict[str, Any]], thresholds: dict[str, float], window: int) -> dict[str, dict[str, Any]]:
-    out = {}
-    for method in METHODS:
-        alarms = [first_alarm(e["monitor_scores"], thresholds, window, method) for e in episodes]
-        ok = [a for e, a in zip(episodes, alarms, strict=True) if e["success"]]
-        failed = [(e, a) for e, a in zip(episodes, alarms, strict=True) if e["success"] is False]
-        detected = [(e, a) for e, a in failed if a is not None]
-        out[method] = {
-            "false_alarm_rate": float(np.mean([a is not None for a in ok])) if ok else None,
-            "detection_rate": len(detected) / len(failed) if failed else None,
-            "lead_time_s": float(np.mean([(e["length"] - a) / CONTROL_HZ for e, a in detected])) if detected else None,
-            "successes": len(ok),
-            "failures": len(failed),
-        }
-    return out
+    """Each method's false alarms, detections and lead time on episodes' recorded scores at these thresholds."""
+    return {
+        method: alarm_rates(
+            episodes, [first_alarm(e["monitor_scores"], thresholds, window, method) for e in episodes], CONTROL_HZ
+        )
+        for method in METHODS
+    }
 
 
 def run(quick: bool, out_dir: Path) -> tuple[dict[str, Any], list[str]]:

@@ -108,9 +108,9 @@ class Signals:
         them: a chunk runner's history then holds them)."""
         if self.sampler is None:
             s = self.student
-            feats = s.features(s.tensors(view(obs, s.obs_keys)))
-            _, log_std = s(s.tensors(view(obs, s.obs_keys)))
-            return feats.numpy(force=True), log_std.mean(-1).numpy(force=True)
+            x = s.tensors(view(obs, s.obs_keys))
+            _, log_std = s(x)
+            return s.features(x).numpy(force=True), log_std.mean(-1).numpy(force=True)
         cond = self.runner.condition(slots)  # (B, C)
         k = self.samples
         chunks = self.sampler.plan(cond.repeat_interleave(k, 0), [s for s in slots for _ in range(k)])
@@ -314,21 +314,25 @@ def calibrate(
     return {**info, "thresholds": thresholds, "path": str(path)}
 
 
+def alarm_rates(
+    episodes: list[Mapping[str, Any]], alarms: list[int | None], control_hz: float = 20.0
+) -> dict[str, Any]:
+    """One method's figures from its first alarm step per episode (None: none): the share of successful episodes
+    with an alarm (false alarms), of failed ones (detections) and the mean lead time in seconds from a detection
+    to the failed episode's end."""
+    ok = [a for e, a in zip(episodes, alarms, strict=True) if e["success"]]
+    failed = [(e, a) for e, a in zip(episodes, alarms, strict=True) if e["success"] is False]
+    detected = [(e, a) for e, a in failed if a is not None]
+    return {
+        "false_alarm_rate": float(np.mean([a is not None for a in ok])) if ok else None,
+        "detection_rate": len(detected) / len(failed) if failed else None,
+        "lead_time_s": float(np.mean([(e["length"] - a) / control_hz for e, a in detected])) if detected else None,
+        "successes": len(ok),
+        "failures": len(failed),
+    }
+
+
 def alarm_summary(per_episode: list[Mapping[str, Any]], control_hz: float = 20.0) -> dict[str, dict[str, Any]]:
-    """Per method: alarms on successful episodes (false alarms), on failed ones (detections) and the mean lead time
-    in seconds from a detection to the failed episode's end."""
-    out: dict[str, dict[str, Any]] = {}
+    """`alarm_rates` of each method whose alarm steps a monitored evaluation's episodes report."""
     methods = sorted({m for e in per_episode for m in e.get("alarm_step", {})})
-    for m in methods:
-        ok = [e for e in per_episode if e["success"]]
-        failed = [e for e in per_episode if e["success"] is False]
-        fired = [e for e in failed if e["alarm_step"].get(m) is not None]
-        leads = [(e["length"] - e["alarm_step"][m]) / control_hz for e in fired]
-        out[m] = {
-            "false_alarm_rate": float(np.mean([e["alarm_step"].get(m) is not None for e in ok])) if ok else None,
-            "detection_rate": len(fired) / len(failed) if failed else None,
-            "lead_time_s": float(np.mean(leads)) if leads else None,
-            "successes": len(ok),
-            "failures": len(failed),
-        }
-    return out
+    return {m: alarm_rates(per_episode, [e["alarm_step"].get(m) for e in per_episode], control_hz) for m in methods}

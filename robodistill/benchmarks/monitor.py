@@ -27,7 +27,6 @@ import torch
 
 from robodistill.benchmarks.diffusion import TASKS
 from robodistill.benchmarks.runs import train_once
-from robodistill.config import to_dict
 from robodistill.evaluation.faults import BENIGN, FAULTS, Perturbed
 from robodistill.evaluation.monitor import (
     MONITOR_FILE,
@@ -36,6 +35,7 @@ from robodistill.evaluation.monitor import (
     first_alarm,
     load_monitor,
     monitored_policy,
+    run_student,
     thresholds_at,
 )
 from robodistill.evaluation.rollouts import evaluate
@@ -43,7 +43,6 @@ from robodistill.observations import as_dict
 from robodistill.rundir import RunDir
 from robodistill.runtime.monitor import METHODS
 from robodistill.tasks import make_env
-from robodistill.teachers import load_run_policy
 
 ALPHAS = (0.05, 0.1)
 MAGNITUDE = {"displace": 0.06, "action_noise": 1.0, "table_colour": 1.0, "lighting": 0.4}
@@ -71,21 +70,19 @@ def episodes_with_scores(
 ) -> list[dict[str, Any]]:
     """`n` episodes of the run's student from `seed`, perturbed by `kind` (None: nominal), each with its per-step
     scores."""
-    cfg = RunDir(run).config()
-    student = load_run_policy(run, "best", torch.device("cpu"))
-    policy = monitored_policy(student, to_dict(cfg.sampler), state)
+    _, student, sampler, task = run_student(run)
+    policy = monitored_policy(student, sampler, state)
     wrap = (lambda env: Perturbed(env, kind, MAGNITUDE[kind], *steps)) if kind else None
-    result = evaluate(policy, to_dict(cfg.task), "state", n, seed, num_envs=10, progress=False, wrap_env=wrap)
+    result = evaluate(policy, task, "state", n, seed, num_envs=10, progress=False, wrap_env=wrap)
     return [{**e, "kind": kind or "nominal"} for e in result["per_episode"]]
 
 
 def monitor_cost(run: Path, state: dict[str, Any], steps: int) -> dict[str, float]:
     """Per control step at batch 1 (ms): the student's own step, and with the monitor's scoring, interleaved."""
-    cfg = RunDir(run).config()
-    student = load_run_policy(run, "best", torch.device("cpu"))
-    plain = monitored_policy(student, to_dict(cfg.sampler), None)  # scores too: timed on its runner alone
-    scored = monitored_policy(student, to_dict(cfg.sampler), state)
-    env = make_env(to_dict(cfg.task), "state")
+    _, student, sampler, task = run_student(run)
+    plain = monitored_policy(student, sampler, None)  # scores too: timed on its runner alone
+    scored = monitored_policy(student, sampler, state)
+    env = make_env(task, "state")
     obs, _ = env.reset(seed=0)
     times: dict[str, list[float]] = {"student": [], "monitored": []}
     for p in (plain, scored):

@@ -26,13 +26,14 @@ import torch
 from torch import nn
 
 from policies import chunked
-from policies.samplers import ChunkRunner, make_sampler
+from policies.samplers import make_sampler
 from robodistill.config import to_dict
 from robodistill.errors import UserError
-from robodistill.evaluation.rollouts import evaluate
+from robodistill.evaluation.rollouts import evaluate, student_policy
 from robodistill.observations import obs_mode_for, view
 from robodistill.rundir import RunDir
 from robodistill.runtime.monitor import (
+    METHODS,
     SIGNALS,
     FailureMonitor,
     MonitorError,
@@ -120,8 +121,9 @@ class Signals:
 
 
 class MonitoredPolicy:
-    """An evaluation policy (a chunk runner or a Gaussian student's mean action) that also scores every step and
-    reports, per episode, the step at which the monitor's alarm first fired (`episode_report`)."""
+    """An evaluation policy (`student_policy`'s: a chunk runner, or a Gaussian student's mean action) that also
+    scores every step and reports, per episode, the step at which the monitor's alarm first fired
+    (`episode_report`)."""
 
     def __init__(
         self,
@@ -143,20 +145,16 @@ class MonitoredPolicy:
     def reset(self, slot: int | None = None) -> None:
         if hasattr(self.runner, "reset"):
             self.runner.reset(slot)
+        key = slot or 0
         for m in self.monitors.values():
-            m.reset(slot or 0)
-        self.trace[slot or 0] = {s: [] for s in SIGNALS}
-        self.embeds[slot or 0] = []
-        self.alarms[slot or 0] = dict.fromkeys(self.monitors)
-        self.step[slot or 0] = 0
+            m.reset(key)
+        self.trace[key], self.embeds[key] = {s: [] for s in SIGNALS}, []
+        self.alarms[key], self.step[key] = dict.fromkeys(self.monitors), 0
 
     @torch.inference_mode()
     def __call__(self, obs: dict[str, np.ndarray], slots: list[int] | None = None) -> np.ndarray:
         slots = list(range(len(next(iter(obs.values()))))) if slots is None else list(slots)
-        if isinstance(self.runner, ChunkRunner):
-            actions = self.runner(obs, slots)
-        else:
-            actions = self.student.act(view(obs, self.student.obs_keys), deterministic=True)[0]
+        actions = self.runner(obs, slots) if hasattr(self.runner, "reset") else self.runner(obs)
         emb, spread = self.signals(obs, slots)
         rnd = self.rnd(torch.as_tensor(emb, dtype=torch.float32)).numpy() if self.rnd is not None else None
         for j, slot in enumerate(slots):
@@ -253,11 +251,26 @@ def monitored_policy(
 ) -> MonitoredPolicy:
     """`student` as evaluation runs it (with its sampler), scored every step; with a loaded monitor `state`, the
     alarm of each method (fiper, rnd, entropy) at the state's thresholds."""
-    runner = ChunkRunner(student, make_sampler(student, sampler or {})) if chunked(student) else student
+    runner = student_policy(student, sampler)
     if state is None:
         return MonitoredPolicy(student, runner, None, {}, samples, record)
-    monitors = {m: FailureMonitor(state["thresholds"], int(state["window"]), m) for m in ("fiper", "rnd", "entropy")}
+    monitors = {m: FailureMonitor(state["thresholds"], int(state["window"]), m) for m in METHODS}
     return MonitoredPolicy(student, runner, state["rnd_module"], monitors, int(state["samples"]), record)
+
+
+def run_student(run_dir: str | Path) -> tuple[RunDir, Any, dict[str, Any] | None, dict[str, Any]]:
+    """A run (checked), its best student on the CPU, its sampler config (None for a config written before there
+    was one) and the task made with just the keys the student reads."""
+    run = RunDir(run_dir).require()
+    cfg = run.config()
+    student = load_run_policy(run.dir, "best", torch.device("cpu"))
+    sampler = cfg.get("sampler")
+    return (
+        run,
+        student,
+        to_dict(sampler) if sampler is not None else None,
+        task_for_keys(to_dict(cfg.task), student.obs_keys),
+    )
 
 
 def calibrate(
@@ -274,14 +287,10 @@ def calibrate(
     """Calibrate the run's best checkpoint: `episodes` rollouts from seeds `seed`.. (apart from the evaluation's),
     their successful ones split in two (RND training, conformal calibration); saves `monitor.pt` in the run
     directory and returns its summary."""
-    run = RunDir(run_dir).require()
-    cfg = run.config()
+    run, student, sampler, task = run_student(run_dir)
     checkpoint = run.checkpoint_path("best")
     need = 2 * min_rollouts(alpha)
-    student = load_run_policy(run.dir, "best", torch.device("cpu"))
-    sampler = cfg.get("sampler")  # a run's saved sampler (a config written before it existed has none)
-    policy = monitored_policy(student, to_dict(sampler) if sampler is not None else None, None, samples, record=True)
-    task = task_for_keys(to_dict(cfg.task), student.obs_keys)
+    policy = monitored_policy(student, sampler, None, samples, record=True)
     result = evaluate(policy, task, obs_mode_for(student.obs_keys), episodes, seed, num_envs, progress=progress)
     good = [r for r in result["per_episode"] if r["success"]]
     if len(good) < need:

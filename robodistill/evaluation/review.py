@@ -175,15 +175,6 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
-def _get(cfg: Mapping[str, Any], dotted: str, default: Any = "?") -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
@@ -208,14 +199,18 @@ def headline(r: RunReview) -> dict[str, Any]:
 
 def describe(r: RunReview) -> dict[str, str]:
     """Task, algorithm, teacher and student of a run."""
-    c = r.config
-    teacher = str(_get(c, "teacher.kind", _get(c, "teacher.name", "–")))
-    source = _get(c, "teacher.path", None) or _get(c, "teacher.target", None) or _get(c, "teacher.uri", None)
-    keys = _get(c, "student.obs_keys", [])
-    student = f"{_get(c, 'student.name', '–')} ({_get(c, 'student.kind', '?')})"
+    c = OmegaConf.create(r.config)
+
+    def get(key: str, default: Any = "?") -> Any:
+        return OmegaConf.select(c, key, default=default)
+
+    teacher = str(get("teacher.kind", get("teacher.name", "–")))
+    source = get("teacher.path", None) or get("teacher.target", None) or get("teacher.uri", None)
+    keys = get("student.obs_keys", [])
+    student = f"{get('student.name', '–')} ({get('student.kind')})"
     return {
-        "task": str(_get(c, "task.env_id", _get(c, "task.name"))),
-        "algorithm": str(_get(c, "algo.name")),
+        "task": str(get("task.env_id", get("task.name"))),
+        "algorithm": str(get("algo.name")),
         "teacher": f"{teacher}: {source}" if source else teacher,
         "student": f"{student} reading {', '.join(map(str, keys))}" if keys else student,
     }

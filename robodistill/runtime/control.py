@@ -157,11 +157,8 @@ def percentile(xs: list[float], q: float) -> float | None:
 
 
 REALTIME_PRIORITY = 50  # SCHED_FIFO priority of the loop's thread (1-99; inference runs 10 below it)
-_PINNED: dict[str, Any] = {
-    "all": None,
-    "loop": None,
-    "priority": None,
-}  # CPUs before the claim, the loop's; its priority
+# what claim_realtime got: the CPUs before it pinned the loop, the loop's CPUs, the loop's SCHED_FIFO priority
+_PINNED: dict[str, Any] = {"all": None, "loop": None, "priority": None}
 _INFERENCE_PIDS: set[int] = set()  # inference processes (register_inference_process)
 
 

@@ -115,11 +115,3 @@ class VideoWriter:
     def close(self) -> Path:
         self._writer.close()
         return self.path
-
-
-def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 20) -> Path:
-    """Write whole frames as one mp4 (see VideoWriter)."""
-    writer = VideoWriter(path, fps)
-    for frame in frames:
-        writer.append(frame)
-    return writer.close()

@@ -1,6 +1,7 @@
 """Export a run's student for deployment: python scripts/export.py run=<run dir> [format=onnx|torchscript]
 
-Writes <run>/export_onnx (or out=<dir>): the graphs, contract.json, parity.json and selftest.npz. The export is
+Writes <run>/export_onnx (or out=<dir>): the graphs, contract.json, parity.json and selftest.npz; with the run's
+failure monitor (`monitor.pt`, from scripts/calibrate.py) when it has one (monitor=auto; true: refuse without). The export is
 refused when the exported graphs differ from torch by more than `tolerance` on `samples` recorded observations.
 Run the artifact with `python scripts/deploy.py artifact=<dir> robot=sim` or serve it with
 `python scripts/serve.py artifact=<dir>`.
@@ -34,6 +35,7 @@ def main(cfg: DictConfig) -> None:
         seed=int(cfg.seed),
         progress=bool(cfg.progress),
         rate_hz=cfg.rate_hz,
+        monitor=cfg.monitor,
     )
     out = cfg.out or f"{cfg.run}/export_{cfg.format}"
     print(json.dumps({"artifact": str(out), "kind": contract["kind"], "parity": contract["parity"]}, indent=2))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from robodistill.runtime.control import ControlLoop, SafetyFilter, claim_realtime
+from robodistill.runtime.monitor import FailureMonitor, Monitoring
 
 RATE = 100.0  # Hz
 PERIOD = 1 / RATE
@@ -103,7 +104,9 @@ def test_safety_filter_clips_and_rate_limits():
     assert action == pytest.approx([0.9, 0.2]) and done == ["rate"]
     action, done = f(np.array([2.0, 0.3]))
     assert action == pytest.approx([1.0, 0.3]) and done == ["clip"]
-    assert f.counts == {"nonfinite": 0, "hold": 0, "clip": 2, "rate": 2}
+    assert f.counts == {"nonfinite": 0, "hold": 0, "clip": 2, "rate": 2, "rest": 0}
+    action, done = f.rest()  # back toward the initial action (zeros), within the rate limit
+    assert action == pytest.approx([0.5, 0.0]) and done == ["rest", "rate"] and f.counts["rest"] == 1
 
 
 def test_safety_filter_holds_on_nonfinite_and_none():
@@ -119,7 +122,7 @@ def test_safety_filter_holds_on_nonfinite_and_none():
     assert action.tolist() == [0.4, 0.6] and done == ["hold"]
     action[:] = 9  # the returned action is a copy
     assert f.last.tolist() == [0.4, 0.6]
-    assert f.counts == {"nonfinite": 3, "hold": 2, "clip": 0, "rate": 0}
+    assert f.counts == {"nonfinite": 3, "hold": 2, "clip": 0, "rate": 0, "rest": 0}
 
 
 def test_safety_filter_validates_shapes():
@@ -347,3 +350,69 @@ def test_realtime_priority_is_granted_or_said_not_to_be():
     granted = "real-time priority (SCHED_FIFO 10) granted" in line
     assert granted == (result["policy"] == os.SCHED_FIFO)
     assert granted or "not granted" in line
+
+
+# --- the failure monitor in the loop
+
+
+def rising_scores(from_tick: int) -> Callable[[dict], dict]:
+    """Scores of an observation {"tick": [n]}: low before `from_tick`, far above any threshold from it on."""
+
+    def score(obs: dict) -> dict:
+        high = int(obs["tick"][0]) >= from_tick
+        return {"rnd": 9.0 if high else 0.0, "entropy": 9.0 if high else 0.0}
+
+    return score
+
+
+def monitored_loop(on_alarm: str, path=None) -> tuple[ControlLoop, TickRobot]:
+    rule = FailureMonitor({"rnd": 1.0, "entropy": 1.0}, window=2, method="fiper")
+    robot = TickRobot()
+    loop = ControlLoop(RampPolicy(horizon=4), robot, RATE, wide_filter(initial=np.array([-1.0])), log_path=path,
+                       monitor=Monitoring(rising_scores(10), rule, on_alarm))  # fmt: skip
+    return loop, robot
+
+
+def test_the_monitor_scores_off_the_loop_and_logs_every_alarm(tmp_path):
+    loop, _ = monitored_loop("log", tmp_path / "ticks.jsonl")
+    stats = loop.run(ticks=40)
+    lines = [json.loads(line) for line in (tmp_path / "ticks.jsonl").read_text().splitlines()]
+    scored = [e for e in lines if e["scores"] is not None]
+    assert stats.scored == len(scored) > 0 and stats.score_ms_p50 is not None
+    for e in scored:  # a score arrives at or after the tick it is of
+        assert e["scored_tick"] <= e["tick"]
+    alarms = [e["tick"] for e in lines if e["alarm"]]
+    assert stats.alarms == len(alarms) > 0 and stats.first_alarm_tick == alarms[0]
+    high = [e for e in scored if e["scored_tick"] >= 10]
+    assert alarms[0] >= high[0]["tick"]  # no alarm before a high score arrived; FIPER's window of 2 needs two
+    assert all(not e["alarm"] for e in scored if e["scored_tick"] < 10)
+    assert not stats.stopped_by_alarm and stats.misses == 0 and len(lines) == 40  # `log` only logs
+
+
+def test_on_alarm_hold_rests_the_robot_and_stop_ends_the_run():
+    loop, robot = monitored_loop("hold")
+    stats = loop.run(ticks=60)
+    first = stats.first_alarm_tick
+    assert first is not None and stats.ticks == 60
+    after = [e for e in stats.log if e["tick"] >= first]
+    assert all("rest" in e["interventions"] and e["action"] == [-1.0] for e in after)  # the rest action
+    assert all(not e["miss"] and e["index"] is None for e in after)
+    assert all("rest" not in e["interventions"] for e in stats.log if e["tick"] < first)
+
+    loop, robot = monitored_loop("stop")
+    stats = loop.run(ticks=200)
+    assert stats.stopped_by_alarm and stats.log[-1]["tick"] == stats.first_alarm_tick
+    assert stats.log[-1]["alarm"] and stats.log[-1]["action"] == [-1.0]
+    with pytest.raises(ValueError, match="on_alarm must be one of log, hold, stop"):
+        Monitoring(rising_scores(0), FailureMonitor({"rnd": 1.0}, method="rnd"), "brake")
+
+
+def test_a_failing_score_is_a_tick_error_and_the_loop_goes_on():
+    def broken(obs: dict) -> dict:
+        raise RuntimeError("scorer down")
+
+    rule = FailureMonitor({"rnd": 1.0, "entropy": 1.0}, window=2)
+    loop = ControlLoop(RampPolicy(horizon=4), TickRobot(), RATE, wide_filter(), monitor=Monitoring(broken, rule))
+    stats = loop.run(ticks=30)
+    assert stats.ticks == 30 and stats.errors > 0 and "monitor: RuntimeError: scorer down" in stats.last_error
+    assert stats.alarms == 0 and stats.misses == 0

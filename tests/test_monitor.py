@@ -1,6 +1,7 @@
 """The failure monitor: split-conformal thresholds on per-rollout scores (and their false-alarm guarantee), windowed
 alarms (FIPER's AND against single signals), calibration on a real student's rollouts, alarms in evaluation, and
-its bad input (too few successes for alpha, another checkpoint, a student that cannot report its spread)."""
+its bad input (too few successes for alpha, another checkpoint, a student that cannot report its spread); and the
+monitor shipped in an exported artifact, scored by the torch-free runtime in the control loop."""
 
 import json
 import shutil
@@ -9,10 +10,14 @@ import numpy as np
 import pytest
 from conftest import fresh_run, run_script, train_run, user_error
 
-from robodistill.evaluation.monitor import calibrate
+from robodistill.deploy.deployment import deploy_sim
+from robodistill.evaluation.monitor import calibrate, load_monitor
 from robodistill.evaluation.rerun import evaluate_run
+from robodistill.export.exporter import export_run
 from robodistill.rundir import RunDir
+from robodistill.runtime.artifact import load_artifact
 from robodistill.runtime.monitor import (
+    ArtifactScorer,
     FailureMonitor,
     conformal_threshold,
     min_rollouts,
@@ -130,3 +135,63 @@ def test_perturbations_move_the_object_at_their_step_and_leave_the_rest_as_it_wa
     assert not np.array_equal(colour.unwrapped.model.geom_rgba, table)
     with pytest.raises(ValueError, match="unknown perturbation 'earthquake'"):
         Perturbed(gym.make("robodistill/PushCube-v0"), "earthquake", 1.0)
+
+
+@pytest.fixture(scope="module")
+def calibrated(bc_run, tmp_path_factory) -> object:
+    """A copy of the BC run with its monitor calibrated, exported with it."""
+    run = tmp_path_factory.mktemp("monitored") / "bc"
+    shutil.copytree(bc_run, run)
+    calibrate(run, alpha=0.3, episodes=20, progress=False)
+    export_run(run, samples=100, progress=False)
+    return run
+
+
+def test_the_export_carries_the_monitor_and_the_runtime_scores_as_torch_does(calibrated):
+    artifact = load_artifact(calibrated / "export_onnx")
+    spec = artifact.contract["monitor"]
+    state = load_monitor(calibrated / "monitor.pt", calibrated / "checkpoints" / "best.pt")
+    assert spec["thresholds"] == state["thresholds"] and spec["window"] == state["window"]
+    assert set(spec["graphs"]) == {"monitor_rnd", "monitor_embedding"}
+    parity = json.loads((calibrated / "export_onnx" / "parity.json").read_text())["graphs"]
+    assert parity["runtime_monitor"]["passed"] and parity["runtime_monitor"]["rnd"] <= 1e-4
+    assert parity["runtime_monitor"]["entropy"] <= 1e-4  # a Gaussian student's spread: its predicted std
+    data = np.load(calibrated / "export_onnx" / "selftest.npz")
+    scores = ArtifactScorer(artifact)({k[4:]: data[k][:1] for k in data.files if k.startswith("obs/")})
+    assert set(scores) == {"rnd", "entropy"} and all(np.isfinite(v) for v in scores.values())
+
+
+def test_deployed_with_the_monitor_every_alarm_is_in_the_tick_log_and_stop_ends_the_episode(calibrated, tmp_path):
+    artifact = load_artifact(calibrated / "export_onnx")
+    monitor = {"enabled": True, "method": "rnd", "alpha": 0.9, "on_alarm": "stop"}  # thresholds at alpha 0.9: low
+    result = deploy_sim(artifact, 3, 0, log_dir=tmp_path, progress=False, inference="process", monitor=monitor)
+    assert result["scored"] > 0 and result["monitor"]["method"] == "rnd"
+    for i, e in enumerate(result["per_episode"]):
+        ticks = [json.loads(line) for line in (tmp_path / f"episode_{i:03d}.jsonl").read_text().splitlines()]
+        rule = FailureMonitor(result["monitor"]["thresholds"], artifact.contract["monitor"]["window"], "rnd")
+        replayed = [bool(t["scores"]) and rule.update(t["scores"]) for t in ticks]
+        assert [t["alarm"] for t in ticks] == replayed  # every alarm logged, at the tick its score arrived
+        if e["first_alarm_tick"] is not None:
+            assert e["stopped_by_alarm"] and ticks[-1]["tick"] == e["first_alarm_tick"]
+    assert result["monitor"]["thresholds"]["rnd"] < artifact.contract["monitor"]["thresholds"]["rnd"]
+
+
+def test_a_monitor_the_export_or_the_deployment_cannot_use_is_refused(calibrated, bc_run, tmp_path):
+    with user_error("monitor=true", "format=onnx"):
+        export_run(calibrated, tmp_path / "ts", fmt="torchscript", samples=20, progress=False, monitor=True)
+    plain = tmp_path / "plain"
+    shutil.copytree(bc_run, plain, ignore=shutil.ignore_patterns("monitor.pt", "export_*"))
+    with user_error("monitor.pt does not exist", "calibrate first"):
+        export_run(plain, samples=20, progress=False, monitor=True)
+    export_run(plain, samples=20, progress=False)  # auto: no monitor, none shipped
+    bare = load_artifact(plain / "export_onnx")
+    assert "monitor" not in bare.contract
+    with user_error("carries no failure monitor", "scripts/calibrate.py"):
+        deploy_sim(bare, 1, 0, progress=False, monitor={"enabled": True, "on_alarm": "log"})
+    stale = tmp_path / "stale"
+    shutil.copytree(calibrated, stale, ignore=shutil.ignore_patterns("export_*"))
+    ckpt = stale / "checkpoints" / "best.pt"
+    ckpt.write_bytes(ckpt.read_bytes() + b"\0")
+    with user_error("was calibrated for another checkpoint"):
+        export_run(stale, samples=20, progress=False)
+    assert not (stale / "export_onnx").exists()  # nothing written

@@ -30,18 +30,16 @@ from robodistill.benchmarks.runs import train_once
 from robodistill.evaluation.faults import BENIGN, FAULTS, Perturbed
 from robodistill.evaluation.monitor import (
     MONITOR_FILE,
-    alarm_rates,
     calibrate,
     first_alarm,
     load_monitor,
     monitored_policy,
     run_student,
-    thresholds_at,
 )
 from robodistill.evaluation.rollouts import evaluate
 from robodistill.observations import as_dict
 from robodistill.rundir import RunDir
-from robodistill.runtime.monitor import METHODS
+from robodistill.runtime.monitor import METHODS, alarm_rates, thresholds_at
 from robodistill.tasks import make_env
 
 ALPHAS = (0.05, 0.1)

@@ -23,6 +23,7 @@ from robodistill.observations import as_dict, obs_mode_for
 from robodistill.progress import progress_bar
 from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
 from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, claim_realtime, percentile
+from robodistill.runtime.monitor import ArtifactScorer, Monitoring, alarm_rates, monitor_rule
 from robodistill.runtime.process_policy import ProcessPolicy
 from robodistill.runtime.robots import CallbackRobot
 from robodistill.tasks import SUCCESS, make_env, task_for_keys
@@ -39,6 +40,23 @@ def runtime_policy(artifact: Artifact, inference: str = "thread", seed: int = 0)
     if inference == "process":
         return ProcessPolicy(artifact.path, seed=seed)
     raise UserError(f"inference={inference!r}: choose one of {', '.join(INFERENCE)}")
+
+
+def monitoring(
+    artifact: Artifact, policy: ArtifactPolicy | ProcessPolicy, cfg: Mapping[str, Any] | None, seed: int = 0
+) -> Monitoring | None:
+    """The artifact's failure monitor for a control loop (conf/deploy.yaml `monitor`): scored where the policy's
+    inference runs (its process, or the loop's scoring thread), with the alarm rule of `method` at `alpha`; None
+    when disabled, or with `enabled: auto` for an artifact that carries none."""
+    cfg = dict(cfg or {"enabled": "auto"})
+    enabled = cfg.get("enabled", "auto")
+    if enabled not in ("auto", True, False):
+        raise UserError(f"monitor.enabled={enabled!r}: choose auto, true or false")
+    if enabled is False or (enabled == "auto" and "monitor" not in artifact.contract):
+        return None
+    rule = monitor_rule(artifact, str(cfg.get("method") or "fiper"), cfg.get("alpha"))  # refuses an artifact without
+    score = policy.score if isinstance(policy, ProcessPolicy) else ArtifactScorer(artifact, seed)
+    return Monitoring(score, rule, str(cfg.get("on_alarm") or "log"))
 
 
 class SimRobot:
@@ -103,6 +121,10 @@ def loop_summary(runs: list[LoopStats]) -> dict[str, Any]:
         "late_ms_p99": percentile(late, 99),
         "latency_ms_p50": percentile(latency, 50),
         "latency_ms_p99": percentile(latency, 99),
+        "scored": sum(s.scored for s in runs),  # failure-monitor scores (0 without a monitor)
+        "score_ms_p99": max((s.score_ms_p99 for s in runs if s.score_ms_p99 is not None), default=None),
+        "alarms": sum(s.alarms for s in runs),
+        "stopped_by_alarm": sum(s.stopped_by_alarm for s in runs),
     }
 
 
@@ -117,14 +139,17 @@ def deploy_sim(
     log_dir: str | Path | None = None,
     progress: bool = True,
     inference: str = "thread",
+    monitor: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run `episodes` episodes (seeds seed, seed + 1, ...) of the artifact's task in real time; success and loop
-    figures. Each episode's ticks go to <log_dir>/episode_<i>.jsonl. None: the contract's task, rate, half a period
-    as deadline, bounds only."""
+    figures, and with the artifact's failure monitor (`monitoring`) its alarms against the outcomes. Each episode's
+    ticks go to <log_dir>/episode_<i>.jsonl. None: the contract's task, rate, half a period as deadline, bounds
+    only."""
     task = dict(task or artifact.contract["task"])
     robot = SimRobot(task, list(artifact.observations))
     policy = runtime_policy(artifact, inference, seed)
     rate = float(rate_hz or artifact.rate_hz)
+    watch = monitoring(artifact, policy, monitor, seed)
     log_dir = Path(log_dir) if log_dir is not None else None
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -134,8 +159,8 @@ def deploy_sim(
         for i in progress_bar(range(episodes), enabled=progress, desc="deploy"):
             robot.start_episode(seed + i)
             log = log_dir / f"episode_{i:03d}.jsonl" if log_dir else None
-            loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s, log)
-            stats = loop.run()  # until the episode ends (robot.done)
+            loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s, log, monitor=watch)
+            stats = loop.run()  # until the episode ends (robot.done) or the monitor stops it
             runs.append(stats)
             per_episode.append(
                 {
@@ -152,6 +177,17 @@ def deploy_sim(
         if isinstance(policy, ProcessPolicy):
             policy.close()
     reported = [e["success"] for e in per_episode if e["success"] is not None]  # none: the task reports no success
+    alarms = {}
+    if watch is not None:
+        episodes_ = [{"success": e["success"], "length": e["ticks"]} for e in per_episode]
+        alarms = {
+            "monitor": {
+                "method": watch.rule.method,
+                "on_alarm": watch.on_alarm,
+                "thresholds": dict(watch.rule.thresholds),
+                **alarm_rates(episodes_, [e["first_alarm_tick"] for e in per_episode], rate),
+            }
+        }
     return {
         "artifact": str(artifact.path),
         "kind": artifact.kind,
@@ -161,6 +197,7 @@ def deploy_sim(
         "success_rate": float(np.mean(reported)) if reported else None,
         "return_mean": float(np.mean([e["return"] for e in per_episode])),
         **loop_summary(runs),
+        **alarms,
         "per_episode": per_episode,
     }
 
@@ -173,6 +210,7 @@ def deploy_callback(
     max_delta: float | None = None,
     log_dir: str | Path | None = None,
     inference: str = "thread",
+    monitor: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Drive the user's robot (conf/robot/callback.yaml: `read_obs`, `send_action`, optional `done`, each a
     'package.module:function') for `cfg.duration_s` seconds or until done."""
@@ -187,7 +225,8 @@ def deploy_callback(
         log.parent.mkdir(parents=True, exist_ok=True)
     policy = runtime_policy(artifact, inference)
     try:
-        loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s, log)
+        watch = monitoring(artifact, policy, monitor)
+        loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s, log, monitor=watch)
         stats = loop.run(duration_s=float(cfg["duration_s"]))
     finally:
         if isinstance(policy, ProcessPolicy):
@@ -205,7 +244,7 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
     cfg = to_dict(cfg)
     artifact = load_artifact(cfg["artifact"])
     log_dir = Path(cfg["log_dir"] or Path(cfg["artifact"]) / "deploy")
-    common = {k: cfg[k] for k in ("rate_hz", "deadline_s", "max_delta", "inference")}
+    common = {k: cfg[k] for k in ("rate_hz", "deadline_s", "max_delta", "inference", "monitor")}
     if cfg["realtime"]:  # the loop runs on this thread: ask for real-time priority (and CPU affinity) for it
         cpus = None if cfg["cpus"] is None else {int(c) for c in cfg["cpus"]}
         print(claim_realtime(cpus=cpus), file=sys.stderr)

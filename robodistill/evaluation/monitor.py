@@ -37,9 +37,9 @@ from robodistill.runtime.monitor import (
     SIGNALS,
     FailureMonitor,
     MonitorError,
-    conformal_threshold,
     min_rollouts,
     rollout_score,
+    thresholds_at,
 )
 from robodistill.tasks import task_for_keys
 from robodistill.teachers import load_run_policy
@@ -83,6 +83,22 @@ class RND(nn.Module):
             opt.step()
         with torch.no_grad():
             return float(self(x).mean())
+
+
+class EmbeddingGraph(nn.Module):
+    """What the exported monitor reads of a student: observations (sorted keys; histories (B, T_o, ...) for a chunk
+    student) -> its embedding (B, D) as `Signals` takes it; a Gaussian student's also its spread (B,)."""
+
+    def __init__(self, student: Any):
+        super().__init__()
+        self.student, self.keys = student, sorted(student.obs_keys)
+
+    def forward(self, *obs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        s, x = self.student, dict(zip(self.keys, obs))
+        if chunked(s):
+            return s.condition(x)
+        _, log_std = s(x)
+        return s.features(x), log_std.mean(-1)
 
 
 class Signals:
@@ -226,11 +242,6 @@ def rollout_scores(
     }
 
 
-def thresholds_at(scores: Mapping[str, list[float]], alpha: float) -> dict[str, float]:
-    """Each signal's conformal threshold at `alpha` from the calibration rollouts' scores."""
-    return {s: conformal_threshold(v, alpha) for s, v in scores.items()}
-
-
 def first_alarm(
     trace: Mapping[str, list[float]], thresholds: Mapping[str, float], window: int, method: str
 ) -> int | None:
@@ -321,27 +332,3 @@ def calibrate(
     }
     path = save_monitor(run.dir / MONITOR_FILE, rnd, thresholds, info)
     return {**info, "thresholds": thresholds, "path": str(path)}
-
-
-def alarm_rates(
-    episodes: list[Mapping[str, Any]], alarms: list[int | None], control_hz: float = 20.0
-) -> dict[str, Any]:
-    """One method's figures from its first alarm step per episode (None: none): the share of successful episodes
-    with an alarm (false alarms), of failed ones (detections) and the mean lead time in seconds from a detection
-    to the failed episode's end."""
-    ok = [a for e, a in zip(episodes, alarms, strict=True) if e["success"]]
-    failed = [(e, a) for e, a in zip(episodes, alarms, strict=True) if e["success"] is False]
-    detected = [(e, a) for e, a in failed if a is not None]
-    return {
-        "false_alarm_rate": float(np.mean([a is not None for a in ok])) if ok else None,
-        "detection_rate": len(detected) / len(failed) if failed else None,
-        "lead_time_s": float(np.mean([(e["length"] - a) / control_hz for e, a in detected])) if detected else None,
-        "successes": len(ok),
-        "failures": len(failed),
-    }
-
-
-def alarm_summary(per_episode: list[Mapping[str, Any]], control_hz: float = 20.0) -> dict[str, dict[str, Any]]:
-    """`alarm_rates` of each method whose alarm steps a monitored evaluation's episodes report."""
-    methods = sorted({m for e in per_episode for m in e.get("alarm_step", {})})
-    return {m: alarm_rates(per_episode, [e["alarm_step"].get(m) for e in per_episode], control_hz) for m in methods}

@@ -10,11 +10,12 @@ from omegaconf import DictConfig
 
 from robodistill.config import to_dict
 from robodistill.devices import resolve_device
-from robodistill.evaluation.monitor import MONITOR_FILE, alarm_summary, load_monitor, monitored_policy
+from robodistill.evaluation.monitor import MONITOR_FILE, load_monitor, monitored_policy
 from robodistill.evaluation.rollouts import evaluate, student_policy
 from robodistill.evaluation.video import Filming
 from robodistill.observations import obs_mode_for
 from robodistill.rundir import RunDir
+from robodistill.runtime.monitor import alarm_summary
 from robodistill.tasks import task_for_keys
 from robodistill.teachers import load_run_policy
 

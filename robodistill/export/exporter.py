@@ -25,22 +25,25 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from policies import POLICY_TYPES, Exporter
+from policies import POLICY_TYPES, Exporter, Graph
 from policies.samplers import DDIM_STEPS
 from policies.vla import argmax_ties
 from robodistill.config import to_dict
 from robodistill.data.labels import windows
 from robodistill.errors import UserError
+from robodistill.evaluation.monitor import MONITOR_FILE, EmbeddingGraph, load_monitor
 from robodistill.evaluation.rollouts import student_policy
 from robodistill.export.sb3 import load_sb3_policy
 from robodistill.observations import as_dict, obs_mode_for
 from robodistill.progress import progress_bar
 from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import FORMAT_VERSION, ArtifactPolicy, load_artifact, sha256
+from robodistill.runtime.monitor import SPREADS, ArtifactScorer
 from robodistill.tasks import make_env, task_for_keys
 from robodistill.teachers import load_policy
 
 FORMATS = ("onnx", "torchscript")
+MONITOR = ("auto", True, False)  # ship the run's failure monitor: when it has one, always (refuse without), never
 OPSET = 17
 SELFTEST_SAMPLES = 64
 
@@ -176,12 +179,17 @@ def export_run(
     seed: int = 0,
     progress: bool = True,
     rate_hz: float | None = None,
+    monitor: str | bool = "auto",
 ) -> dict[str, Any]:
     """Export `run_dir`'s student to `out` (default <run>/export_<fmt>); returns the contract. Parity is checked on
     `samples` recorded observations; the export is refused (UserError, nothing written) beyond `tolerance`.
-    `rate_hz`: the control rate the contract states (None: the task's own)."""
+    `rate_hz`: the control rate the contract states (None: the task's own). `monitor`: ship the run's failure
+    monitor (`monitor.pt`, calibrated for the exported checkpoint) as graphs and a contract section: "auto" when
+    the run has one, True (refused without one), False."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if monitor not in MONITOR:
+        raise UserError(f"monitor={monitor!r}: choose auto, true or false")
     run = RunDir(run_dir).require()
     config = run.config_path
     cfg = run.config()
@@ -198,6 +206,7 @@ def export_run(
     sampler = exporter.recording_sampler(sampler_steps)
     episodes = record_observations(policy, task, samples, int(cfg.eval.seed) + 10_000, sampler, progress)
     obs = histories(episodes, int(fields["chunk"]["obs_horizon"]))
+    monitor_state = calibrated_monitor(run, policy, checkpoint, monitor, fmt)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -205,6 +214,8 @@ def export_run(
     models, parity = {}, {}
     try:
         parts = exporter.graphs(policy, obs, rng)
+        if monitor_state is not None:
+            parts.update(monitor_graphs(policy, monitor_state, obs))
         for name, (module, names, outputs, feeds) in progress_bar(parts.items(), desc="export", enabled=progress):
             module.eval()
             file = tmp / f"{name}{suffix}"
@@ -213,9 +224,13 @@ def export_run(
             parity[name] = compare(outputs, ref, run_exported(file, fmt, names, outputs, feeds), tolerance)
             models[name] = {"file": file.name, "sha256": sha256(file), "inputs": names, "outputs": outputs}
         contract = make_contract(policy, kind, fields, config, task, models, fmt, tolerance, rate_hz)
+        if monitor_state is not None:
+            contract["monitor"] = monitor_contract(monitor_state, [n for n in models if n.startswith("monitor_")])
         (tmp / "contract.json").write_text(json.dumps(contract, indent=2))
         if fmt == "onnx":  # the runtime's own path end to end, on the runtime's inputs
             parity["runtime"] = runtime_parity(tmp, policy, obs, rng, tolerance)
+            if monitor_state is not None:
+                parity["runtime_monitor"] = monitor_parity(tmp, policy, monitor_state, obs, tolerance)
         failed = {k: v for k, v in parity.items() if not v["passed"]}
         report = {
             "samples": len(next(iter(obs.values()))),
@@ -271,6 +286,67 @@ def runtime_parity(
         **({"noise": noise[:m]} if noise is not None else {}),
     )
     return {"samples": n, "actions": float(diff.max()), "passed": bool(diff.max() <= tol)}
+
+
+def calibrated_monitor(
+    run: RunDir, policy: nn.Module, checkpoint: str, include: str | bool, fmt: str
+) -> dict[str, Any] | None:
+    """The run's failure monitor to ship (`load_monitor`: refused if calibrated for another checkpoint), or None."""
+    file = run.dir / MONITOR_FILE
+    if include is False or (include == "auto" and not file.exists()):
+        return None
+    if fmt != "onnx":
+        if include is True:
+            raise UserError("monitor=true: the failure monitor ships in ONNX artifacts only (format=onnx)")
+        return None
+    state = load_monitor(file, run.checkpoint_path(checkpoint))
+    if kind_of(policy) not in SPREADS:
+        raise UserError(f"a {kind_of(policy)} student's export cannot carry a failure monitor: pass monitor=false")
+    return state
+
+
+def monitor_graphs(policy: nn.Module, state: dict[str, Any], obs: dict[str, np.ndarray]) -> dict[str, Graph]:
+    """The monitor's graphs: RND on the student's embedding, and the embedding itself (a diffusion policy's is its
+    encoder's condition, already a graph)."""
+    keys = sorted(policy.obs_keys)
+    embed = EmbeddingGraph(policy).eval()
+    with torch.inference_mode():
+        out = embed(*[torch.as_tensor(obs[k]) for k in keys])
+    embedding = (out[0] if isinstance(out, tuple) else out).numpy()
+    graphs = {"monitor_rnd": Graph(state["rnd_module"], ["embedding"], ["score"], {"embedding": embedding})}
+    if kind_of(policy) != "diffusion":
+        outputs = ["embedding", "spread"] if isinstance(out, tuple) else ["embedding"]
+        graphs["monitor_embedding"] = Graph(embed, keys, outputs, {k: obs[k] for k in keys})
+    return graphs
+
+
+def monitor_contract(state: dict[str, Any], graphs: list[str]) -> dict[str, Any]:
+    """The contract's `monitor` section: the calibration the runtime's alarm rule needs (thresholds at `alpha`,
+    the window, the per-rollout calibration scores for thresholds at another alpha) and the graphs it runs."""
+    keep = ("alpha", "window", "samples", "thresholds", "calibration_scores", "checkpoint_sha256", "successes")
+    return {**{k: state[k] for k in keep}, "graphs": graphs}
+
+
+def monitor_parity(
+    path: Path, policy: nn.Module, state: dict[str, Any], obs: dict[str, np.ndarray], tol: float, n: int = 20
+) -> dict[str, Any]:
+    """torch's RND score (and a Gaussian student's spread) against `ArtifactScorer`'s on the first `n` recorded
+    observations, one at a time as the control loop scores them; differences relative to max(1, |torch|)."""
+    scorer = ArtifactScorer(load_artifact(path))
+    keys = sorted(policy.obs_keys)
+    n = min(n, len(obs[keys[0]]))
+    with torch.inference_mode():
+        out = EmbeddingGraph(policy)(*[torch.as_tensor(obs[k][:n]) for k in keys])
+        embedding = out[0] if isinstance(out, tuple) else out
+        expected = {"rnd": state["rnd_module"](embedding).numpy()}
+        if isinstance(out, tuple):
+            expected["entropy"] = out[1].numpy()
+    got = [scorer({k: obs[k][i : i + 1] for k in keys}) for i in range(n)]
+    diff = {
+        s: float(max(abs(g[s] - e) / max(1.0, abs(e)) for g, e in zip(got, ref, strict=True)))
+        for s, ref in expected.items()
+    }
+    return {"samples": n, **diff, "passed": all(v <= tol for v in diff.values())}
 
 
 def torch_actions(

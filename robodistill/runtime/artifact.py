@@ -146,7 +146,7 @@ def load_contract(path: str | Path) -> dict[str, Any]:
 def verify_models(path: str | Path, contract: dict[str, Any]) -> dict[str, Path]:
     """The model files of the contract, each checked against its sha256; ArtifactError if one is off."""
     path, files = Path(path), {}
-    for name in STEPS[contract["kind"]].graphs:
+    for name in [*STEPS[contract["kind"]].graphs, *contract.get("monitor", {}).get("graphs", [])]:
         entry = contract["models"].get(name)
         if entry is None:
             raise ArtifactError(f"{path}/contract.json names no {name!r} model, which a {contract['kind']} needs")
@@ -314,11 +314,15 @@ def one_step_from_noise(policy: ArtifactPolicy, feeds: dict[str, np.ndarray], no
 
 
 def ddim(policy: ArtifactPolicy, feeds: dict[str, np.ndarray], noise: np.ndarray | None) -> np.ndarray:
-    """A diffusion policy: encode the history, deterministic DDIM from noise along the contract's step list
-    (policies/diffusion.py), decode the executed chunk."""
-    s, sampler = policy.artifact.sessions, policy.contract["sampler"]
-    cond = s["encoder"].run(["cond"], feeds)[0]
-    x = policy.noise(feeds, noise)
+    """A diffusion policy: encode the history, then `ddim_chunks` from noise."""
+    cond = policy.artifact.sessions["encoder"].run(["cond"], feeds)[0]
+    return ddim_chunks(policy.artifact, cond, policy.noise(feeds, noise))
+
+
+def ddim_chunks(artifact: Artifact, cond: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Deterministic DDIM from noise x (B, T_p, A) for conditions cond (B, C) along the contract's step list
+    (policies/diffusion.py), then the decoded executed chunks (B, T_a, A)."""
+    s, sampler = artifact.sessions, artifact.contract["sampler"]
     bars = np.asarray(sampler["alphas_cumprod"], np.float32)
     steps = [int(t) for t in sampler["timesteps"]]
     for t, t_prev in zip(steps, [*steps[1:], -1]):

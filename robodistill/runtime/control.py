@@ -19,6 +19,12 @@ disabled while the loop runs; the young generation is collected, and the tick lo
 tick), the robot's tick on real-time priority with CPU affinity where the OS grants them (`claim_realtime`, one
 line saying what was granted), and, with `ProcessPolicy`, inference in its own process so that no interpreter lock
 is shared with it.
+
+With a failure monitor (`Monitoring`: the artifact's scorer and alarm rule), every tick's observation is scored off
+the loop thread (the newest tick's when the previous score is still running); each score that arrives updates the
+rule's windows at the tick it arrives, and an alarm does what `on_alarm` says: `log` (a warning and the tick log),
+`hold` (from then on the robot gets the safety filter's rest action: no motion in delta control modes) or `stop`
+(the rest action, then the run ends).
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from robodistill.runtime.monitor import Monitoring
 from robodistill.runtime.robots import Robot
 
 logger = logging.getLogger(__name__)
 
-INTERVENTIONS = ("nonfinite", "hold", "clip", "rate")  # what SafetyFilter can do to an action
+INTERVENTIONS = ("nonfinite", "hold", "clip", "rate", "rest")  # what SafetyFilter can do to an action
 LATENCY_EMA = 0.2  # weight of each new inference latency in the running estimate
 
 
@@ -55,7 +62,8 @@ class SafetyFilter:
     """Makes each action safe to send: finite, inside [low, high], and at most `max_delta` from the last one.
 
     A non-finite action (any NaN or inf) or no action (None) holds the last safe action instead. The action returned
-    becomes the new last safe action; `initial` (default zeros, clipped into bounds) is the first one.
+    becomes the new last safe action; `initial` (default zeros, clipped into bounds) is the first one, and the rest
+    action a failure-monitor alarm commands (`rest`: for a position-controlled robot, pass its holding pose).
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class SafetyFilter:
         if not np.isfinite(start).all():
             raise ControlError(f"initial must be finite, got {start}")
         self._last = np.clip(start, low, high)
+        self._rest = self._last.copy()
         self.counts: dict[str, int] = dict.fromkeys(INTERVENTIONS, 0)
 
     @property
@@ -111,6 +120,12 @@ class SafetyFilter:
     def hold(self) -> tuple[np.ndarray, list[str]]:
         """No action available: send the last safe action again."""
         return self._emit(self._last.copy(), ["hold"])
+
+    def rest(self) -> tuple[np.ndarray, list[str]]:
+        """Come to rest: the initial action, within the rate limit of the last one."""
+        action, done = self(self._rest)
+        self.counts["rest"] += 1
+        return action, ["rest", *done]
 
     def _check(self, action: Any, what: str) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64)
@@ -144,6 +159,12 @@ class LoopStats:
     latency_ms_p99: float | None
     misses_per_10k: float
     last_error: str | None = None
+    scored: int = 0  # failure-monitor scores received (none without a monitor)
+    score_ms_p50: float | None = None  # a score's latency, from its tick's start to its result
+    score_ms_p99: float | None = None
+    alarms: int = 0  # ticks at which the monitor's alarm fired
+    first_alarm_tick: int | None = None
+    stopped_by_alarm: bool = False
     log: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -246,8 +267,9 @@ class ControlLoop:
 
     Each tick's log dict: tick, t_scheduled, t_start, t_sent (s since t0), late_ms, obs_tick and index (the chunk
     and position the action came from, None when held), latency_ms (of that chunk), action, interventions, miss,
-    error (a policy error noticed at that tick, or None). With `log_path`, each is also written as a JSON line, in
-    the slack after ticks (flushed there) and at the end of the run, also when it raised.
+    error (a policy error noticed at that tick, or None); with a monitor also scores (those that arrived at this
+    tick, or None), scored_tick (the tick they are of) and alarm. With `log_path`, each is also written as a JSON
+    line, in the slack after ticks (flushed there) and at the end of the run, also when it raised.
     """
 
     def __init__(
@@ -259,6 +281,7 @@ class ControlLoop:
         deadline_s: float | None = None,
         log_path: str | Path | None = None,
         spin_s: float = 0.0015,
+        monitor: Monitoring | None = None,
     ):
         if not callable(policy):
             raise ControlError(f"policy must be callable as policy(obs) -> (T, A) actions, got {type(policy).__name__}")
@@ -275,7 +298,7 @@ class ControlLoop:
             )
         if not spin_s >= 0:
             raise ControlError(f"spin_s must be >= 0, got {spin_s}")
-        self.policy, self.robot, self.safety = policy, robot, safety
+        self.policy, self.robot, self.safety, self.monitor = policy, robot, safety, monitor
         observe = getattr(policy, "observe", None)
         if callable(observe) and not callable(getattr(policy, "plan", None)):
             raise ControlError(
@@ -286,6 +309,7 @@ class ControlLoop:
         self.log_path = None if log_path is None else Path(log_path)
         self.log: list[dict[str, Any]] = []  # the latest run's ticks, also after it raised
         self._executor: ThreadPoolExecutor | None = None
+        self._scoring: ThreadPoolExecutor | None = None
         self._sink: Any = None
         self._written = 0  # ticks of the latest run already in the log file
         self._reset_state()
@@ -309,6 +333,11 @@ class ControlLoop:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="policy-infer", initializer=run_below_loop
         )
+        if self.monitor is not None:
+            self.monitor.rule.reset(0)
+            self._scoring = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="monitor-score", initializer=run_below_loop
+            )
         gc_enabled = gc.isenabled()
         gc.collect()
         gc.freeze()  # what exists now is never scanned again; nothing is collected inside a tick
@@ -321,6 +350,9 @@ class ControlLoop:
             gc.unfreeze()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._future = None
+            if self._scoring is not None:
+                self._scoring.shutdown(wait=False, cancel_futures=True)
+                self._scoring = self._score_future = None
             if self._sink is not None:
                 self._write_log()  # every tick is in the log, also when the loop raised
                 self._sink.close()
@@ -338,6 +370,11 @@ class ControlLoop:
         self._errors = self._overruns = self._dropped = 0
         self._last_error: str | None = None
         self._tick_error: str | None = None
+        self._score_future: Future | None = None
+        self._score_tick = -1
+        self._score_ms: list[float] = []
+        self._alarm_tick: int | None = None
+        self._stopped = False
 
     def _loop(self, ticks: int | None, duration_s: float | None) -> None:
         t0 = time.perf_counter()
@@ -348,7 +385,7 @@ class ControlLoop:
             t_scheduled = t0 + k * self.period
             self._sleep_until(t_scheduled)
             self.log.append(self._tick(k, t_scheduled, t0))
-            if getattr(self.robot, "done", False):
+            if self._stopped or getattr(self.robot, "done", False):
                 break
             k += 1
             current = int((time.perf_counter() - t0) * self.rate_hz)  # grid points before it have fully passed
@@ -389,13 +426,19 @@ class ControlLoop:
         obs = self.robot.read_obs()
         if self._observe is not None:  # a history policy sees every observation; it plans from this snapshot
             obs = self._observe(obs)
-        self._collect(k)
-        self._maybe_submit(k, obs)
-        if self._action_index(k) is None and self._future is not None:
-            self._collect(k, until=t_scheduled + self.deadline_s)  # the watchdog
+        monitored = {} if self.monitor is None else self._monitor_tick(k, obs, t_start)
+        resting = self._alarm_tick is not None and self.monitor is not None and self.monitor.on_alarm != "log"
+        if not resting:
+            self._collect(k)
+            self._maybe_submit(k, obs)
+            if self._action_index(k) is None and self._future is not None:
+                self._collect(k, until=t_scheduled + self.deadline_s)  # the watchdog
         index, chunk = self._action_index(k), self._chunk
         held = index is None or chunk is None
-        if held:
+        if resting:
+            action, done = self.safety.rest()
+            index = None
+        elif held:
             action, done = self.safety.hold()
         else:
             action, done = self.safety(chunk.actions[index])
@@ -413,9 +456,48 @@ class ControlLoop:
             "latency_ms": None if held else chunk.latency_s * 1000,
             "action": [float(x) for x in action],
             "interventions": done,
-            "miss": held,
+            "miss": held and not resting,
             "error": self._tick_error,
+            **monitored,
         }
+
+    # --- the failure monitor
+
+    def _monitor_tick(self, k: int, inputs: dict[str, np.ndarray], t_start: float) -> dict[str, Any]:
+        """Take the score that arrived (if any) into the alarm rule, start scoring this tick's observation when no
+        score is running, and act on an alarm. The tick log's fields: the scores taken at this tick, the tick they
+        are of, and whether the alarm fired."""
+        assert self.monitor is not None and self._scoring is not None
+        scores, scored_tick, alarm, future = None, None, False, self._score_future
+        if future is not None and future.done():
+            self._score_future = None
+            try:
+                values, ms = future.result()
+            except Exception as exc:  # a failed score is an error of this tick; the loop goes on
+                self._errors += 1
+                self._tick_error = self._last_error = f"monitor: {type(exc).__name__}: {exc}"
+            else:
+                self._score_ms.append(ms)
+                scores = {s: float(v) for s, v in values.items()}
+                scored_tick = self._score_tick
+                alarm = self.monitor.rule.update(values, 0)
+        if alarm and self._alarm_tick is None:
+            self._alarm_tick = k
+            logger.warning(
+                "failure monitor (%s): alarm at tick %d, on the observation of tick %d (%s); on_alarm=%s",
+                self.monitor.rule.method, k, scored_tick, scores, self.monitor.on_alarm,
+            )  # fmt: skip
+            self._stopped = self.monitor.on_alarm == "stop"
+        if self._score_future is None:
+            self._score_future = self._scoring.submit(self._score, inputs, t_start)
+            self._score_tick = k
+        return {"scores": scores, "scored_tick": scored_tick, "alarm": alarm}
+
+    def _score(self, inputs: dict[str, np.ndarray], t_start: float) -> tuple[dict[str, float], float]:
+        """On the scoring thread: the monitor's scores of one tick's inputs and their latency (ms)."""
+        assert self.monitor is not None
+        values = dict(self.monitor.score(inputs))
+        return values, (time.perf_counter() - t_start) * 1000
 
     # --- chunks and inference
 
@@ -485,6 +567,7 @@ class ControlLoop:
         late = [e["late_ms"] for e in self.log]
         latency = [s * 1000 for s in self._latencies]
         n, misses = len(self.log), sum(e["miss"] for e in self.log)  # from the ticks: no second counter
+        score_ms = self._score_ms
         return LoopStats(
             ticks=n,
             rate_hz=self.rate_hz,
@@ -501,5 +584,11 @@ class ControlLoop:
             latency_ms_p99=percentile(latency, 99),
             misses_per_10k=misses / n * 1e4 if n else 0.0,
             last_error=self._last_error,
+            scored=len(score_ms),
+            score_ms_p50=percentile(score_ms, 50),
+            score_ms_p99=percentile(score_ms, 99),
+            alarms=sum(bool(e.get("alarm")) for e in self.log),
+            first_alarm_tick=self._alarm_tick,
+            stopped_by_alarm=self._stopped,
             log=self.log,
         )

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from robodistill.runtime.artifact import Artifact, ddim_chunks
+
 SIGNALS = ("rnd", "entropy")
 METHODS = {"fiper": SIGNALS, "rnd": ("rnd",), "entropy": ("entropy",)}  # which signals must exceed for an alarm
+ON_ALARM = ("log", "hold", "stop")  # what a control loop does on an alarm: log it, hold the robot still, stop the run
 
 
 class MonitorError(ValueError):
@@ -102,3 +106,131 @@ class FailureMonitor:
     def signals(self) -> tuple[str, ...]:
         """The signals this monitor's method reads."""
         return METHODS[self.method]
+
+
+def thresholds_at(scores: Mapping[str, Sequence[float]], alpha: float) -> dict[str, float]:
+    """Each signal's conformal threshold at `alpha` from the calibration rollouts' scores."""
+    return {s: conformal_threshold(v, alpha) for s, v in scores.items()}
+
+
+def alarm_rates(
+    episodes: Sequence[Mapping[str, Any]], alarms: Sequence[int | None], control_hz: float = 20.0
+) -> dict[str, Any]:
+    """One method's figures from its first alarm step per episode (None: none): the share of successful episodes
+    with an alarm (false alarms), of failed ones (detections) and the mean lead time in seconds from a detection
+    to the failed episode's end (`length` steps)."""
+    ok = [a for e, a in zip(episodes, alarms, strict=True) if e["success"]]
+    failed = [(e, a) for e, a in zip(episodes, alarms, strict=True) if e["success"] is False]
+    detected = [(e, a) for e, a in failed if a is not None]
+    return {
+        "false_alarm_rate": float(np.mean([a is not None for a in ok])) if ok else None,
+        "detection_rate": len(detected) / len(failed) if failed else None,
+        "lead_time_s": float(np.mean([(e["length"] - a) / control_hz for e, a in detected])) if detected else None,
+        "successes": len(ok),
+        "failures": len(failed),
+    }
+
+
+def alarm_summary(per_episode: Sequence[Mapping[str, Any]], control_hz: float = 20.0) -> dict[str, dict[str, Any]]:
+    """`alarm_rates` of each method whose alarm steps the episodes report (`alarm_step`: {method: step or None})."""
+    methods = sorted({m for e in per_episode for m in e.get("alarm_step", {})})
+    return {m: alarm_rates(per_episode, [e["alarm_step"].get(m) for e in per_episode], control_hz) for m in methods}
+
+
+# ---- the monitor an exported artifact carries ----------------------------------------------------------------------
+def monitor_spec(artifact: Artifact) -> dict[str, Any]:
+    """The contract's `monitor` section; MonitorError for an artifact exported without one."""
+    spec = artifact.contract.get("monitor")
+    if spec is None:
+        raise MonitorError(
+            f"{artifact.path} carries no failure monitor: calibrate the run (python scripts/calibrate.py run=<run>) "
+            "and export it again"
+        )
+    return spec
+
+
+def monitor_rule(artifact: Artifact, method: str = "fiper", alpha: float | None = None) -> FailureMonitor:
+    """The alarm rule of an artifact's monitor: its window, and thresholds at its calibrated alpha or, given
+    `alpha`, recomputed from the calibration scores it carries."""
+    spec = monitor_spec(artifact)
+    same = alpha is None or math.isclose(float(alpha), float(spec["alpha"]))
+    thresholds = spec["thresholds"] if same else thresholds_at(spec["calibration_scores"], float(alpha))
+    return FailureMonitor(thresholds, int(spec["window"]), method)
+
+
+def _embedding(artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The monitor's embedding graph: [embedding (B, D)] or, for a Gaussian student, [embedding, spread (B,)]."""
+    session = artifact.sessions["monitor_embedding"]
+    return session.run(None, {k: inputs[k] for k in artifact.contract["models"]["monitor_embedding"]["inputs"]})
+
+
+class ArtifactScorer:
+    """The failure monitor's scores of one observation history, from an artifact's own graphs (numpy + onnxruntime):
+    `scorer(inputs) -> {"rnd": float, "entropy": float}` for `ArtifactPolicy.observe`'s graph inputs (batch 1).
+
+    rnd: the RND graph's error on the student's embedding (a diffusion policy's encoder condition, else the
+    monitor's embedding graph). entropy: `samples` chunks sampled for the observation with the artifact's own
+    sampler (DDIM for diffusion, the one-step head for consistency; the noise from this scorer's rng, apart from the
+    policy's), the mean standard deviation (n - 1) of their actions; a Gaussian student's predicted spread."""
+
+    def __init__(self, artifact: Artifact, seed: int = 0):
+        self.spec = monitor_spec(artifact)
+        if artifact.kind not in SPREADS:
+            raise MonitorError(f"a {artifact.kind} artifact cannot report its action spread (no sampler to draw from)")
+        self.artifact, self.samples = artifact, int(self.spec["samples"])
+        self.rng = np.random.default_rng([seed, 1])
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, float]:
+        embedding, spread = SPREADS[self.artifact.kind](self, inputs)
+        rnd = self.artifact.sessions["monitor_rnd"].run(["score"], {"embedding": embedding})[0]
+        return {"rnd": float(rnd[0]), "entropy": float(spread)}
+
+    def noise(self) -> np.ndarray:
+        """(samples, T_p, A) standard normal."""
+        chunk = self.artifact.contract["chunk"]
+        shape = (self.samples, int(chunk["pred_horizon"]), self.artifact.action_dim)
+        return self.rng.standard_normal(shape).astype(np.float32)
+
+
+def _spread(chunks: np.ndarray) -> float:
+    """The mean per-element standard deviation (n - 1, as torch's) of sampled chunks (K, T_a, A)."""
+    return float(chunks.reshape(len(chunks), -1).std(0, ddof=1).mean())
+
+
+def _diffusion_spread(scorer: ArtifactScorer, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    cond = scorer.artifact.sessions["encoder"].run(["cond"], inputs)[0]  # (1, C): also the embedding
+    return cond, _spread(ddim_chunks(scorer.artifact, np.repeat(cond, scorer.samples, 0), scorer.noise()))
+
+
+def _consistency_spread(scorer: ArtifactScorer, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    (embedding,) = _embedding(scorer.artifact, inputs)
+    feeds = {k: np.repeat(v, scorer.samples, 0) for k, v in inputs.items()}
+    chunks = scorer.artifact.sessions["policy"].run(["actions"], {**feeds, "noise": scorer.noise()})[0]
+    return embedding, _spread(chunks)
+
+
+def _gaussian_spread(scorer: ArtifactScorer, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    embedding, spread = _embedding(scorer.artifact, inputs)
+    return embedding, float(spread[0])
+
+
+# how each kind's spread is drawn (a token policy has none: its export carries no monitor)
+SPREADS: dict[str, Callable[[ArtifactScorer, dict[str, np.ndarray]], tuple[np.ndarray, float]]] = {
+    "diffusion": _diffusion_spread,
+    "consistency": _consistency_spread,
+    "gaussian": _gaussian_spread,
+}
+
+
+@dataclass
+class Monitoring:
+    """What a control loop needs to run a failure monitor: `score(inputs) -> {signal: value}` (called off the loop
+    thread, on the policy's graph inputs of a tick), the alarm `rule`, and what to do on an alarm."""
+
+    score: Callable[[dict[str, np.ndarray]], Mapping[str, float]]
+    rule: FailureMonitor
+    on_alarm: str = "log"
+
+    def __post_init__(self) -> None:
+        if self.on_alarm not in ON_ALARM:
+            raise MonitorError(f"monitor.on_alarm must be one of {', '.join(ON_ALARM)}, got {self.on_alarm!r}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
 from robodistill.runtime.control import inference_cpus, register_inference_process, run_below_loop
+from robodistill.runtime.monitor import ArtifactScorer
 from robodistill.runtime.spawning import main_script_hidden
 
 
@@ -28,10 +29,13 @@ class InferenceProcessError(RuntimeError):
 
 
 def _serve(path: str, seed: int, threads: int, cpus: set[int] | None, conn: Any) -> None:
-    """The child: load the artifact, then answer ("plan", id, inputs) with (id, chunk or error) until ("stop",)."""
+    """The child: load the artifact, then answer ("plan" | "score", id, inputs) with (id, chunk or scores or error)
+    until ("stop",)."""
     run_below_loop(cpus)
     try:
-        policy = ArtifactPolicy(load_artifact(path, threads), seed=seed)
+        artifact = load_artifact(path, threads)
+        policy = ArtifactPolicy(artifact, seed=seed)
+        scorer = ArtifactScorer(artifact, seed) if "monitor" in artifact.contract else None
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -43,10 +47,12 @@ def _serve(path: str, seed: int, threads: int, cpus: set[int] | None, conn: Any)
             return
         if message[0] == "stop":
             return
-        _, request, inputs = message
+        op, request, inputs = message
         try:
-            conn.send((request, policy.plan(inputs)))
-        except Exception as exc:  # the parent raises it as this plan's error
+            if op == "score" and scorer is None:
+                raise RuntimeError(f"{path} carries no failure monitor")
+            conn.send((request, policy.plan(inputs) if op == "plan" else scorer(inputs)))
+        except Exception as exc:  # the parent raises it as this request's error
             conn.send((request, f"{type(exc).__name__}: {exc}"))
 
 
@@ -97,11 +103,19 @@ class ProcessPolicy:
 
     def plan(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The chunk (T, A) for graph inputs from `observe`, computed in the child."""
+        return self._ask("plan", inputs)
+
+    def score(self, inputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """The artifact's failure-monitor scores (`ArtifactScorer`) of graph inputs from `observe`, in the child."""
+        return self._ask("score", inputs)
+
+    def _ask(self, op: str, inputs: dict[str, np.ndarray]) -> Any:
+        """Send one request to the child and wait for its answer, one request at a time."""
         with self._lock:
             self._request += 1
             request = self._request
             try:
-                self._conn.send(("plan", request, inputs))
+                self._conn.send((op, request, inputs))
                 while True:  # answers to requests a loop abandoned come first: skip them
                     answer, out = self._conn.recv()
                     if answer == request:
@@ -109,7 +123,7 @@ class ProcessPolicy:
             except (EOFError, OSError, BrokenPipeError) as exc:
                 raise InferenceProcessError(f"the inference process died (exit code {self._proc.exitcode})") from exc
         if isinstance(out, str):
-            raise InferenceProcessError(f"inference failed in the inference process: {out}")
+            raise InferenceProcessError(f"{op} failed in the inference process: {out}")
         return out
 
     def __call__(self, obs: dict[str, Any]) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from robodistill.benchmarks.runs import served, train_once
-from robodistill.deploy.deployment import deploy_sim, runtime_policy, safety_filter
+from robodistill.deploy.deployment import deploy_sim, monitoring, runtime_policy, safety_filter
 from robodistill.export.exporter import export_run, kind_of, torch_actions
 from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
@@ -122,17 +122,24 @@ def busy_core() -> subprocess.Popen:
 
 
 def jitter(
-    artifact: Path, ticks: dict[str, int], log_dir: Path, inference: str = "thread", realtime: bool = False
+    artifact: Path,
+    ticks: dict[str, int],
+    log_dir: Path,
+    inference: str = "thread",
+    realtime: bool = False,
+    monitor: bool = False,
 ) -> dict[str, Any]:
     """The control loop on a robot replaying recorded observations, at each rate, with the other core busy; the
     policy's inference on a worker thread or in its own process; with `realtime`, the loop's thread asks for
-    real-time priority (`claim_realtime`; the loop runs on a thread of its own so that the bench's stays as it is)."""
+    real-time priority (`claim_realtime`; the loop runs on a thread of its own so that the bench's stays as it is);
+    with `monitor`, the artifact's failure monitor scores every tick (alarms only logged)."""
     art = load_artifact(artifact)
     data = np.load(artifact / "selftest.npz")
     frames = [{k[4:]: data[k][i] for k in data.files if k.startswith("obs/")} for i in range(len(data["actions"]))]
     out: dict[str, Any] = {}
     log_dir.mkdir(parents=True, exist_ok=True)
     policy = runtime_policy(art, inference)
+    watch = monitoring(art, policy, {"enabled": True, "on_alarm": "log"}) if monitor else None
     spinner = busy_core()
     failed: list[BaseException] = []
 
@@ -148,8 +155,9 @@ def jitter(
         for rate, n in ticks.items():
             count = iter(range(10**9))
             robot = CallbackRobot(lambda c=count: dict(frames[next(c) % len(frames)]), lambda a: None, art.action_dim)
-            log = log_dir / f"ticks_{rate}hz_{inference}{'_rt' if realtime else ''}.jsonl"
-            stats = ControlLoop(policy, robot, float(rate), safety_filter(art, None), log_path=log).run(ticks=n)
+            log = log_dir / f"ticks_{rate}hz_{inference}{'_rt' if realtime else ''}{'_mon' if monitor else ''}.jsonl"
+            loop = ControlLoop(policy, robot, float(rate), safety_filter(art, None), log_path=log, monitor=watch)
+            stats = loop.run(ticks=n)
             sent = [1e3 * (t["t_sent"] - t["t_scheduled"]) for t in stats.log]  # observation read to action sent
             out[rate] = {
                 **stats.summary(),

@@ -4,6 +4,7 @@ its bad input (too few successes for alpha, another checkpoint, a student that c
 monitor shipped in an exported artifact, scored by the torch-free runtime in the control loop."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import fresh_run, run_script, train_run, user_error
 from robodistill.deploy.deployment import deploy_sim
 from robodistill.evaluation.monitor import calibrate, load_monitor
 from robodistill.evaluation.rerun import evaluate_run
+from robodistill.evaluation.review import write_review
 from robodistill.export.exporter import export_run
 from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import load_artifact
@@ -129,6 +131,13 @@ def test_perturbations_move_the_object_at_their_step_and_leave_the_rest_as_it_wa
     moved = np.linalg.norm(u.data.qpos[adr : adr + 2] - before)
     env.step(zero)  # step 3: the cube jumps 6 cm in the table plane
     assert np.linalg.norm(u.data.qpos[adr : adr + 2] - before) > moved + 0.05
+    camera = Perturbed(make_env({"env_id": "robodistill/PushCube-v0"}, "rgb"), "camera_shift", 0.05, first=2, last=3)
+    frames = [camera.reset(seed=3)[0]["front_rgb"]]
+    for _ in range(3):  # the scene camera moves at step 2: the frame it returns differs, the wrist camera's not
+        frames.append(camera.step(zero)[0]["front_rgb"])
+    assert np.abs(frames[3].astype(int) - frames[2]).mean() > 5 * np.abs(frames[2].astype(int) - frames[1]).mean()
+    camera.reset(seed=3)
+    assert np.array_equal(camera.unwrapped.model.cam_pos, camera._defaults[3])  # back where it was
     colour = Perturbed(make_env({"env_id": "robodistill/PushCube-v0"}), "table_colour", 1.0)
     table = colour.unwrapped.model.geom_rgba.copy()
     colour.reset(seed=2)
@@ -195,3 +204,22 @@ def test_a_monitor_the_export_or_the_deployment_cannot_use_is_refused(calibrated
     with user_error("was calibrated for another checkpoint"):
         export_run(stale, samples=20, progress=False)
     assert not (stale / "export_onnx").exists()  # nothing written
+
+
+def test_the_review_page_marks_each_alarm_on_the_filmed_episodes_timeline(calibrated, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(calibrated, run, ignore=shutil.ignore_patterns("export_*"))
+    result = evaluate_run(RunDir(run).config(), run, episodes=6, videos=2, monitor=True)
+    assert result["monitor"]["thresholds"] and result["filmed"]
+    page = write_review([run], tmp_path / "review").read_text()
+    cards = re.findall(r'<div class="card.*?</p></div>', page)
+    assert len(cards) == len(result["filmed"])
+    for card, filmed in zip(cards, result["filmed"], strict=True):
+        assert card.count("<polyline") == 2  # both signals against their thresholds
+        length, steps = filmed["length"], filmed["alarm_step"]
+        found = re.findall(r'data-method="(\w+)" data-step="\d+" style="left:([\d.]+)%', card)
+        marks = {method: float(left) for method, left in found}
+        assert {m for m, s in steps.items() if s is not None} == set(marks)
+        for method, left in marks.items():  # each marker at its alarm step's place on the timeline
+            assert left == pytest.approx(100 * steps[method] / max(length - 1, 1), abs=0.01)
+        assert ("no alarm" in card) == any(s is None for s in steps.values())

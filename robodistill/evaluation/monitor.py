@@ -329,6 +329,9 @@ def calibrate(
         "calibration_rollouts": len(held),
         "seed": seed,
         "calibration_scores": scores,  # thresholds at any other alpha: thresholds_at(scores, alpha)
+        "calibration_traces": [  # each held-out rollout's per-step scores (joint_thresholds)
+            {"rnd": rnd, "entropy": r["monitor_scores"]["entropy"]} for r, rnd in zip(held, rnd_scores, strict=True)
+        ],
     }
     path = save_monitor(run.dir / MONITOR_FILE, rnd, thresholds, info)
     return {**info, "thresholds": thresholds, "path": str(path)}

@@ -56,5 +56,6 @@ def evaluate_run(
     )
     if monitor:
         result["alarms"] = alarm_summary(result["per_episode"])
+        result["monitor"] = {k: state[k] for k in ("alpha", "window", "samples", "thresholds")}
     run.write_json(f"eval_{checkpoint}.json", result)
     return result

@@ -4,7 +4,10 @@ no server, no CDN) that shows what one or several runs' students do.
 Per run: task, algorithm, teacher and student; the final success with every evaluated episode; learning and loss
 curves; the filmed episodes in a grid with an outcome filter (failures are filmed first, see `eval.videos_failures`);
 for a chosen dataset episode, the student's and the teacher's actions per dimension over time and where the teacher
-acted (beta). Several runs: a table of their figures and the config keys in which they differ.
+acted (beta). Where the run has a monitored evaluation (`scripts/evaluate.py <run> --monitor`), its filmed episodes
+are shown with the failure monitor's timeline under each video: both scores over the steps (window means against
+their thresholds), each method's first alarm marked, a playhead that follows the video (click to seek). Several
+runs: a table of their figures and the config keys in which they differ.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from omegaconf import OmegaConf
 from robodistill.data.dataset import live_demos, open_dataset
 from robodistill.errors import UserError
 from robodistill.rundir import RunDir
+from robodistill.runtime.monitor import METHODS, SIGNALS, window_means
 
 ACTION_EPISODES = 12  # dataset episodes whose actions the page carries (the last written, failures first)
 ACTION_STEPS = 400  # at most this many steps of each
+MONITORED = ("eval_best.json", "eval_last.json")  # monitored evaluations (scripts/evaluate.py --monitor), newest first
+ALARM_COLOURS = {"fiper": "#c0f", "rnd": "#e55", "entropy": "#e8871e"}
 
 
 @dataclass
@@ -43,6 +49,7 @@ class RunReview:
     videos: list[dict[str, Any]]  # {"path", "episode", "success", "return", "length"}
     episodes: list[dict[str, Any]] = field(default_factory=list)  # dataset episodes' actions (see `read_actions`)
     notes: list[str] = field(default_factory=list)  # what the run lacks, said on the page
+    monitor: dict[str, Any] | None = None  # the monitored evaluation's calibration (thresholds, window) and alarms
 
 
 def load_run(directory: str | Path) -> RunReview:
@@ -65,6 +72,15 @@ def load_run(directory: str | Path) -> RunReview:
     if not metrics:
         notes.append("no metrics.jsonl: no learning curves")
     videos = _videos(run, evaluation)
+    monitored = _monitored(run)
+    if monitored is not None:
+        filmed = _videos(run, monitored)
+        if filmed:
+            videos = filmed
+            notes.append(
+                f"filmed episodes from the monitored evaluation ({monitored['file']}, {monitored['episodes']} "
+                "episodes): the failure monitor's scores and first alarms under each video"
+            )
     if not videos:
         notes.append("no videos: this run filmed no episode (eval.videos=0, or a task that cannot render)")
     episodes: list[dict[str, Any]] = []
@@ -75,7 +91,61 @@ def load_run(directory: str | Path) -> RunReview:
             notes.append(f"the run's dataset cannot be read: {exc}")
     else:
         notes.append("no dataset (data/dataset.hdf5): no student/teacher action plots")
-    return RunReview(run.dir.name, run.dir, cfg, evaluation, metrics, videos, episodes, notes)
+    monitor = (
+        None
+        if monitored is None
+        else {"file": monitored["file"], **monitored["monitor"], "alarms": monitored["alarms"]}
+    )
+    return RunReview(run.dir.name, run.dir, cfg, evaluation, metrics, videos, episodes, notes, monitor)
+
+
+def _monitored(run: RunDir) -> dict[str, Any] | None:
+    """The newest monitored evaluation of the run (one with `alarms` and the monitor's thresholds), or None."""
+    found = [run.dir / name for name in MONITORED if (run.dir / name).exists()]
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        result = json.loads(path.read_text())
+        if "alarms" in result and "monitor" in result:
+            return {**result, "file": path.name}
+    return None
+
+
+def timeline(v: Mapping[str, Any], monitor: Mapping[str, Any]) -> str:
+    """The failure monitor's timeline of one filmed episode: each signal's window mean over the steps as a share of
+    its threshold (the dashed line is the threshold), each method's first alarm as a marker, a playhead."""
+    scores, length = v.get("monitor_scores") or {}, int(v.get("length") or 0)
+    if not scores or length < 1:
+        return ""
+    w, h, top = 1000, 60, 3.0  # the plot shows up to 3x a threshold
+    lines = []
+    for signal, colour in zip(SIGNALS, ("#e55", "#e8871e"), strict=True):
+        ratio = window_means(scores[signal], int(monitor["window"])) / max(float(monitor["thresholds"][signal]), 1e-12)
+        pts = " ".join(
+            f"{w * k / max(length - 1, 1):.1f},{h - h * min(max(r, 0.0), top) / top:.1f}" for k, r in enumerate(ratio)
+        )
+        lines.append(
+            f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"><title>{signal}</title></polyline>'
+        )
+    y1 = h - h / top
+    svg = (
+        f'<svg viewBox="0 0 {w} {h}" preserveAspectRatio="none"><line x1="0" x2="{w}" y1="{y1:.1f}" y2="{y1:.1f}" '
+        f'stroke="#555" stroke-dasharray="6 4"/>{"".join(lines)}</svg>'
+    )
+    marks, said = [], []
+    for method in METHODS:
+        step = (v.get("alarm_step") or {}).get(method)
+        if step is None:
+            said.append(f"{method}: no alarm")
+            continue
+        left = 100 * step / max(length - 1, 1)
+        marks.append(
+            f'<span class="alarm" data-method="{method}" data-step="{step}" style="left:{left:.2f}%;'
+            f'background:{ALARM_COLOURS[method]}" title="{method} alarm at step {step}"></span>'
+        )
+        said.append(f"{method}: alarm at step {step} ({length - step} before the end)")
+    return (
+        f'<div class="timeline" data-length="{length}">{svg}{"".join(marks)}<span class="playhead"></span></div>'
+        f'<p class="alarms">{html.escape(" · ".join(said))}</p>'
+    )
 
 
 def _videos(run: RunDir, evaluation: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -275,9 +345,10 @@ def _run_section(r: RunReview, index: int, assets: Path, out: Path) -> str:
             detail = f" · return {v['return']:.2f} · {v['length']} steps" if v.get("return") is not None else ""
             if v.get("matches_evaluation") is False:
                 detail += " · filmed re-run differs from the evaluated episode"
+            line = timeline(v, r.monitor) if r.monitor is not None else ""
             cards.append(
                 f'<div class="card {outcome}" data-outcome="{outcome}"><video src="{e(dst.relative_to(out).as_posix())}" '
-                f'controls muted preload="auto" playsinline></video><p><b class="{outcome}">{outcome}</b> '
+                f'controls muted preload="auto" playsinline></video>{line}<p><b class="{outcome}">{outcome}</b> '
                 f"{e(label)}{e(detail)}</p></div>"
             )
         parts.append(f'<div class="grid" id="grid{index}">{"".join(cards)}</div>')
@@ -374,6 +445,11 @@ figure.curves svg { width: 100%; height: auto; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 12px; margin-top: 8px; }
 .card video { width: 100%; background: #000; } .card p { margin: 2px 0; }
 b.success { color: #1a7; } b.failure { color: #c33; } b.unknown { color: #777; }
+.timeline { position: relative; height: 60px; background: #fafafa; border: 1px solid #ddd; cursor: pointer; }
+.timeline svg { width: 100%; height: 100%; display: block; }
+.timeline .alarm { position: absolute; top: 0; bottom: 0; width: 3px; margin-left: -1px; }
+.timeline .playhead { position: absolute; top: 0; bottom: 0; width: 1px; background: #000; left: 0; }
+p.alarms { font-size: 12px; color: #555; }
 .actions { display: flex; flex-wrap: wrap; gap: 8px; margin-top: 8px; }
 .actions svg { background: #fafafa; border: 1px solid #ddd; }
 """
@@ -386,6 +462,18 @@ document.querySelectorAll('.filter button').forEach(function (b) {
       c.style.display = (b.dataset.show === 'all' || c.dataset.outcome === b.dataset.show) ? '' : 'none';
     });
     b.parentNode.querySelectorAll('button').forEach(function (o) { o.classList.toggle('on', o === b); });
+  });
+});
+document.querySelectorAll('.card').forEach(function (card) {
+  var video = card.querySelector('video'), line = card.querySelector('.timeline');
+  if (!video || !line) return;
+  var head = line.querySelector('.playhead');
+  video.addEventListener('timeupdate', function () {
+    if (video.duration) head.style.left = (100 * video.currentTime / video.duration) + '%';
+  });
+  line.addEventListener('click', function (ev) {
+    var box = line.getBoundingClientRect();
+    if (video.duration) video.currentTime = video.duration * (ev.clientX - box.left) / box.width;
   });
 });
 var NS = 'http://www.w3.org/2000/svg';

@@ -113,6 +113,21 @@ def thresholds_at(scores: Mapping[str, Sequence[float]], alpha: float) -> dict[s
     return {s: conformal_threshold(v, alpha) for s, v in scores.items()}
 
 
+def joint_thresholds(traces: Sequence[Mapping[str, Sequence[float]]], window: int, alpha: float) -> dict[str, float]:
+    """FIPER's AND calibrated as one rule at level alpha (rather than each signal at alpha, which makes the AND fire
+    on far fewer than alpha of the successes): each signal's window means over its scale (the median per-rollout
+    score), a step's joint score the smaller of the two, a rollout's the largest joint score it reached; lam is the
+    conformal threshold of those rollout scores, and the thresholds are lam * scale. The AND of window means above
+    them fires exactly where the joint score exceeds lam, so a new successful rollout alarms with probability at
+    most alpha. `traces`: per calibration rollout, each signal's per-step scores."""
+    scale = {s: float(np.median([rollout_score(t[s], window) for t in traces])) for s in SIGNALS}
+    if any(not v > 0 for v in scale.values()):  # a signal <= 0 throughout (e.g. a log std): shift it to be positive
+        raise MonitorError(f"joint calibration needs positive scores; the calibration rollouts' scales are {scale}")
+    joint = [float(np.max(np.minimum(*(window_means(t[s], window) / scale[s] for s in SIGNALS)))) for t in traces]
+    lam = conformal_threshold(joint, alpha)
+    return {s: lam * scale[s] for s in SIGNALS}
+
+
 def alarm_rates(
     episodes: Sequence[Mapping[str, Any]], alarms: Sequence[int | None], control_hz: float = 20.0
 ) -> dict[str, Any]:

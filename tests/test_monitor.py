@@ -22,8 +22,10 @@ from robodistill.runtime.monitor import (
     ArtifactScorer,
     FailureMonitor,
     conformal_threshold,
+    joint_thresholds,
     min_rollouts,
     rollout_score,
+    thresholds_at,
     window_means,
 )
 
@@ -46,6 +48,27 @@ def test_false_alarms_on_exchangeable_rollouts_stay_within_alpha(alpha):
         scores = rng.gamma(2.0, size=n + 1)
         alarms += scores[-1] > conformal_threshold(scores[:-1], alpha)
     assert alarms / trials <= alpha + 0.01  # the guarantee (marginal over calibration sets), with sampling slack
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_the_jointly_calibrated_and_keeps_alpha_where_separate_thresholds_fall_far_below(alpha):
+    rng = np.random.default_rng(1)
+    trials, n, steps = 1000, 40, 16
+    joint_alarms = separate_alarms = 0
+    for _ in range(trials):  # exchangeable rollouts: per-step scores of two independent signals
+        traces = [{s: rng.gamma(2.0, size=steps).tolist() for s in ("rnd", "entropy")} for _ in range(n + 1)]
+        calibration, new = traces[:-1], traces[-1]
+        for thresholds, count in (
+            (joint_thresholds(calibration, 4, alpha), "joint"),
+            (thresholds_at({s: [rollout_score(t[s], 4) for t in calibration] for s in new}, alpha), "separate"),
+        ):
+            rule = FailureMonitor(thresholds, window=4, method="fiper")
+            fired = any([rule.update({s: new[s][k] for s in new}) for k in range(steps)])
+            joint_alarms += fired and count == "joint"
+            separate_alarms += fired and count == "separate"
+    assert joint_alarms / trials <= alpha + 0.02  # the guarantee, with sampling slack
+    assert joint_alarms / trials >= alpha - 0.03  # and not far below it: the AND is calibrated as one rule
+    assert separate_alarms < 0.5 * joint_alarms  # each signal at alpha: the AND fires far less often
 
 
 def test_windows_and_the_and_of_both_signals():

@@ -149,10 +149,16 @@ def timeline(v: Mapping[str, Any], monitor: Mapping[str, Any]) -> str:
 
 
 def _videos(run: RunDir, evaluation: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The filmed episodes with their outcomes (eval.json `filmed`); mp4s of an older run without outcomes."""
+    """The filmed episodes with their outcomes (an evaluation's `filmed`); mp4s of an older run without outcomes."""
     if evaluation is not None and evaluation.get("filmed"):  # found in the run's videos/ (a moved run too)
-        filmed = [{**f, "path": run.video_dir / Path(f["video"]).name} for f in evaluation["filmed"]]
-        return [f for f in filmed if f["path"].exists()]
+        filmed = []
+        for f in evaluation["filmed"]:
+            video = Path(f["video"])  # videos/<name>.mp4 (training's) or videos/eval_<checkpoint>/<name>.mp4
+            path = next((p for p in (run.video_dir / video.name, run.video_dir / video.parent.name / video.name)
+                         if p.exists()), None)  # fmt: skip
+            if path is not None:
+                filmed.append({**f, "path": path})
+        return filmed
     found = sorted(run.video_dir.glob("*.mp4")) if run.video_dir.is_dir() else []
     return [{"path": p, "episode": None, "success": None, "return": None, "length": None} for p in found]
 
@@ -334,6 +340,16 @@ def _run_section(r: RunReview, index: int, assets: Path, out: Path) -> str:
             )
             + "</div>"
         )
+        if r.monitor is not None:
+            m = r.monitor
+            parts.append(
+                f"<p>Under each video, the failure monitor ({e(m['file'])}, α = {m['alpha']}, window {m['window']}): "
+                '<span style="color:#e55">RND score</span> and <span style="color:#e8871e">chunk spread</span> as '
+                "window means over their thresholds (dashed: the threshold, the plot tops out at 3×), each method's "
+                "first alarm as a marker (" + ", ".join(
+                    f'<span style="color:{c}">{k}</span>' for k, c in ALARM_COLOURS.items()
+                ) + "); click the timeline to seek.</p>"
+            )  # fmt: skip
         cards = []
         target = assets / f"run{index}"
         target.mkdir(parents=True, exist_ok=True)

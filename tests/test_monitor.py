@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import fresh_run, run_script, train_run, user_error
 
-from robodistill.deploy.deployment import deploy_sim
+from robodistill.deploy.deployment import close_all, deploy_sim, monitoring
 from robodistill.evaluation.monitor import calibrate, load_monitor
 from robodistill.evaluation.rerun import evaluate_run
 from robodistill.evaluation.review import write_review
@@ -28,6 +28,7 @@ from robodistill.runtime.monitor import (
     thresholds_at,
     window_means,
 )
+from robodistill.runtime.process_policy import ProcessPolicy
 
 
 def test_the_conformal_threshold_is_the_right_order_statistic_and_needs_enough_rollouts():
@@ -246,3 +247,18 @@ def test_the_review_page_marks_each_alarm_on_the_filmed_episodes_timeline(calibr
         for method, left in marks.items():  # each marker at its alarm step's place on the timeline
             assert left == pytest.approx(100 * steps[method] / max(length - 1, 1), abs=0.01)
         assert ("no alarm" in card) == any(s is None for s in steps.values())
+
+
+def test_beside_an_inference_process_the_monitor_scores_in_a_process_of_its_own(calibrated):
+    artifact = load_artifact(calibrated / "export_onnx")
+    policy = ProcessPolicy(artifact.path)
+    watch = monitoring(artifact, policy, {"enabled": "auto"})
+    try:
+        scorer = watch.score.__self__
+        assert isinstance(scorer, ProcessPolicy) and scorer is not policy and watch.close is not None
+        data = np.load(calibrated / "export_onnx" / "selftest.npz")
+        inputs = policy.observe({k[4:]: data[k][0] for k in data.files if k.startswith("obs/")})
+        assert watch.score(inputs) == pytest.approx(ArtifactScorer(artifact)(inputs), rel=1e-5)  # as in-process
+    finally:
+        close_all(policy, watch)
+    assert not scorer._proc.is_alive() and not policy._proc.is_alive()

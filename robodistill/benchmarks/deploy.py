@@ -30,13 +30,12 @@ import numpy as np
 import torch
 
 from robodistill.benchmarks.runs import served, train_once
-from robodistill.deploy.deployment import deploy_sim, monitoring, runtime_policy, safety_filter
+from robodistill.deploy.deployment import close_all, deploy_sim, monitoring, runtime_policy, safety_filter
 from robodistill.export.exporter import export_run, kind_of, torch_actions
 from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
 from robodistill.runtime.client import PolicyClient
 from robodistill.runtime.control import ControlLoop, claim_realtime
-from robodistill.runtime.process_policy import ProcessPolicy
 from robodistill.runtime.robots import CallbackRobot
 from robodistill.teachers import load_policy
 
@@ -174,8 +173,7 @@ def jitter(
     finally:
         spinner.kill()
         spinner.wait()
-        if isinstance(policy, ProcessPolicy):
-            policy.close()
+        close_all(policy, watch)
     return out
 
 

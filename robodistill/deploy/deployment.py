@@ -45,9 +45,10 @@ def runtime_policy(artifact: Artifact, inference: str = "thread", seed: int = 0)
 def monitoring(
     artifact: Artifact, policy: ArtifactPolicy | ProcessPolicy, cfg: Mapping[str, Any] | None, seed: int = 0
 ) -> Monitoring | None:
-    """The artifact's failure monitor for a control loop (conf/deploy.yaml `monitor`): scored where the policy's
-    inference runs (its process, or the loop's scoring thread), with the alarm rule of `method` at `alpha`; None
-    when disabled, or with `enabled: auto` for an artifact that carries none."""
+    """The artifact's failure monitor for a control loop (conf/deploy.yaml `monitor`), with the alarm rule of `method`
+    at `alpha`: scored on the loop's scoring thread, or, beside an inference process, in a process of its own that
+    runs below it (a plan never waits behind a score); None when disabled, or with `enabled: auto` for an artifact
+    that carries none. Close it (`close`) when done."""
     cfg = dict(cfg or {"enabled": "auto"})
     enabled = cfg.get("enabled", "auto")
     if enabled not in ("auto", True, False):
@@ -55,8 +56,19 @@ def monitoring(
     if enabled is False or (enabled == "auto" and "monitor" not in artifact.contract):
         return None
     rule = monitor_rule(artifact, str(cfg.get("method") or "fiper"), cfg.get("alpha"))  # refuses an artifact without
-    score = policy.score if isinstance(policy, ProcessPolicy) else ArtifactScorer(artifact, seed)
-    return Monitoring(score, rule, str(cfg.get("on_alarm") or "log"))
+    on_alarm = str(cfg.get("on_alarm") or "log")
+    if isinstance(policy, ProcessPolicy):
+        scorer = ProcessPolicy(artifact.path, seed, below=20)
+        return Monitoring(scorer.score, rule, on_alarm, close=scorer.close)
+    return Monitoring(ArtifactScorer(artifact, seed), rule, on_alarm)
+
+
+def close_all(policy: ArtifactPolicy | ProcessPolicy, watch: Monitoring | None) -> None:
+    """Stop the processes a deployment started (an inference process, a scoring process)."""
+    if watch is not None and watch.close is not None:
+        watch.close()
+    if isinstance(policy, ProcessPolicy):
+        policy.close()
 
 
 class SimRobot:
@@ -149,12 +161,12 @@ def deploy_sim(
     robot = SimRobot(task, list(artifact.observations))
     policy = runtime_policy(artifact, inference, seed)
     rate = float(rate_hz or artifact.rate_hz)
-    watch = monitoring(artifact, policy, monitor, seed)
     log_dir = Path(log_dir) if log_dir is not None else None
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-    per_episode, runs = [], []
+    per_episode, runs, watch = [], [], None
     try:
+        watch = monitoring(artifact, policy, monitor, seed)
         artifact.check_robot(robot.start_episode(seed), robot.action_dim)
         for i in progress_bar(range(episodes), enabled=progress, desc="deploy"):
             robot.start_episode(seed + i)
@@ -174,8 +186,7 @@ def deploy_sim(
             )
     finally:
         robot.close()
-        if isinstance(policy, ProcessPolicy):
-            policy.close()
+        close_all(policy, watch)
     reported = [e["success"] for e in per_episode if e["success"] is not None]  # none: the task reports no success
     alarms = {}
     if watch is not None:
@@ -223,14 +234,13 @@ def deploy_callback(
     log = Path(log_dir) / "callback.jsonl" if log_dir is not None else None
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-    policy = runtime_policy(artifact, inference)
+    policy, watch = runtime_policy(artifact, inference), None
     try:
         watch = monitoring(artifact, policy, monitor)
         loop = ControlLoop(policy, robot, rate, safety_filter(artifact, max_delta), deadline_s, log, monitor=watch)
         stats = loop.run(duration_s=float(cfg["duration_s"]))
     finally:
-        if isinstance(policy, ProcessPolicy):
-            policy.close()
+        close_all(policy, watch)
     return {"artifact": str(artifact.path), "kind": artifact.kind, "rate_hz": rate, **loop_summary([stats])}
 
 

@@ -180,7 +180,7 @@ def percentile(xs: list[float], q: float) -> float | None:
 REALTIME_PRIORITY = 50  # SCHED_FIFO priority of the loop's thread (1-99; inference runs 10 below it)
 # what claim_realtime got: the CPUs before it pinned the loop, the loop's CPUs, the loop's SCHED_FIFO priority
 _PINNED: dict[str, Any] = {"all": None, "loop": None, "priority": None}
-_INFERENCE_PIDS: set[int] = set()  # inference processes (register_inference_process)
+_INFERENCE_PIDS: dict[int, int] = {}  # inference processes and how far below the loop each runs
 
 
 def claim_realtime(priority: int = REALTIME_PRIORITY, cpus: set[int] | None = None) -> str:
@@ -201,8 +201,8 @@ def claim_realtime(priority: int = REALTIME_PRIORITY, cpus: set[int] | None = No
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
         _PINNED["priority"] = int(priority)
         said.append(f"real-time priority (SCHED_FIFO {priority}) granted")
-        for pid in list(_INFERENCE_PIDS):  # inference processes started before: just below the loop
-            run_below_loop(pid=pid)
+        for pid, below in list(_INFERENCE_PIDS.items()):  # processes started before: below the loop
+            run_below_loop(pid=pid, below=below)
     except AttributeError:
         said.append("real-time priority not granted (this OS has no SCHED_FIFO)")
     except (OSError, ValueError) as exc:
@@ -221,16 +221,16 @@ def inference_cpus() -> set[int] | None:
     return (_PINNED["all"] - _PINNED["loop"]) or None
 
 
-def run_below_loop(cpus: set[int] | None = None, pid: int = 0) -> None:
+def run_below_loop(cpus: set[int] | None = None, pid: int = 0, below: int = 10) -> None:
     """For the thread or process that runs inference (`pid`, 0: the calling thread; threads and children inherit
-    the loop's scheduling): 10 below the loop's real-time priority where the loop has one, on `cpus` (default
-    `inference_cpus()`)."""
+    the loop's scheduling): `below` under the loop's real-time priority where the loop has one (inference 10, the
+    failure monitor's scoring 20: a plan never waits for a score), on `cpus` (default `inference_cpus()`)."""
     try:
         loop = os.sched_getparam(0).sched_priority if os.sched_getscheduler(0) == os.SCHED_FIFO else None
         if loop is None and _PINNED["priority"] is not None:  # called on another thread than the loop's
             loop = _PINNED["priority"]
         if loop is not None:
-            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(max(1, loop - 10)))
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(max(1, loop - below)))
         cpus = inference_cpus() if cpus is None else cpus
         if cpus:
             os.sched_setaffinity(pid, cpus)
@@ -238,12 +238,12 @@ def run_below_loop(cpus: set[int] | None = None, pid: int = 0) -> None:
         pass
 
 
-def register_inference_process(pid: int) -> None:
-    """A process that runs inference for a loop (`ProcessPolicy`'s child): a later `claim_realtime` puts it below
+def register_inference_process(pid: int, below: int = 10) -> None:
+    """A process that runs inference for a loop (`ProcessPolicy`'s child): a later `claim_realtime` puts it `below`
     the loop too (one started after the claim inherits the loop's scheduling and lowers itself)."""
-    _INFERENCE_PIDS.add(int(pid))
+    _INFERENCE_PIDS[int(pid)] = int(below)
     if _PINNED["priority"] is not None:
-        run_below_loop(pid=pid)
+        run_below_loop(pid=pid, below=below)
 
 
 class _Chunk(NamedTuple):

@@ -240,11 +240,13 @@ SPREADS: dict[str, Callable[[ArtifactScorer, dict[str, np.ndarray]], tuple[np.nd
 @dataclass
 class Monitoring:
     """What a control loop needs to run a failure monitor: `score(inputs) -> {signal: value}` (called off the loop
-    thread, on the policy's graph inputs of a tick), the alarm `rule`, and what to do on an alarm."""
+    thread, on the policy's graph inputs of a tick), the alarm `rule`, what to do on an alarm, and what to call
+    when done with the scorer (its process, if it has one)."""
 
     score: Callable[[dict[str, np.ndarray]], Mapping[str, float]]
     rule: FailureMonitor
     on_alarm: str = "log"
+    close: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if self.on_alarm not in ON_ALARM:

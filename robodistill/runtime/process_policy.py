@@ -28,10 +28,10 @@ class InferenceProcessError(RuntimeError):
     user_facing = True
 
 
-def _serve(path: str, seed: int, threads: int, cpus: set[int] | None, conn: Any) -> None:
+def _serve(path: str, seed: int, threads: int, cpus: set[int] | None, below: int, conn: Any) -> None:
     """The child: load the artifact, then answer ("plan" | "score", id, inputs) with (id, chunk or scores or error)
     until ("stop",)."""
-    run_below_loop(cpus)
+    run_below_loop(cpus, below=below)
     try:
         artifact = load_artifact(path, threads)
         policy = ArtifactPolicy(artifact, seed=seed)
@@ -59,19 +59,24 @@ def _serve(path: str, seed: int, threads: int, cpus: set[int] | None, conn: Any)
 class ProcessPolicy:
     """`ArtifactPolicy` with `plan` in a child process (spawned; it loads the artifact itself). `observe` (the
     observation history) stays in this process, so the loop calls it every tick at no IPC cost; `plan` sends the
-    graph inputs through a pipe and waits for the chunk with the interpreter lock released. The child runs below a
-    real-time loop's priority, on the CPUs the loop is not pinned to (`claim_realtime`)."""
+    graph inputs through a pipe and waits for the chunk with the interpreter lock released. `score` asks the child
+    for the artifact's failure-monitor scores the same way. The child runs `below` a real-time loop's priority (10
+    for inference; a process that only scores runs 20 below), on the CPUs the loop is not pinned to
+    (`claim_realtime`)."""
 
-    def __init__(self, path: str | Path, seed: int = 0, threads: int = 1, start_timeout_s: float = 60.0):
+    def __init__(
+        self, path: str | Path, seed: int = 0, threads: int = 1, start_timeout_s: float = 60.0, below: int = 10
+    ):
         self.local = ArtifactPolicy(load_artifact(path, threads), seed=seed)  # its history and casts; no inference
         self.contract, self.kind, self.obs_keys = self.local.contract, self.local.kind, self.local.obs_keys
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(str(path), seed, threads, inference_cpus(), child), daemon=True)
+        args = (str(path), seed, threads, inference_cpus(), below, child)
+        self._proc = ctx.Process(target=_serve, args=args, daemon=True)
         with main_script_hidden():  # a script without a main guard is not re-run in the child
             self._proc.start()
         child.close()
-        register_inference_process(self._proc.pid)
+        register_inference_process(self._proc.pid, below)
         self._lock = threading.Lock()  # one plan at a time; a plan abandoned by a loop is drained by the next
         self._request = 0
         if not self._conn.poll(start_timeout_s):
@@ -90,8 +95,12 @@ class ProcessPolicy:
             k: np.zeros(spec["shape"], dtype=spec.get("dtype", "float32"))
             for k, spec in self.contract["observations"].items()
         }
+        monitored = "monitor" in self.contract
         for _ in range(calls):
-            self.plan(self.local.observe(zeros))
+            inputs = self.local.observe(zeros)
+            self.plan(inputs)
+            if monitored:
+                self.score(inputs)
         self.local.reset()
 
     def reset(self) -> None:

@@ -5,8 +5,8 @@ the second core busy. Three repeated runs of each variant, interleaved:
 
 - `thread_rt+mon`: inference and the monitor's scoring on worker threads of the loop's process, the loop's thread on
   real-time priority (`claim_realtime`, as scripts/deploy.py does by default);
-- `process_rt+mon`: real-time priority, inference and scoring in their own process (`inference=process`, deploy's
-  default);
+- `process_rt+mon`: real-time priority, inference in its own process and the scoring in another below it
+  (`inference=process`, deploy's default);
 - `process_rt`: the same without the monitor (what the monitor costs the loop).
 
 The target (issue 20): in each of 3 runs at 100 Hz with the monitor on, lateness p99 <= 1 ms and <= 1 miss per

@@ -24,6 +24,7 @@ from robodistill.runtime.monitor import (
     conformal_threshold,
     joint_thresholds,
     min_rollouts,
+    monitor_rule,
     rollout_score,
     thresholds_at,
     window_means,
@@ -82,7 +83,7 @@ def test_windows_and_the_and_of_both_signals():
     assert [fiper.update(s) for s in steps] == [False, True, True]  # entropy's window mean passes 1 at step 2
     fiper.reset()
     assert fiper.update({"rnd": 0.5, "entropy": 9.0}) is False  # a new episode starts from empty windows
-    with user_error("monitor method must be one of fiper, rnd, entropy"):
+    with user_error("monitor method must be one of fiper_joint, fiper, rnd, entropy"):
         FailureMonitor({"rnd": 1.0, "entropy": 1.0}, method="both")
 
 
@@ -102,15 +103,17 @@ def test_calibrate_then_evaluate_reports_when_each_alarm_fired(bc_run, tmp_path)
     p = run_script("scripts/evaluate.py", str(bc_run), "--episodes", "12", "--videos", "0", "--monitor")
     assert p.returncode == 0, p.stderr[-2000:]
     alarms = json.loads(p.stdout)["alarms"]
-    assert set(alarms) == {"fiper", "rnd", "entropy"}
+    assert set(alarms) == {"fiper_joint", "fiper", "rnd", "entropy"}
     result = json.loads((bc_run / "eval_best.json").read_text())
     for e in result["per_episode"]:
-        assert set(e["alarm_step"]) == {"fiper", "rnd", "entropy"}
+        assert set(e["alarm_step"]) == {"fiper_joint", "fiper", "rnd", "entropy"}
         assert all(s is None or 0 <= s < e["length"] for s in e["alarm_step"].values())
         assert len(e["monitor_scores"]["rnd"]) == len(e["monitor_scores"]["entropy"]) == e["length"]
         fiper, rnd, entropy = (e["alarm_step"][m] for m in ("fiper", "rnd", "entropy"))
         if fiper is not None:  # the AND fires only where both single signals have fired
             assert rnd is not None and entropy is not None and fiper >= max(rnd, entropy)
+    joint = summary["joint_thresholds"]  # the AND calibrated as one rule: never a higher bar than a signal's own
+    assert all(joint[s] <= summary["thresholds"][s] * (1 + 1e-9) for s in ("rnd", "entropy"))
     for m in alarms.values():
         assert m["successes"] + m["failures"] == 12
 
@@ -185,6 +188,11 @@ def test_the_export_carries_the_monitor_and_the_runtime_scores_as_torch_does(cal
     spec = artifact.contract["monitor"]
     state = load_monitor(calibrated / "monitor.pt", calibrated / "checkpoints" / "best.pt")
     assert spec["thresholds"] == state["thresholds"] and spec["window"] == state["window"]
+    assert spec["joint_thresholds"] == state["joint_thresholds"]  # deploy's default method, fiper_joint
+    assert monitor_rule(artifact).thresholds == state["joint_thresholds"]
+    assert monitor_rule(artifact, "rnd", 0.5).thresholds["rnd"] < spec["thresholds"]["rnd"]  # recomputed at 0.5
+    with user_error("fiper_joint's thresholds at another alpha", "calibrate the run with alpha=0.5"):
+        monitor_rule(artifact, "fiper_joint", 0.5)
     assert set(spec["graphs"]) == {"monitor_rnd", "monitor_embedding"}
     parity = json.loads((calibrated / "export_onnx" / "parity.json").read_text())["graphs"]
     assert parity["runtime_monitor"]["passed"] and parity["runtime_monitor"]["rnd"] <= 1e-4

@@ -14,7 +14,7 @@
    lead time from the alarm to the failed episode's end. Methods: `fiper` (both signals above their own thresholds,
    each at alpha: the issue's rule), `rnd`, `entropy`, and `fiper_joint` (the same AND with its thresholds
    calibrated jointly at alpha, `runtime.monitor.joint_thresholds`: FIPER at the single signals' false-alarm
-   rate).
+   rate; the deployed monitor's default).
 5. The monitor's cost per control step at batch 1: in the torch-free runtime (`ArtifactScorer` on the exported
    artifact, which carries the monitor; each task's seed-0 student; the policy's own plan beside it), and in
    evaluation (torch, the student's step with the scoring against without).
@@ -46,7 +46,7 @@ from robodistill.export.exporter import export_run
 from robodistill.observations import as_dict
 from robodistill.rundir import RunDir
 from robodistill.runtime.artifact import ArtifactPolicy, load_artifact
-from robodistill.runtime.monitor import METHODS, ArtifactScorer, alarm_rates, joint_thresholds, thresholds_at
+from robodistill.runtime.monitor import JOINT, METHODS, ArtifactScorer, alarm_rates, joint_thresholds, thresholds_at
 from robodistill.tasks import make_env
 
 ALPHAS = (0.05, 0.1)
@@ -111,9 +111,6 @@ def monitor_cost(run: Path, state: dict[str, Any], steps: int) -> dict[str, floa
     return {"student_ms": student_ms, "monitored_ms": monitored_ms, "monitor_ms": monitored_ms - student_ms}
 
 
-RULES = {**{m: m for m in METHODS}, "fiper_joint": "fiper"}  # the bench's methods and the alarm rule each runs
-
-
 def figures(
     episodes: list[dict[str, Any]], thresholds: dict[str, dict[str, float]], window: int
 ) -> dict[str, dict[str, Any]]:
@@ -121,10 +118,10 @@ def figures(
     return {
         method: alarm_rates(
             episodes,
-            [first_alarm(e["monitor_scores"], thresholds[method], window, rule) for e in episodes],
+            [first_alarm(e["monitor_scores"], thresholds[method], window, method) for e in episodes],
             CONTROL_HZ,
         )
-        for method, rule in RULES.items()
+        for method in METHODS
     }
 
 
@@ -132,7 +129,7 @@ def calibrated_thresholds(state: dict[str, Any], alpha: float) -> dict[str, dict
     """Each method's thresholds at `alpha` from a calibrated monitor: each signal at alpha, or jointly."""
     single = thresholds_at(state["calibration_scores"], alpha)
     joint = joint_thresholds(state["calibration_traces"], int(state["window"]), alpha)
-    return {**dict.fromkeys(METHODS, single), "fiper_joint": joint}
+    return {m: joint if m == JOINT else single for m in METHODS}
 
 
 def runtime_cost(run: Path, steps: int) -> dict[str, float]:

@@ -23,7 +23,7 @@ from robodistill.observations import as_dict, obs_mode_for
 from robodistill.progress import progress_bar
 from robodistill.runtime.artifact import Artifact, ArtifactPolicy, load_artifact
 from robodistill.runtime.control import ControlLoop, LoopStats, SafetyFilter, claim_realtime, percentile
-from robodistill.runtime.monitor import ArtifactScorer, Monitoring, alarm_rates, monitor_rule
+from robodistill.runtime.monitor import JOINT, ArtifactScorer, Monitoring, alarm_rates, monitor_rule
 from robodistill.runtime.process_policy import ProcessPolicy
 from robodistill.runtime.robots import CallbackRobot
 from robodistill.tasks import SUCCESS, make_env, task_for_keys
@@ -55,7 +55,7 @@ def monitoring(
         raise UserError(f"monitor.enabled={enabled!r}: choose auto, true or false")
     if enabled is False or (enabled == "auto" and "monitor" not in artifact.contract):
         return None
-    rule = monitor_rule(artifact, str(cfg.get("method") or "fiper"), cfg.get("alpha"))  # refuses an artifact without
+    rule = monitor_rule(artifact, str(cfg.get("method") or JOINT), cfg.get("alpha"))  # refuses an artifact without
     on_alarm = str(cfg.get("on_alarm") or "log")
     if isinstance(policy, ProcessPolicy):
         scorer = ProcessPolicy(artifact.path, seed, below=20)

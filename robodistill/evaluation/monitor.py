@@ -6,7 +6,8 @@
   the predictor's squared error (large on embeddings unlike those it was trained on).
 - Chunk spread ("entropy"): `samples` chunks sampled for the same observation (DDIM-10 for a diffusion policy, the
   consistency head's own chain), the mean per-element standard deviation of their executed actions (what an
-  exported artifact's sampler returns); a Gaussian student's predicted spread (mean log std). A token student
+  exported artifact's sampler returns); a Gaussian student's predicted spread (the geometric mean of its std). A
+  token student
   cannot be sampled this way: one error.
 - Calibration (`calibrate`): successful rollouts of the student on seeds apart from the evaluation's; half of them
   train the RND predictor, the other half set each signal's conformal threshold on per-rollout scores.
@@ -33,10 +34,13 @@ from robodistill.evaluation.rollouts import evaluate, student_policy
 from robodistill.observations import obs_mode_for, view
 from robodistill.rundir import RunDir
 from robodistill.runtime.monitor import (
+    JOINT,
     METHODS,
     SIGNALS,
     FailureMonitor,
     MonitorError,
+    joint_thresholds,
+    method_thresholds,
     min_rollouts,
     rollout_score,
     thresholds_at,
@@ -98,7 +102,7 @@ class EmbeddingGraph(nn.Module):
         if chunked(s):
             return s.condition(x)
         _, log_std = s(x)
-        return s.features(x), log_std.mean(-1)
+        return s.features(x), log_std.mean(-1).exp()
 
 
 class Signals:
@@ -127,7 +131,7 @@ class Signals:
             s = self.student
             x = s.tensors(view(obs, s.obs_keys))
             _, log_std = s(x)
-            return s.features(x).numpy(force=True), log_std.mean(-1).numpy(force=True)
+            return s.features(x).numpy(force=True), log_std.mean(-1).exp().numpy(force=True)
         cond = self.runner.condition(slots)  # (B, C)
         k = self.samples
         chunks = self.sampler.plan(cond.repeat_interleave(k, 0), [s for s in slots for _ in range(k)])
@@ -261,11 +265,15 @@ def monitored_policy(
     record: bool = False,
 ) -> MonitoredPolicy:
     """`student` as evaluation runs it (with its sampler), scored every step; with a loaded monitor `state`, the
-    alarm of each method (fiper, rnd, entropy) at the state's thresholds."""
+    alarm of each method (fiper_joint, fiper, rnd, entropy) at the state's thresholds."""
     runner = student_policy(student, sampler)
     if state is None:
         return MonitoredPolicy(student, runner, None, {}, samples, record)
-    monitors = {m: FailureMonitor(state["thresholds"], int(state["window"]), m) for m in METHODS}
+    monitors = {
+        m: FailureMonitor(method_thresholds(state, m), int(state["window"]), m)
+        for m in METHODS
+        if m != JOINT or state.get("joint_thresholds")  # a monitor calibrated before fiper_joint has none
+    }
     return MonitoredPolicy(student, runner, state["rnd_module"], monitors, int(state["samples"]), record)
 
 
@@ -317,6 +325,11 @@ def calibrate(
         rnd_scores = [rnd(torch.as_tensor(r["embeddings"], dtype=torch.float32)).numpy().tolist() for r in held]
     scores = rollout_scores([r["monitor_scores"] for r in held], rnd_scores, window)
     thresholds = thresholds_at(scores, alpha)
+    traces = [{"rnd": rnd, "entropy": r["monitor_scores"]["entropy"]} for r, rnd in zip(held, rnd_scores, strict=True)]
+    try:
+        joint, joint_note = joint_thresholds(traces, window, alpha), None
+    except MonitorError as exc:  # a signal without positive scores (degenerate): the other methods still work
+        joint, joint_note = None, str(exc)
     info = {
         "checkpoint_sha256": checkpoint_hash(checkpoint),
         "checkpoint": checkpoint.name,
@@ -329,9 +342,9 @@ def calibrate(
         "calibration_rollouts": len(held),
         "seed": seed,
         "calibration_scores": scores,  # thresholds at any other alpha: thresholds_at(scores, alpha)
-        "calibration_traces": [  # each held-out rollout's per-step scores (joint_thresholds)
-            {"rnd": rnd, "entropy": r["monitor_scores"]["entropy"]} for r, rnd in zip(held, rnd_scores, strict=True)
-        ],
+        "calibration_traces": traces,  # each held-out rollout's per-step scores: joint_thresholds at any alpha
+        "joint_thresholds": joint,
+        "joint_note": joint_note,
     }
     path = save_monitor(run.dir / MONITOR_FILE, rnd, thresholds, info)
     return {**info, "thresholds": thresholds, "path": str(path)}

@@ -56,6 +56,7 @@ def evaluate_run(
     )
     if monitor:
         result["alarms"] = alarm_summary(result["per_episode"])
-        result["monitor"] = {k: state[k] for k in ("alpha", "window", "samples", "thresholds")}
+        keep = ("alpha", "window", "samples", "thresholds", "joint_thresholds")
+        result["monitor"] = {k: state.get(k) for k in keep}
     run.write_json(f"eval_{checkpoint}.json", result)
     return result

@@ -34,7 +34,7 @@ from robodistill.runtime.monitor import METHODS, SIGNALS, window_means
 ACTION_EPISODES = 12  # dataset episodes whose actions the page carries (the last written, failures first)
 ACTION_STEPS = 400  # at most this many steps of each
 MONITORED = ("eval_best.json", "eval_last.json")  # monitored evaluations (scripts/evaluate.py --monitor), newest first
-ALARM_COLOURS = {"fiper": "#c0f", "rnd": "#e55", "entropy": "#e8871e"}
+ALARM_COLOURS = {"fiper_joint": "#06c", "fiper": "#c0f", "rnd": "#e55", "entropy": "#e8871e"}
 
 
 @dataclass
@@ -131,8 +131,9 @@ def timeline(v: Mapping[str, Any], monitor: Mapping[str, Any]) -> str:
         f'stroke="#555" stroke-dasharray="6 4"/>{"".join(lines)}</svg>'
     )
     marks, said = [], []
-    for method in METHODS:
-        step = (v.get("alarm_step") or {}).get(method)
+    reported = v.get("alarm_step") or {}
+    for method in [m for m in METHODS if m in reported]:
+        step = reported[method]
         if step is None:
             said.append(f"{method}: no alarm")
             continue

@@ -324,7 +324,8 @@ def monitor_contract(state: dict[str, Any], graphs: list[str]) -> dict[str, Any]
     """The contract's `monitor` section: the calibration the runtime's alarm rule needs (thresholds at `alpha`,
     the window, the per-rollout calibration scores for thresholds at another alpha) and the graphs it runs."""
     keep = ("alpha", "window", "samples", "thresholds", "calibration_scores", "checkpoint_sha256", "successes")
-    return {**{k: state[k] for k in keep}, "graphs": graphs}
+    joint = {k: state.get(k) for k in ("joint_thresholds", "joint_note")}  # none in a monitor.pt from before them
+    return {**{k: state[k] for k in keep}, **joint, "graphs": graphs}
 
 
 def monitor_parity(

@@ -5,6 +5,8 @@ policy's observation embedding (random network distillation: a trained predictor
 its error is the score) and the action-chunk spread (several chunks sampled for one observation; a wide spread
 means the policy is unsure). Each is averaged over a short window of steps and compared with a split-conformal
 threshold at level alpha; FIPER's alarm fires when both exceed, the single-signal baselines when theirs does.
+FIPER's two thresholds come either from each signal at alpha (`fiper`: the AND then fires on far fewer than alpha of
+the successes) or from calibrating the AND as one rule at alpha (`fiper_joint`, `joint_thresholds`).
 
 Calibration treats rollouts, not windows, as exchangeable: a rollout's score is the largest window score it reached,
 and the threshold is the ceil((n + 1)(1 - alpha))-th smallest of n rollouts' scores. A new successful rollout then
@@ -24,7 +26,9 @@ import numpy as np
 from robodistill.runtime.artifact import Artifact, ddim_chunks
 
 SIGNALS = ("rnd", "entropy")
-METHODS = {"fiper": SIGNALS, "rnd": ("rnd",), "entropy": ("entropy",)}  # which signals must exceed for an alarm
+JOINT = "fiper_joint"  # FIPER's AND at thresholds calibrated jointly (joint_thresholds)
+# which signals must exceed their thresholds for each method's alarm
+METHODS = {JOINT: SIGNALS, "fiper": SIGNALS, "rnd": ("rnd",), "entropy": ("entropy",)}
 ON_ALARM = ("log", "hold", "stop")  # what a control loop does on an alarm: log it, hold the robot still, stop the run
 
 
@@ -164,13 +168,35 @@ def monitor_spec(artifact: Artifact) -> dict[str, Any]:
     return spec
 
 
-def monitor_rule(artifact: Artifact, method: str = "fiper", alpha: float | None = None) -> FailureMonitor:
-    """The alarm rule of an artifact's monitor: its window, and thresholds at its calibrated alpha or, given
-    `alpha`, recomputed from the calibration scores it carries."""
+def method_thresholds(monitor: Mapping[str, Any], method: str) -> dict[str, float]:
+    """A calibrated monitor's (monitor.pt's, or a contract's `monitor`) thresholds for `method`: the joint ones for
+    fiper_joint, each signal's own for the others."""
+    if method not in METHODS:
+        raise MonitorError(f"monitor method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method != JOINT:
+        return dict(monitor["thresholds"])
+    if not monitor.get("joint_thresholds"):
+        raise MonitorError(
+            f"this monitor has no {JOINT} thresholds ({monitor.get('joint_note') or 'calibrated before there were'}):"
+            " calibrate the run again (python scripts/calibrate.py run=<run>), or use method fiper, rnd or entropy"
+        )
+    return dict(monitor["joint_thresholds"])
+
+
+def monitor_rule(artifact: Artifact, method: str = JOINT, alpha: float | None = None) -> FailureMonitor:
+    """The alarm rule of an artifact's monitor: its window, and `method`'s thresholds at its calibrated alpha or,
+    given another `alpha`, recomputed from the per-rollout calibration scores it carries (single-signal thresholds;
+    fiper_joint's need the rollouts' per-step scores, which an artifact does not carry: calibrate at that alpha)."""
     spec = monitor_spec(artifact)
-    same = alpha is None or math.isclose(float(alpha), float(spec["alpha"]))
-    thresholds = spec["thresholds"] if same else thresholds_at(spec["calibration_scores"], float(alpha))
-    return FailureMonitor(thresholds, int(spec["window"]), method)
+    if alpha is None or math.isclose(float(alpha), float(spec["alpha"])):
+        return FailureMonitor(method_thresholds(spec, method), int(spec["window"]), method)
+    if method == JOINT:
+        raise MonitorError(
+            f"monitor.alpha={alpha}: {JOINT}'s thresholds at another alpha than the calibrated {spec['alpha']} need "
+            f"the calibration rollouts' per-step scores: calibrate the run with alpha={alpha} and export it again, or "
+            "use method fiper, rnd or entropy"
+        )
+    return FailureMonitor(thresholds_at(spec["calibration_scores"], float(alpha)), int(spec["window"]), method)
 
 
 def _embedding(artifact: Artifact, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -55,7 +55,7 @@ def test_false_alarms_on_exchangeable_rollouts_stay_within_alpha(alpha):
 @pytest.mark.parametrize("alpha", [0.05, 0.1])
 def test_the_jointly_calibrated_and_keeps_alpha_where_separate_thresholds_fall_far_below(alpha):
     rng = np.random.default_rng(1)
-    trials, n, steps = 1000, 40, 16
+    trials, n, steps = 500, 40, 16
     joint_alarms = separate_alarms = 0
     for _ in range(trials):  # exchangeable rollouts: per-step scores of two independent signals
         traces = [{s: rng.gamma(2.0, size=steps).tolist() for s in ("rnd", "entropy")} for _ in range(n + 1)]

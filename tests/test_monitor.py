@@ -241,7 +241,9 @@ def test_a_monitor_the_export_or_the_deployment_cannot_use_is_refused(calibrated
 def test_the_review_page_marks_each_alarm_on_the_filmed_episodes_timeline(calibrated, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(calibrated, run, ignore=shutil.ignore_patterns("export_*"))
-    result = evaluate_run(RunDir(run).config(), run, episodes=6, videos=2, monitor=True)
+    cfg = RunDir(run).config()
+    cfg.eval.video_size = 96  # what the page shows does not depend on the size
+    result = evaluate_run(cfg, run, episodes=6, videos=2, monitor=True)
     assert result["monitor"]["thresholds"] and result["filmed"]
     page = write_review([run], tmp_path / "review").read_text()
     cards = re.findall(r'<div class="card.*?</p></div>', page)

@@ -416,3 +416,6 @@ def test_a_failing_score_is_a_tick_error_and_the_loop_goes_on():
     stats = loop.run(ticks=30)
     assert stats.ticks == 30 and stats.errors > 0 and "monitor: RuntimeError: scorer down" in stats.last_error
     assert stats.alarms == 0 and stats.misses == 0
+    half = Monitoring(lambda obs: {"rnd": 9.0}, rule)  # FIPER needs both signals: a scorer that gives one
+    stats = ControlLoop(RampPolicy(horizon=4), TickRobot(), RATE, wide_filter(), monitor=half).run(ticks=20)
+    assert stats.errors > 0 and "the scorer gave no entropy score" in stats.last_error and stats.alarms == 0

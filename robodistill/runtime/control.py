@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from robodistill.runtime.monitor import Monitoring
+from robodistill.runtime.monitor import SIGNALS, MonitorError, Monitoring
 from robodistill.runtime.robots import Robot
 
 logger = logging.getLogger(__name__)
@@ -473,14 +473,17 @@ class ControlLoop:
             self._score_future = None
             try:
                 values, ms = future.result()
+                missing = [s for s in self.monitor.rule.signals() if s not in values]
+                if missing:
+                    raise MonitorError(f"the scorer gave no {', '.join(missing)} score, only {sorted(values)}")
             except Exception as exc:  # a failed score is an error of this tick; the loop goes on
                 self._errors += 1
                 self._tick_error = self._last_error = f"monitor: {type(exc).__name__}: {exc}"
             else:
                 self._score_ms.append(ms)
-                scores = {s: float(v) for s, v in values.items()}
+                scores = {s: float(values[s]) for s in SIGNALS if s in values}
                 scored_tick = self._score_tick
-                alarm = self.monitor.rule.update(values, 0)
+                alarm = self.monitor.rule.update(scores, 0)
         if alarm and self._alarm_tick is None:
             self._alarm_tick = k
             logger.warning(

@@ -17,7 +17,6 @@ another checkpoint is refused at load.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,13 @@ import torch
 from torch import nn
 
 from policies import chunked
-from policies.samplers import make_sampler
+from policies.samplers import DDIM_STEPS, make_sampler
 from robodistill.config import to_dict
 from robodistill.errors import UserError
 from robodistill.evaluation.rollouts import evaluate, student_policy
 from robodistill.observations import obs_mode_for, view
 from robodistill.rundir import RunDir
+from robodistill.runtime.artifact import sha256
 from robodistill.runtime.monitor import (
     JOINT,
     METHODS,
@@ -99,10 +99,22 @@ class EmbeddingGraph(nn.Module):
 
     def forward(self, *obs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         s, x = self.student, dict(zip(self.keys, obs))
-        if chunked(s):
-            return s.condition(x)
-        _, log_std = s(x)
-        return s.features(x), log_std.mean(-1).exp()
+        return s.condition(x) if chunked(s) else gaussian_signals(s, x)
+
+
+def gaussian_signals(student: Any, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Gaussian student's embedding (its features, (B, D)) and spread (the geometric mean of its std, (B,))."""
+    _, log_std = student(x)
+    return student.features(x), log_std.mean(-1).exp()
+
+
+def embeddings(student: Any, obs: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`EmbeddingGraph` on observations (N, ...) or histories (N, T_o, ...): embeddings and, for a Gaussian student,
+    spreads (else None)."""
+    graph = EmbeddingGraph(student)
+    with torch.inference_mode():
+        out = graph(*[torch.as_tensor(obs[k]) for k in graph.keys])
+    return out if isinstance(out, tuple) else (out, None)
 
 
 class Signals:
@@ -112,7 +124,11 @@ class Signals:
         self.student, self.runner, self.samples = student, runner, int(samples)
         if chunked(student):
             kind = getattr(student, "kind", "")
-            cfg = {"kind": "consistency"} if kind == "consistency" else {"kind": "ddim", "num_inference_steps": 10}
+            cfg = (
+                {"kind": "consistency"}
+                if kind == "consistency"
+                else {"kind": "ddim", "num_inference_steps": DDIM_STEPS}
+            )
             self.sampler = make_sampler(student, cfg)  # its own: the runner's sampler state stays untouched
         elif hasattr(student, "log_std") and getattr(student, "obs_horizon", 1) == 1:
             self.sampler = None  # a Gaussian student: its predicted spread
@@ -129,9 +145,8 @@ class Signals:
         them: a chunk runner's history then holds them)."""
         if self.sampler is None:
             s = self.student
-            x = s.tensors(view(obs, s.obs_keys))
-            _, log_std = s(x)
-            return s.features(x).numpy(force=True), log_std.mean(-1).exp().numpy(force=True)
+            emb, spread = gaussian_signals(s, s.tensors(view(obs, s.obs_keys)))
+            return emb.numpy(force=True), spread.numpy(force=True)
         cond = self.runner.condition(slots)  # (B, C)
         k = self.samples
         chunks = self.sampler.plan(cond.repeat_interleave(k, 0), [s for s in slots for _ in range(k)])
@@ -205,11 +220,6 @@ class MonitoredPolicy:
         return report
 
 
-def checkpoint_hash(path: str | Path) -> str:
-    """sha256 of a checkpoint file: what a monitor is calibrated for."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def save_monitor(path: str | Path, rnd: RND, thresholds: Mapping[str, float], info: Mapping[str, Any]) -> Path:
     path = Path(path)
     torch.save(
@@ -224,7 +234,7 @@ def load_monitor(path: str | Path, checkpoint: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{path} does not exist: calibrate first (python scripts/calibrate.py run=<run>)")
     state = torch.load(path, map_location="cpu", weights_only=False)
-    expected = checkpoint_hash(checkpoint)
+    expected = sha256(checkpoint)  # what a monitor is calibrated for
     if state.get("checkpoint_sha256") != expected:
         raise UserError(
             f"{path} was calibrated for another checkpoint (sha256 {str(state.get('checkpoint_sha256'))[:12]}..., "
@@ -331,7 +341,7 @@ def calibrate(
     except MonitorError as exc:  # a signal without positive scores (degenerate): the other methods still work
         joint, joint_note = None, str(exc)
     info = {
-        "checkpoint_sha256": checkpoint_hash(checkpoint),
+        "checkpoint_sha256": sha256(checkpoint),
         "checkpoint": checkpoint.name,
         "alpha": alpha,
         "window": window,

@@ -31,7 +31,7 @@ from policies.vla import argmax_ties
 from robodistill.config import to_dict
 from robodistill.data.labels import windows
 from robodistill.errors import UserError
-from robodistill.evaluation.monitor import MONITOR_FILE, EmbeddingGraph, load_monitor
+from robodistill.evaluation.monitor import MONITOR_FILE, EmbeddingGraph, embeddings, load_monitor
 from robodistill.evaluation.rollouts import student_policy
 from robodistill.export.sb3 import load_sb3_policy
 from robodistill.observations import as_dict, obs_mode_for
@@ -309,14 +309,11 @@ def monitor_graphs(policy: nn.Module, state: dict[str, Any], obs: dict[str, np.n
     """The monitor's graphs: RND on the student's embedding, and the embedding itself (a diffusion policy's is its
     encoder's condition, already a graph)."""
     keys = sorted(policy.obs_keys)
-    embed = EmbeddingGraph(policy).eval()
-    with torch.inference_mode():
-        out = embed(*[torch.as_tensor(obs[k]) for k in keys])
-    embedding = (out[0] if isinstance(out, tuple) else out).numpy()
-    graphs = {"monitor_rnd": Graph(state["rnd_module"], ["embedding"], ["score"], {"embedding": embedding})}
+    embedding, spread = embeddings(policy, obs)
+    graphs = {"monitor_rnd": Graph(state["rnd_module"], ["embedding"], ["score"], {"embedding": embedding.numpy()})}
     if kind_of(policy) != "diffusion":
-        outputs = ["embedding", "spread"] if isinstance(out, tuple) else ["embedding"]
-        graphs["monitor_embedding"] = Graph(embed, keys, outputs, {k: obs[k] for k in keys})
+        outputs = ["embedding", "spread"] if spread is not None else ["embedding"]
+        graphs["monitor_embedding"] = Graph(EmbeddingGraph(policy), keys, outputs, {k: obs[k] for k in keys})
     return graphs
 
 
@@ -336,12 +333,11 @@ def monitor_parity(
     scorer = ArtifactScorer(load_artifact(path))
     keys = sorted(policy.obs_keys)
     n = min(n, len(obs[keys[0]]))
+    embedding, spread = embeddings(policy, {k: obs[k][:n] for k in keys})
     with torch.inference_mode():
-        out = EmbeddingGraph(policy)(*[torch.as_tensor(obs[k][:n]) for k in keys])
-        embedding = out[0] if isinstance(out, tuple) else out
         expected = {"rnd": state["rnd_module"](embedding).numpy()}
-        if isinstance(out, tuple):
-            expected["entropy"] = out[1].numpy()
+    if spread is not None:
+        expected["entropy"] = spread.numpy()
     got = [scorer({k: obs[k][i : i + 1] for k in keys}) for i in range(n)]
     diff = {
         s: float(max(abs(g[s] - e) / max(1.0, abs(e)) for g, e in zip(got, ref, strict=True)))

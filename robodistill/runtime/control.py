@@ -374,6 +374,7 @@ class ControlLoop:
         self._score_tick = -1
         self._score_ms: list[float] = []
         self._alarm_tick: int | None = None
+        self._resting = False  # after an alarm with on_alarm hold or stop: the rest action, no more plans
         self._stopped = False
 
     def _loop(self, ticks: int | None, duration_s: float | None) -> None:
@@ -427,7 +428,7 @@ class ControlLoop:
         if self._observe is not None:  # a history policy sees every observation; it plans from this snapshot
             obs = self._observe(obs)
         monitored = {} if self.monitor is None else self._monitor_tick(k, obs, t_start)
-        resting = self._alarm_tick is not None and self.monitor is not None and self.monitor.on_alarm != "log"
+        resting = self._resting
         if not resting:
             self._collect(k)
             self._maybe_submit(k, obs)
@@ -490,6 +491,7 @@ class ControlLoop:
                 "failure monitor (%s): alarm at tick %d, on the observation of tick %d (%s); on_alarm=%s",
                 self.monitor.rule.method, k, scored_tick, scores, self.monitor.on_alarm,
             )  # fmt: skip
+            self._resting = self.monitor.on_alarm in ("hold", "stop")
             self._stopped = self.monitor.on_alarm == "stop"
         if self._score_future is None:
             self._score_future = self._scoring.submit(self._score, inputs, t_start)
